@@ -1,0 +1,39 @@
+# incident-bot: `make run` runs the bot, `make test` runs the tests. Both install what is
+# missing into .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install run test test-integration bench chaos check clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "incident-bot needs Python >= 3.11 (found " + sys.version.split()[0] + "); set PYTHON=python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/incident-bot run
+
+check: $(STAMP)
+	$(VENV)/bin/incident-bot check
+
+test: $(STAMP)
+	$(PY) -m pytest -q -m "not integration and not slow" $(PYTEST_ARGS)
+
+test-integration: $(STAMP)
+	bash tests/integration/run.sh $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) -m pytest -q tests/bench -m "" -p no:randomly $(PYTEST_ARGS)
+
+chaos: $(STAMP)
+	$(PY) -m pytest -q -m slow tests/chaos $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache test-artifacts

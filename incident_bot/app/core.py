@@ -1,0 +1,219 @@
+"""What every use case shares: the request, replies, incident lookup with permissions, refresh of
+the incident's channel header, pinned summary and checklist header."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import structlog
+
+from incident_bot.app.directory import Directory
+from incident_bot.chat.client import MattermostClient
+from incident_bot.chat.errors import MattermostError, NotFound
+from incident_bot.chat.models import Post
+from incident_bot.config import Settings
+from incident_bot.domain import messages
+from incident_bot.domain.models import ChecklistItem, Incident, Playbook, Status, utcnow
+from incident_bot.domain.rules import RuleError, format_short_duration
+from incident_bot.store.base import Store, Transaction
+
+log = structlog.get_logger("incident_bot.app")
+
+REPLY_PROP = "incident_bot_reply_to"
+
+
+class UserError(Exception):
+    """Ends a use case with this reply; nothing was changed."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+@dataclass
+class Request:
+    """One command from a person, as the use cases see it."""
+
+    key: str  # dedupe key of the event that carried it
+    post: Post
+    user_id: str
+    channel_id: str
+    channel_type: str  # O, P, D, G
+    team_id: str  # "" in a DM
+    late_by: timedelta | None = None  # set when handled after an outage (catch-up)
+    outcome: str = "ok"
+    incident: int | None = None
+    replied: bool = False
+
+    @property
+    def is_dm(self) -> bool:
+        return self.channel_type in ("D", "G")
+
+    @property
+    def thread_root(self) -> str:
+        return self.post.root_id or self.post.id
+
+
+class Clock:
+    """UTC now; a test may shift it through ``offset``."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def now(self) -> datetime:
+        return utcnow() + self.offset
+
+
+@dataclass
+class Core:
+    settings: Settings
+    store: Store
+    client: MattermostClient
+    directory: Directory
+    clock: Clock = field(default_factory=Clock)
+    _locks: dict[int, asyncio.Lock] = field(default_factory=dict)
+
+    @property
+    def bot_id(self) -> str:
+        return self.directory.bot.id
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    def lock(self, number: int) -> asyncio.Lock:
+        """Changes to one incident are applied one at a time."""
+        return self._locks.setdefault(number, asyncio.Lock())
+
+    # --- replies -------------------------------------------------------------------
+
+    async def reply(self, req: Request, text: str) -> Post | None:
+        """The one reply to a command: in its thread (in a DM: in the DM). Recorded so a
+        redelivered command is not answered twice."""
+        if req.replied:
+            log.error("reply.twice", key=req.key)
+            return None
+        if req.late_by is not None:
+            text = messages.late(text, format_short_duration(req.late_by))
+        root = "" if req.is_dm else req.thread_root
+        post = await self.client.create_post(req.channel_id, text, root_id=root, props={REPLY_PROP: req.post.id})
+        req.replied = True
+        async with self.store.transaction() as tx:
+            await tx.record_reply(req.key, post.id, self.now())
+            if not await tx.event_seen(req.key):
+                await tx.record_event(req.key, self.now(), req.incident)
+        return post
+
+    # --- lookups with the visibility rules -------------------------------------------
+
+    async def incident_for(
+        self,
+        req: Request,
+        number: int | None,
+        command: str,
+        *,
+        member_action: str | None = None,
+        channel_only: bool = False,
+    ) -> Incident:
+        """The incident a command is about: by number (team members only; the same reply
+        whether it exists elsewhere or not) or the incident of the channel it was posted in.
+        ``member_action`` set: the requester must be in the incident channel."""
+        incident: Incident | None
+        if number is not None and not channel_only:
+            async with self.store.transaction() as tx:
+                incident = await tx.get_incident(number)
+            if incident is None or not await self.directory.in_team(incident.team_id, req.user_id):
+                raise UserError(messages.not_found(number))
+        else:
+            async with self.store.transaction() as tx:
+                incident = await tx.get_incident_by_channel(req.channel_id)
+            if incident is None:
+                if channel_only:
+                    raise UserError(messages.need_incident_channel_only(command))
+                raise UserError(messages.need_incident_channel(command))
+            if number is not None and number != incident.number:
+                raise UserError(messages.need_incident_channel_only(command))
+        req.incident = incident.number
+        if member_action and not await self.directory.in_channel(incident.channel_id, req.user_id):
+            raise UserError(messages.not_a_member(incident, member_action))
+        return incident
+
+    async def playbooks(self, team_id: str) -> list[Playbook]:
+        """Config playbooks (read-only, every team) then the team's own, by name."""
+        config = self.settings.config_playbooks()
+        async with self.store.transaction() as tx:
+            team = await tx.list_playbooks(team_id)
+        names = {p.name.lower() for p in config}
+        return config + sorted((p for p in team if p.name.lower() not in names), key=lambda p: p.name.lower())
+
+    async def find_playbook(self, team_id: str, name: str) -> Playbook | None:
+        for playbook in await self.playbooks(team_id):
+            if playbook.name.lower() == name.lower():
+                return playbook
+        return None
+
+    # --- keeping the channel current --------------------------------------------------
+
+    async def origin_link(self, incident: Incident) -> str | None:
+        if not incident.origin_post_id or incident.origin_channel_id == incident.channel_id:
+            return None
+        try:
+            team = await self.client.get_team(incident.team_id)
+        except MattermostError:
+            return None
+        return f"{self.settings.mattermost_url}/{team.name}/pl/{incident.origin_post_id}"
+
+    async def refresh(self, incident: Incident, items: list[ChecklistItem] | None = None) -> None:
+        """Bring header, pinned summary and checklist header in line with the database."""
+        if incident.channel_id is None:
+            return
+        if items is None:
+            async with self.store.transaction() as tx:
+                items = await tx.list_checklist(incident.number)
+        names = await self.directory.names(
+            [incident.commander_id, incident.started_by, incident.ended_by]
+            + [i.done_by for i in items]
+            + [i.assignee_id for i in items]
+        )
+        now = self.now()
+        await self.client.patch_channel(incident.channel_id, header=messages.header(incident, names))
+        if incident.summary_post_id:
+            text = messages.summary(incident, names, items, now, await self.origin_link(incident))
+            await self._patch(incident.summary_post_id, text)
+        if incident.checklist_post_id:
+            await self._patch(incident.checklist_post_id, messages.checklist_header(incident, items, names))
+
+    async def refresh_item(self, incident: Incident, item: ChecklistItem) -> None:
+        if item.post_id:
+            names = await self.directory.names([item.done_by, item.assignee_id])
+            await self._patch(item.post_id, messages.checklist_item(item, names))
+
+    async def _patch(self, post_id: str, text: str) -> None:
+        try:
+            await self.client.patch_post(post_id, message=text)
+        except NotFound:
+            log.warning("post.gone", post=post_id)
+
+    async def post_in_channel(self, channel_id: str, text: str, root_id: str = "") -> Post | None:
+        try:
+            return await self.client.create_post(channel_id, text, root_id=root_id)
+        except MattermostError as exc:
+            log.warning("post.failed", channel=channel_id, status=exc.status, error=exc.error_id)
+            return None
+
+
+def rule(fn: Callable[[], None]) -> None:
+    """Run a domain rule check, turning its refusal into a reply."""
+    try:
+        fn()
+    except RuleError as exc:
+        raise UserError(str(exc)) from None
+
+
+async def seen(tx: Transaction, key: str) -> bool:
+    return await tx.event_seen(key)
+
+
+__all__ = ["Core", "Request", "UserError", "Clock", "rule", "Status"]

@@ -1,0 +1,75 @@
+"""Who is who: usernames, teams and memberships, read from Mattermost with a small cache."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from incident_bot.chat.client import MattermostClient
+from incident_bot.chat.models import Team, User
+
+_TEAM_TTL = 60.0  # seconds a bot-team list is trusted
+
+
+class Directory:
+    """Caches usernames (they rarely change) and the bot's teams; membership is always asked live."""
+
+    def __init__(self, client: MattermostClient, bot: User) -> None:
+        self.client = client
+        self.bot = bot
+        self._users: dict[str, User] = {bot.id: bot}
+        self._bot_teams: tuple[float, list[Team]] | None = None
+
+    async def user(self, user_id: str) -> User | None:
+        if user_id not in self._users:
+            users = await self.client.get_users_by_ids([user_id])
+            for user in users:
+                self._users[user.id] = user
+        return self._users.get(user_id)
+
+    async def user_by_name(self, username: str) -> User | None:
+        for user in self._users.values():
+            if user.username.lower() == username.lower():
+                return user
+        user = await self.client.get_user_by_username(username.lower())
+        if user is not None:
+            self._users[user.id] = user
+        return user
+
+    async def names(self, user_ids: Iterable[str | None]):  # -> messages.Names
+        """A sync ``id -> "@name"`` function with every given id looked up in one call."""
+        missing = sorted({uid for uid in user_ids if uid and uid not in self._users})
+        if missing:
+            for user in await self.client.get_users_by_ids(missing):
+                self._users[user.id] = user
+
+        def name(user_id: str | None) -> str:
+            if not user_id:
+                return "nobody"
+            user = self._users.get(user_id)
+            return f"@{user.username}" if user else "@unknown-user"
+
+        return name
+
+    async def bot_teams(self) -> list[Team]:
+        now = time.monotonic()
+        if self._bot_teams is None or now - self._bot_teams[0] > _TEAM_TTL:
+            self._bot_teams = (now, await self.client.get_user_teams("me"))
+        return self._bot_teams[1]
+
+    async def team_names(self) -> dict[str, str]:
+        return {team.id: team.name for team in await self.bot_teams()}
+
+    async def shared_teams(self, user_id: str) -> list[Team]:
+        """Teams both the user and the bot are in."""
+        mine = await self.bot_teams()
+        theirs = {team.id for team in await self.client.get_user_teams(user_id)}
+        return [team for team in mine if team.id in theirs]
+
+    async def in_team(self, team_id: str, user_id: str) -> bool:
+        return await self.client.is_team_member(team_id, user_id)
+
+    async def in_channel(self, channel_id: str | None, user_id: str) -> bool:
+        if not channel_id:
+            return False
+        return await self.client.is_channel_member(channel_id, user_id)

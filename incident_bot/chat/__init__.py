@@ -1,0 +1,59 @@
+"""Mattermost transport: async REST client, WebSocket event stream, typed events."""
+
+from incident_bot.chat.client import MattermostClient
+from incident_bot.chat.errors import (
+    BadRequest,
+    ChannelNameTaken,
+    Forbidden,
+    MattermostError,
+    NotFound,
+    RateLimited,
+    ServerUnavailable,
+    Unauthorized,
+)
+from incident_bot.chat.events import (
+    Event,
+    Hello,
+    KeyedEvent,
+    Malformed,
+    OtherEvent,
+    PostDeleted,
+    Posted,
+    PostEdited,
+    ReactionAdded,
+    ReactionRemoved,
+    parse_frame,
+)
+from incident_bot.chat.models import Channel, ChannelMember, FileInfo, Post, Reaction, Team, User
+from incident_bot.chat.stream import EventStream
+
+__all__ = [
+    "BadRequest",
+    "Channel",
+    "ChannelMember",
+    "ChannelNameTaken",
+    "Event",
+    "EventStream",
+    "FileInfo",
+    "Forbidden",
+    "Hello",
+    "KeyedEvent",
+    "Malformed",
+    "MattermostClient",
+    "MattermostError",
+    "NotFound",
+    "OtherEvent",
+    "Post",
+    "PostDeleted",
+    "PostEdited",
+    "Posted",
+    "Reaction",
+    "ReactionAdded",
+    "ReactionRemoved",
+    "RateLimited",
+    "ServerUnavailable",
+    "Team",
+    "Unauthorized",
+    "User",
+    "parse_frame",
+]

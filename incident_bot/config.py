@@ -1,0 +1,212 @@
+"""Settings: a TOML file (``--config`` or ``INCIDENT_BOT_CONFIG``) overridden by ``INCIDENT_BOT_*``.
+
+Nested keys use a double underscore in the environment, e.g.
+``INCIDENT_BOT_REMINDERS__SEV1=10``. A missing or invalid setting raises
+``ConfigError`` whose message names the key and what is expected; the CLI turns it
+into exit code 2 without a stack trace.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from incident_bot.domain.models import Playbook
+
+DEFAULT_CONFIG_FILE = "config.toml"
+
+# Values shipped in config.example.toml; running with them is always a mistake.
+PLACEHOLDER_TOKEN = "REPLACE-WITH-THE-BOT-ACCESS-TOKEN"
+PLACEHOLDER_HOSTS = ("mattermost.example.com",)
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message is meant for the operator."""
+
+
+class PlaybookSettings(BaseModel):
+    """A read-only playbook from the config file, offered in every team."""
+
+    model_config = {"extra": "forbid"}
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    default_severity: int = Field(default=3, ge=1, le=4)
+    items: list[str] = Field(default_factory=list)
+
+    def to_playbook(self) -> Playbook:
+        return Playbook(
+            name=self.name,
+            description=self.description,
+            default_severity=self.default_severity,
+            items=[item.strip() for item in self.items if item.strip()],
+            read_only=True,
+        )
+
+
+class ReminderSettings(BaseModel):
+    """Minutes between status-update reminders per severity; 0 turns them off."""
+
+    model_config = {"extra": "forbid"}
+
+    sev1: int = Field(default=15, ge=0)
+    sev2: int = Field(default=30, ge=0)
+    sev3: int = Field(default=60, ge=0)
+    sev4: int = Field(default=0, ge=0)
+
+    def minutes_for(self, severity: int) -> int:
+        return int(getattr(self, f"sev{severity}"))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="INCIDENT_BOT_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    mattermost_url: str = Field(description="Base URL of the Mattermost server, e.g. https://chat.example.org")
+    bot_token: SecretStr | None = Field(default=None, description="Access token of the bot account")
+    bot_token_file: Path | None = Field(default=None, description="File holding the bot token")
+    database: Path = Field(default=Path("incident-bot.db"))
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    default_severity: int = Field(default=3, ge=1, le=4)
+    announcement_channels: dict[str, str] = Field(default_factory=dict)
+    check_emojis: list[str] = Field(
+        default_factory=lambda: ["white_check_mark", "heavy_check_mark", "ballot_box_with_check"]
+    )
+    timeline_emoji: str = "pushpin"
+    reminders: ReminderSettings = Field(default_factory=ReminderSettings)
+    default_playbook: str | None = None
+    playbooks: list[PlaybookSettings] = Field(default_factory=list)
+    shutdown_grace_seconds: float = Field(default=10.0, gt=0)
+
+    @field_validator("mattermost_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("expected an http:// or https:// URL such as https://chat.example.org")
+        if parts.hostname in PLACEHOLDER_HOSTS:
+            raise ValueError("still the placeholder from config.example.toml; set your server's URL")
+        return value
+
+    @field_validator("announcement_channels")
+    @classmethod
+    def _announce(cls, value: dict[str, str]) -> dict[str, str]:
+        return {team.strip().lower(): channel.strip().lstrip("~").lower() for team, channel in value.items()}
+
+    @field_validator("check_emojis")
+    @classmethod
+    def _emojis(cls, value: list[str]) -> list[str]:
+        cleaned = [emoji.strip().strip(":") for emoji in value if emoji.strip().strip(":")]
+        if not cleaned:
+            raise ValueError("expected at least one emoji name, e.g. [\"white_check_mark\"]")
+        return cleaned
+
+    @model_validator(mode="after")
+    def _token_and_playbooks(self) -> "Settings":
+        if self.bot_token is None and self.bot_token_file is None:
+            raise ValueError("bot_token: missing; set bot_token (or INCIDENT_BOT_BOT_TOKEN) or bot_token_file")
+        if self.bot_token is not None:
+            token = self.bot_token.get_secret_value().strip()
+            if not token:
+                raise ValueError("bot_token: empty; expected the bot account's access token")
+            if token == PLACEHOLDER_TOKEN:
+                raise ValueError("bot_token: still the placeholder from config.example.toml; paste the bot's token")
+        names = [playbook.name.lower() for playbook in self.playbooks]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"playbooks: name {duplicates[0]!r} appears more than once")
+        if self.default_playbook and self.default_playbook.lower() not in names:
+            raise ValueError(
+                f"default_playbook: {self.default_playbook!r} is not one of the playbooks in the config"
+                f" ({', '.join(p.name for p in self.playbooks) or 'none defined'})"
+            )
+        return self
+
+    def token(self) -> str:
+        """The bot token, from bot_token or the first line of bot_token_file."""
+        if self.bot_token is not None:
+            return self.bot_token.get_secret_value().strip()
+        assert self.bot_token_file is not None
+        try:
+            token = self.bot_token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"bot_token_file: cannot read {self.bot_token_file} ({exc.strerror})") from None
+        if not token or token == PLACEHOLDER_TOKEN:
+            raise ConfigError(f"bot_token_file: {self.bot_token_file} holds no usable token")
+        return token
+
+    def config_playbooks(self) -> list[Playbook]:
+        return [playbook.to_playbook() for playbook in self.playbooks]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = _toml_path_var.get(None)
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+
+# The TOML path is chosen at load time; a context variable keeps Settings a plain class.
+import contextvars  # noqa: E402
+
+_toml_path_var: contextvars.ContextVar[Path | None] = contextvars.ContextVar("toml_path")
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key = ".".join(str(part) for part in error.get("loc", ())) or "config"
+    message = str(error.get("msg", "invalid value"))
+    message = message.removeprefix("Value error, ")
+    if error.get("type") == "missing":
+        env = "INCIDENT_BOT_" + key.upper().replace(".", "__")
+        return f"{key}: missing; set it in the config file or as {env}"
+    if message.startswith(f"{key}:") or ":" in message.split(" ")[0]:
+        return message
+    return f"{key}: {message}"
+
+
+def load_settings(config_path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read settings from the TOML file (if any) and the environment.
+
+    ``config_path`` given explicitly (or through INCIDENT_BOT_CONFIG) must exist;
+    the default ``config.toml`` is read only when present.
+    """
+    explicit = config_path or os.environ.get("INCIDENT_BOT_CONFIG")
+    path = Path(explicit) if explicit else Path(DEFAULT_CONFIG_FILE)
+    if explicit and not path.is_file():
+        raise ConfigError(f"config: file {path} not found (from --config or INCIDENT_BOT_CONFIG)")
+    token = _toml_path_var.set(path if path.is_file() else None)
+    env_backup = os.environ.pop("INCIDENT_BOT_CONFIG", None)
+    try:
+        return Settings()  # type: ignore[call-arg]
+    except ValidationError as exc:
+        lines = [_describe(error) for error in exc.errors(include_url=False, include_input=False)]
+        raise ConfigError("; ".join(lines)) from None
+    except ValueError as exc:  # TOML syntax errors
+        raise ConfigError(f"config: {path} is not valid TOML ({exc})") from None
+    finally:
+        _toml_path_var.reset(token)
+        if env_backup is not None:
+            os.environ["INCIDENT_BOT_CONFIG"] = env_backup

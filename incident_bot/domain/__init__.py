@@ -1,0 +1,1 @@
+"""Pure rules of the product: models, command grammar, permissions, wording. No I/O."""

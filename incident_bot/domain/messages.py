@@ -1,0 +1,486 @@
+"""Every user-facing text the bot writes. Nothing else in the tree words a reply."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+
+from incident_bot.domain.commands import SPECS
+from incident_bot.domain.models import ChecklistItem, Incident, Playbook, Status
+from incident_bot.domain.rules import duration, format_datetime, format_duration, format_time
+
+# A function that turns a user id into "@name" (the app layer resolves names).
+Names = Callable[[str | None], str]
+
+BOT = "@incident-bot"
+
+CHECK_OPEN = "☐"
+CHECK_DONE = "☑"
+
+
+def set_bot_name(username: str) -> None:
+    global BOT
+    BOT = f"@{username}"
+
+
+def link(incident: Incident) -> str:
+    return f"~{incident.channel_name}" if incident.channel_name else f"#{incident.number}"
+
+
+def sev(severity: int) -> str:
+    return f"Sev {severity}"
+
+
+def status_word(incident: Incident) -> str:
+    return {Status.STARTING: "Starting", Status.ACTIVE: "Active", Status.ENDED: "Ended"}[incident.status]
+
+
+def usage(command: str) -> str:
+    spec = SPECS.get(command)
+    return f"Usage: `{BOT} {spec.usage}`" if spec else f"Try `{BOT} help`."
+
+
+# --- errors ---------------------------------------------------------------------
+
+
+def unknown_command(word: str) -> str:
+    shown = word if len(word) <= 30 else word[:29] + "…"
+    shown = shown.replace("`", "'")
+    return f"Unknown command `{shown}`. Try `{BOT} help`."
+
+
+def bad_arguments(command: str, reason: str) -> str:
+    return f"{reason}\n{usage(command)}"
+
+
+def not_found(number: int) -> str:
+    return f"No incident #{number} in your teams."
+
+
+def not_a_member(incident: Incident, action: str) -> str:
+    return f"Only members of {link(incident)} can {action} incident #{incident.number}. Use `join {incident.number}` first."
+
+
+def need_incident_channel(command: str) -> str:
+    return f"`{command}` works in an incident channel, or give the number: {usage(command).removeprefix('Usage: ')}"
+
+
+def need_incident_channel_only(command: str) -> str:
+    return f"`{command}` works only in an incident channel.\n{usage(command)}"
+
+
+def already_ended(incident: Incident, what: str = "change") -> str:
+    assert incident.ended_at is not None
+    took = format_duration(incident.ended_at - incident.started_at)
+    return f"Incident #{incident.number} already ended at {format_time(incident.ended_at)} (after {took})."
+
+
+def not_ended(incident: Incident) -> str:
+    return f"Incident #{incident.number} is still active; nothing to reopen."
+
+
+def internal_error(ref: str) -> str:
+    return f"Something went wrong (ref {ref}); nothing was changed."
+
+
+def choose_team(teams: Iterable[str]) -> str:
+    names = ", ".join(sorted(teams))
+    return f"You share several teams with me ({names}); say which with `--team NAME`.\n{usage('start')}"
+
+
+def no_shared_team() -> str:
+    return "You are in no team that I am in, so I cannot open an incident for you."
+
+
+def unknown_team(team: str, teams: Iterable[str]) -> str:
+    names = ", ".join(sorted(teams)) or "none"
+    return f"You are in no team named `{team}` that I am in (yours: {names})."
+
+
+def unknown_user(username: str) -> str:
+    return f"There is no user @{username}."
+
+
+def user_not_in_team(username: str, incident: Incident) -> str:
+    return f"@{username} is not in the team of incident #{incident.number}."
+
+
+def same_commander(incident: Incident, name: str) -> str:
+    return f"{name} is already the commander of incident #{incident.number}."
+
+
+def same_severity(incident: Incident) -> str:
+    return f"Incident #{incident.number} is already {sev(incident.severity)}."
+
+
+def empty_title() -> str:
+    return "An incident needs a title (or start it as a reply to the alert post)."
+
+
+def already_member(incident: Incident) -> str:
+    return f"You are already in {link(incident)} (incident #{incident.number})."
+
+
+# --- start / end / info --------------------------------------------------------
+
+
+def header(incident: Incident, names: Names) -> str:
+    text = f"Commander {names(incident.commander_id)} · {sev(incident.severity)} · {status_word(incident)} · started {format_datetime(incident.started_at)}"
+    if incident.ended_at:
+        text += f" · ended {format_datetime(incident.ended_at)}"
+    return text[:1024]
+
+
+def progress(items: list[ChecklistItem]) -> str:
+    live = [item for item in items if not item.removed]
+    return f"{sum(1 for item in live if item.done)}/{len(live)}"
+
+
+def summary(
+    incident: Incident,
+    names: Names,
+    items: list[ChecklistItem],
+    now: datetime,
+    origin_link: str | None,
+) -> str:
+    lines = [
+        f"### Incident #{incident.number}: {incident.title}",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| Status | {status_word(incident)} |",
+        f"| Severity | {sev(incident.severity)} |",
+        f"| Commander | {names(incident.commander_id)} |",
+        f"| Started | {format_datetime(incident.started_at)} by {names(incident.started_by)} |",
+    ]
+    if incident.ended_at:
+        lines.append(f"| Ended | {format_datetime(incident.ended_at)} (after {format_duration(duration(incident, now))}) |")
+    else:
+        lines.append(f"| Duration | {format_duration(duration(incident, now))} so far |")
+    if incident.resolution:
+        lines.append(f"| Resolution | {incident.resolution} |")
+    if origin_link:
+        lines.append(f"| Origin | {origin_link} |")
+    if items:
+        lines.append(f"| Checklist | {progress(items)} done |")
+    if incident.playbook:
+        lines.append(f"| Playbook | {incident.playbook} |")
+    lines += [
+        "",
+        f"Commands: `{BOT} update <text>` · `{BOT} check <n>` · `{BOT} commander @user` · "
+        f"`{BOT} sev <1-4>` · `{BOT} end [resolution]` — `{BOT} help` for all.",
+    ]
+    return "\n".join(lines)
+
+
+def started_reply(incident: Incident, names: Names, invited: list[str], not_invited: list[str]) -> str:
+    text = (
+        f"Started incident #{incident.number} ({sev(incident.severity)}): {link(incident)} "
+        f"— commander {names(incident.commander_id)}."
+    )
+    if invited:
+        text += " Added " + ", ".join(f"@{u}" for u in invited) + "."
+    if not_invited:
+        text += " Not added (not in this team or unknown): " + ", ".join(f"@{u}" for u in not_invited) + "."
+    return text
+
+
+def announcement(incident: Incident, names: Names) -> str:
+    return (
+        f":rotating_light: Incident #{incident.number} started ({sev(incident.severity)}): **{incident.title}** "
+        f"— commander {names(incident.commander_id)}. Join with `{BOT} join {incident.number}`."
+    )
+
+
+def channel_welcome(incident: Incident, names: Names, origin_link: str | None) -> str:
+    text = f"{names(incident.started_by)} started incident #{incident.number}: **{incident.title}**."
+    if origin_link:
+        text += f" Origin: {origin_link}"
+    return text
+
+
+def ended_reply(incident: Incident, now: datetime) -> str:
+    assert incident.ended_at is not None
+    text = (
+        f"Ended incident #{incident.number} ({link(incident)}) at {format_time(incident.ended_at)} "
+        f"after {format_duration(duration(incident, now))}."
+    )
+    if incident.resolution:
+        text += f" Resolution: {incident.resolution}"
+    return text
+
+
+def ended_notice(incident: Incident, names: Names, now: datetime) -> str:
+    """Posted in the origin thread and announcement channel when an incident ends."""
+    assert incident.ended_at is not None
+    text = (
+        f"Incident #{incident.number} ({link(incident)}) ended at {format_datetime(incident.ended_at)} "
+        f"after {format_duration(duration(incident, now))} — ended by {names(incident.ended_by)}."
+    )
+    if incident.resolution:
+        text += f" Resolution: {incident.resolution}"
+    return text
+
+
+def final_summary(incident: Incident, names: Names, items: list[ChecklistItem], now: datetime) -> str:
+    assert incident.ended_at is not None
+    lines = [
+        f"**Incident #{incident.number} ended** at {format_datetime(incident.ended_at)} by {names(incident.ended_by)}.",
+        f"Duration: {format_duration(duration(incident, now))} · {sev(incident.severity)} · commander {names(incident.commander_id)}",
+    ]
+    if items:
+        lines.append(f"Checklist: {progress(items)} done")
+    if incident.resolution:
+        lines.append(f"Resolution: {incident.resolution}")
+    lines.append(f"`{BOT} timeline` and `{BOT} export` give the postmortem record.")
+    return "\n".join(lines)
+
+
+def info(incident: Incident, names: Names, items: list[ChecklistItem], now: datetime) -> str:
+    lines = [
+        f"**#{incident.number} {incident.title}** — {status_word(incident)} · {sev(incident.severity)}",
+        f"Commander: {names(incident.commander_id)} · Channel: {link(incident)}",
+        f"Started: {format_datetime(incident.started_at)}",
+    ]
+    if incident.ended_at:
+        lines.append(f"Ended: {format_datetime(incident.ended_at)} · Duration: {format_duration(duration(incident, now))}")
+    else:
+        lines.append(f"Duration: {format_duration(duration(incident, now))} so far")
+    if items:
+        lines.append(f"Checklist: {progress(items)} done")
+    if incident.resolution:
+        lines.append(f"Resolution: {incident.resolution}")
+    return "\n".join(lines)
+
+
+def incident_list(
+    incidents: list[Incident], total: int, names: Names, team_names: Mapping[str, str], now: datetime
+) -> str:
+    if not incidents:
+        return "No active incidents in your teams."
+    lines = [f"**Active incidents ({total})**", "", "| # | Title | Sev | Commander | Started | Team | Channel |", "|---|---|---|---|---|---|---|"]
+    for incident in incidents:
+        lines.append(
+            f"| {incident.number} | {_cell(incident.title)} | {incident.severity} | {names(incident.commander_id)} | "
+            f"{format_datetime(incident.started_at)} ({format_duration(duration(incident, now))} ago) | "
+            f"{team_names.get(incident.team_id, '?')} | {link(incident)} |"
+        )
+    if total > len(incidents):
+        lines.append(f"\n…and {total - len(incidents)} more.")
+    return "\n".join(lines)
+
+
+def history(
+    incidents: list[Incident], total: int, page: int, limit: int, names: Names, team_names: Mapping[str, str], now: datetime
+) -> str:
+    if not incidents:
+        return "No ended incidents in your teams." if page == 1 else f"No page {page}: there are {total} ended incidents."
+    first = (page - 1) * limit + 1
+    lines = [
+        f"**Ended incidents {first}–{first + len(incidents) - 1} of {total}**",
+        "",
+        "| # | Title | Sev | Duration | Commander | Ended | Team |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for incident in incidents:
+        ended = format_datetime(incident.ended_at) if incident.ended_at else "?"
+        lines.append(
+            f"| {incident.number} | {_cell(incident.title)} | {incident.severity} | {format_duration(duration(incident, now))} | "
+            f"{names(incident.commander_id)} | {ended} | {team_names.get(incident.team_id, '?')} |"
+        )
+    if first + len(incidents) - 1 < total:
+        lines.append(f"\nMore: `{BOT} history --page {page + 1}`" + (f" --limit {limit}" if limit != 10 else ""))
+    return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def joined(incident: Incident) -> str:
+    return f"Added you to {link(incident)} (incident #{incident.number})."
+
+
+def joined_notice(incident: Incident, names: Names, user_id: str) -> str:
+    return f"{names(user_id)} joined incident #{incident.number}."
+
+
+def commander_changed(incident: Incident, names: Names, previous: str) -> str:
+    return f"Commander of incident #{incident.number} is now {names(incident.commander_id)} (was {names(previous)})."
+
+
+def severity_changed(incident: Incident, previous: int) -> str:
+    return f"Incident #{incident.number} is now {sev(incident.severity)} (was {sev(previous)})."
+
+
+# --- help ------------------------------------------------------------------------
+
+
+def help_all() -> str:
+    lines = [f"**{BOT} commands** (mention me, or write to me directly without the mention):", ""]
+    for name, spec in SPECS.items():
+        lines.append(f"- `{spec.usage}` — {spec.purpose}")
+    lines.append("")
+    lines.append("React ✅ on a checklist item to tick it; 📌 on any post in an incident channel adds it to the timeline.")
+    return "\n".join(lines)
+
+
+def help_one(command: str) -> str:
+    spec = SPECS[command]
+    return f"`{BOT} {spec.usage}`\n{spec.purpose[0].upper()}{spec.purpose[1:]}. Where: {spec.where}."
+
+
+def help_unknown(word: str) -> str:
+    return f"There is no command `{word}`. Try `{BOT} help`."
+
+
+def late(text: str, outage: str) -> str:
+    return f"{text}\n_(handled after a {outage} outage)_"
+
+
+# --- checklist -------------------------------------------------------------------
+
+
+def checklist_item(item: ChecklistItem, names: Names) -> str:
+    body = f"{item.number}. {item.text}"
+    assignee = f" (→ {names(item.assignee_id)})" if item.assignee_id else ""
+    if item.removed:
+        return f"~~{body}~~ (removed)"
+    if item.done and item.done_at:
+        return f"{CHECK_DONE} ~~{body}~~ — {names(item.done_by)} {format_time(item.done_at)}{assignee}"
+    return f"{CHECK_OPEN} {body}{assignee}"
+
+
+def checklist_header(incident: Incident, items: list[ChecklistItem], names: Names) -> str:
+    live = [item for item in items if not item.removed]
+    lines = [f"**Checklist of incident #{incident.number}** — {progress(items)} done"]
+    if not live:
+        lines.append(f"_No items yet: `{BOT} add <text>`._")
+    for item in live:
+        lines.append(checklist_item(item, names))
+    lines.append("")
+    lines.append("React ✅ on an item in this thread to tick it.")
+    return "\n".join(lines)
+
+
+def checklist_reply(incident: Incident, items: list[ChecklistItem], names: Names) -> str:
+    live = [item for item in items if not item.removed]
+    if not live:
+        return f"Incident #{incident.number} has no checklist items. Add one with `{BOT} add <text>`."
+    lines = [f"Checklist of incident #{incident.number}: {progress(items)} done"]
+    lines += [checklist_item(item, names) for item in live]
+    return "\n".join(lines)
+
+
+def no_item(incident: Incident, number: int) -> str:
+    return f"Incident #{incident.number} has no checklist item {number}. `{BOT} checklist` shows them."
+
+
+def item_checked(incident: Incident, item: ChecklistItem, items: list[ChecklistItem]) -> str:
+    return f"Ticked item {item.number} ({item.text}) — {progress(items)} done."
+
+
+def item_unchecked(incident: Incident, item: ChecklistItem, items: list[ChecklistItem]) -> str:
+    return f"Unticked item {item.number} ({item.text}) — {progress(items)} done."
+
+
+def item_already(item: ChecklistItem, done: bool) -> str:
+    return f"Item {item.number} is already {'ticked' if done else 'not ticked'}."
+
+
+def item_added(incident: Incident, item: ChecklistItem, items: list[ChecklistItem]) -> str:
+    return f"Added item {item.number} to the checklist of incident #{incident.number} ({progress(items)} done)."
+
+
+def item_removed(incident: Incident, item: ChecklistItem, items: list[ChecklistItem]) -> str:
+    return f"Removed item {item.number} ({item.text}) from the checklist of incident #{incident.number}."
+
+
+def item_renamed(item: ChecklistItem, old: str) -> str:
+    return f"Item {item.number} now reads: {item.text} (was: {old})"
+
+
+def item_assigned(item: ChecklistItem, names: Names) -> str:
+    return f"Item {item.number} ({item.text}) is assigned to {names(item.assignee_id)}."
+
+
+def item_unassigned(item: ChecklistItem) -> str:
+    return f"Item {item.number} ({item.text}) has no assignee now."
+
+
+def item_not_assigned(item: ChecklistItem) -> str:
+    return f"Item {item.number} has no assignee."
+
+
+def assigned_dm(incident: Incident, item: ChecklistItem, names: Names, by: str) -> str:
+    return (
+        f"{names(by)} assigned you checklist item {item.number} of incident #{incident.number} "
+        f"({link(incident)}): {item.text}"
+    )
+
+
+def tick_refused_ended(incident: Incident, names: Names, user_id: str) -> str:
+    return f"{names(user_id)}: {already_ended(incident)} Ticks are not recorded; `{BOT} reopen` first."
+
+
+# --- playbooks ---------------------------------------------------------------------
+
+
+def playbook_list(playbooks: list[Playbook], default: str | None) -> str:
+    if not playbooks:
+        return f"No playbooks yet. Create one: `{BOT} playbook create NAME first step; second step`."
+    lines = ["**Playbooks**", ""]
+    for playbook in playbooks:
+        source = "config, read-only" if playbook.read_only else "team"
+        mark = " (default)" if default and playbook.name.lower() == default.lower() else ""
+        description = f" — {playbook.description}" if playbook.description else ""
+        lines.append(f"- `{playbook.name}`{mark}: {len(playbook.items)} items, Sev {playbook.default_severity} by default, {source}{description}")
+    return "\n".join(lines)
+
+
+def playbook_show(playbook: Playbook) -> str:
+    source = "from the config file, read-only" if playbook.read_only else "team playbook"
+    lines = [f"**Playbook `{playbook.name}`** ({source}, Sev {playbook.default_severity} by default)"]
+    if playbook.description:
+        lines.append(playbook.description)
+    if not playbook.items:
+        lines.append("_No items._")
+    lines += [f"{n}. {item}" for n, item in enumerate(playbook.items, start=1)]
+    return "\n".join(lines)
+
+
+def unknown_playbook(name: str, playbooks: list[Playbook]) -> str:
+    names = ", ".join(f"`{p.name}`" for p in playbooks) or "none"
+    return f"There is no playbook `{name}` in this team. Playbooks: {names}."
+
+
+def playbook_read_only(name: str) -> str:
+    return f"Playbook `{name}` comes from the config file and is read-only; create a team playbook with another name."
+
+
+def playbook_exists(name: str) -> str:
+    return f"A playbook `{name}` already exists in this team. `{BOT} playbook show {name}` shows it."
+
+
+def playbook_created(playbook: Playbook) -> str:
+    return f"Created playbook `{playbook.name}` with {len(playbook.items)} items."
+
+
+def playbook_item_added(playbook: Playbook) -> str:
+    return f"Added item {len(playbook.items)} to playbook `{playbook.name}`."
+
+
+def playbook_item_removed(playbook: Playbook, number: int, text: str) -> str:
+    return f"Removed item {number} ({text}) from playbook `{playbook.name}`; {len(playbook.items)} items left."
+
+
+def playbook_no_item(playbook: Playbook, number: int) -> str:
+    return f"Playbook `{playbook.name}` has no item {number} (it has {len(playbook.items)})."
+
+
+def playbook_deleted(name: str) -> str:
+    return f"Deleted playbook `{name}`."
+
+
+def playbook_needs_team(teams: Iterable[str]) -> str:
+    return f"Which team? You share several with me ({', '.join(sorted(teams))}); run this in one of its channels."

@@ -1,0 +1,107 @@
+"""Rules: channel naming, durations, who may do what, and state transitions."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import datetime, timedelta
+
+from incident_bot.domain.models import Incident, Status
+
+CHANNEL_NAME_MAX = 64
+DISPLAY_NAME_MAX = 64
+TITLE_MAX = 200
+REMINDER_MIN_GAP = timedelta(minutes=1)
+
+
+class RuleError(Exception):
+    """A rule says no; the message is the reply."""
+
+
+def slugify(title: str) -> str:
+    """lowercase a-z, 0-9 and single dashes; accents folded to ASCII."""
+    folded = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode("ascii")
+    slug = re.sub(r"[^a-z0-9]+", "-", folded.lower()).strip("-")
+    return slug
+
+
+def channel_name(number: int, title: str, attempt: int = 0) -> str:
+    """``incident-<n>-<slug>``, at most 64 characters; ``attempt`` > 0 adds a ``-<k>`` suffix."""
+    prefix = f"incident-{number}"
+    suffix = f"-{attempt + 1}" if attempt else ""
+    room = CHANNEL_NAME_MAX - len(prefix) - len(suffix) - 1
+    slug = slugify(title)[: max(room, 0)].strip("-")
+    name = f"{prefix}-{slug}" if slug else prefix
+    return f"{name}{suffix}"
+
+
+def display_name(number: int, title: str) -> str:
+    name = f"#{number} {title}"
+    if len(name) <= DISPLAY_NAME_MAX:
+        return name
+    return name[: DISPLAY_NAME_MAX - 1].rstrip() + "…"
+
+
+def clean_title(text: str) -> str:
+    """One line, collapsed spaces, at most TITLE_MAX characters."""
+    line = " ".join(text.split())
+    if len(line) > TITLE_MAX:
+        line = line[: TITLE_MAX - 1].rstrip() + "…"
+    return line
+
+
+def format_duration(delta: timedelta) -> str:
+    """``1h 02m``, ``0h 05m``, ``2d 3h 04m``; seconds are dropped (floor)."""
+    total = max(int(delta.total_seconds()), 0)
+    minutes_total = total // 60
+    days, rem = divmod(minutes_total, 24 * 60)
+    hours, minutes = divmod(rem, 60)
+    if days:
+        return f"{days}d {hours}h {minutes:02d}m"
+    return f"{hours}h {minutes:02d}m"
+
+
+def format_short_duration(delta: timedelta) -> str:
+    """``4m 10s`` for outages, ``1h 02m`` when longer than an hour."""
+    total = max(int(delta.total_seconds()), 0)
+    if total >= 3600:
+        return format_duration(delta)
+    minutes, seconds = divmod(total, 60)
+    return f"{minutes}m {seconds:02d}s" if minutes else f"{seconds}s"
+
+
+def format_time(at: datetime) -> str:
+    """``14:02 UTC``"""
+    return at.strftime("%H:%M UTC")
+
+
+def format_datetime(at: datetime) -> str:
+    """``2026-11-26 14:02 UTC``"""
+    return at.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def format_offset(start: datetime, at: datetime) -> str:
+    """``+0h 12m`` (or ``-0h 03m`` for a pinned post older than the start)."""
+    delta = at - start
+    sign = "+" if delta >= timedelta(0) else "-"
+    return sign + format_duration(abs(delta))
+
+
+def duration(incident: Incident, now: datetime) -> timedelta:
+    end = incident.ended_at or now
+    return end - incident.started_at
+
+
+def require_active(incident: Incident, what: str = "change") -> None:
+    """Raise when the incident is not active (ended ones are read-only until reopened)."""
+    if incident.status == Status.ENDED:
+        from incident_bot.domain import messages
+
+        raise RuleError(messages.already_ended(incident, what))
+
+
+def reminder_due(last: datetime, minutes: int) -> datetime | None:
+    """Next reminder after ``last`` for an interval of ``minutes`` (0 = off)."""
+    if minutes <= 0:
+        return None
+    return last + timedelta(minutes=minutes)

@@ -1,0 +1,78 @@
+"""Checklist commands, and ✅ reactions on item posts."""
+
+from __future__ import annotations
+
+from mmpy_bot import listen_to
+
+from incident_bot.app.checklists import Checklists
+from incident_bot.app.core import Core
+from incident_bot.plugins.base import FLAGS, IncidentBotPlugin, command, log
+from incident_bot.plugins.framework import IncidentMessage, ReactionEvent, listen_to_reaction
+
+
+class ChecklistPlugin(IncidentBotPlugin):
+    """Tick, edit and assign checklist items."""
+
+    def __init__(self, core: Core) -> None:
+        super().__init__(core)
+        self.checklists = Checklists(core)
+
+    @listen_to(command("checklist"), FLAGS)
+    async def show(self, message: IncidentMessage, rest: str | None = None) -> None:
+        """Show the checklist."""
+        await self.run(message, "checklist", rest, self.checklists.show)
+
+    @listen_to(command("check"), FLAGS)
+    async def check(self, message: IncidentMessage, rest: str | None = None) -> None:
+        """Tick an item."""
+        await self.run(message, "check", rest, lambda req, cmd: self.checklists.check(req, cmd, True))
+
+    @listen_to(command("uncheck"), FLAGS)
+    async def uncheck(self, message: IncidentMessage, rest: str | None = None) -> None:
+        """Untick an item."""
+        await self.run(message, "uncheck", rest, lambda req, cmd: self.checklists.check(req, cmd, False))
+
+    @listen_to(command("add"), FLAGS)
+    async def add(self, message: IncidentMessage, rest: str | None = None) -> None:
+        """Add an item."""
+        await self.run(message, "add", rest, self.checklists.add)
+
+    @listen_to(command("remove"), FLAGS)
+    async def remove(self, message: IncidentMessage, rest: str | None = None) -> None:
+        """Remove an item."""
+        await self.run(message, "remove", rest, self.checklists.remove)
+
+    @listen_to(command("rename"), FLAGS)
+    async def rename(self, message: IncidentMessage, rest: str | None = None) -> None:
+        """Change an item's text."""
+        await self.run(message, "rename", rest, self.checklists.rename)
+
+    @listen_to(command("assign"), FLAGS)
+    async def assign(self, message: IncidentMessage, rest: str | None = None) -> None:
+        """Assign an item."""
+        await self.run(message, "assign", rest, self.checklists.assign)
+
+    @listen_to(command("unassign"), FLAGS)
+    async def unassign(self, message: IncidentMessage, rest: str | None = None) -> None:
+        """Clear an item's assignee."""
+        await self.run(message, "unassign", rest, self.checklists.unassign)
+
+    @listen_to_reaction(r"[a-z0-9_+-]+", added=True)
+    async def ticked(self, event: ReactionEvent) -> None:
+        """A reaction on a checklist item post: a tick emoji ticks it."""
+        await self._reaction(event)
+
+    @listen_to_reaction(r"[a-z0-9_+-]+", added=False)
+    async def unticked(self, event: ReactionEvent) -> None:
+        """A tick emoji removed from a checklist item post unticks it."""
+        await self._reaction(event)
+
+    async def _reaction(self, event: ReactionEvent) -> None:
+        if event.emoji not in self.core.settings.check_emojis:
+            return
+        try:
+            outcome = await self.checklists.reaction(event.key, event.reaction, event.added)
+        except Exception as exc:  # noqa: BLE001 - a reaction must never stop the bot
+            outcome = f"error:{type(exc).__name__}"
+        log.info("reaction.handled", emoji=event.emoji, added=event.added, post=event.reaction.post_id,
+                 user=event.reaction.user_id, outcome=outcome)

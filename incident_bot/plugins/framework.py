@@ -1,0 +1,107 @@
+"""mmpy_bot, extended: reaction listeners, typed events, and an event handler on our async transport.
+
+mmpy_bot's own ``EventHandler`` only knows ``posted`` and drives a synchronous driver.
+We keep its model — ``Plugin`` classes, ``@listen_to`` message listeners, a
+``PluginManager`` that collects them — and add ``@listen_to_reaction`` plus an
+``IncidentEventHandler`` that takes typed events from our WebSocket stream.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from mmpy_bot.function import Function, MessageFunction
+from mmpy_bot.plugins import PluginManager
+from mmpy_bot.wrappers import Message
+
+from incident_bot.chat.events import Posted, ReactionAdded, ReactionRemoved
+
+
+class IncidentMessage(Message):
+    """A posted message plus what the bot learnt about it on the way in."""
+
+    def __init__(self, body: dict[str, Any], event: Posted, key: str, command_text: str) -> None:
+        super().__init__(body)
+        self.event = event
+        self.key = key
+        self.command_text = command_text
+        self.late_by = None
+
+    @property
+    def text(self) -> str:  # type: ignore[override]
+        return self.command_text
+
+
+@dataclass
+class ReactionEvent:
+    """A reaction added or removed, as reaction listeners receive it."""
+
+    event: ReactionAdded | ReactionRemoved
+    key: str
+    added: bool
+
+    @property
+    def reaction(self):  # -> chat.models.Reaction
+        return self.event.reaction
+
+    @property
+    def emoji(self) -> str:
+        return self.event.reaction.emoji_name
+
+
+class ReactionFunction(Function):
+    """A Plugin method that runs when a reaction whose emoji name matches is added or removed."""
+
+    def __init__(self, *args: Any, added: bool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.added = added
+        self.name = self.function.__qualname__
+
+    def __call__(self, event: ReactionEvent, *args: Any) -> Any:
+        return self.function(self.plugin, event, *args)
+
+
+def listen_to_reaction(emoji_regexp: str, *, added: bool = True, **metadata: Any):
+    """Like mmpy_bot's ``listen_to``, for reactions: ``added=False`` listens to removals."""
+
+    def wrapped(func: Any) -> ReactionFunction:
+        return ReactionFunction(func, matcher=re.compile(emoji_regexp), added=added, **metadata)
+
+    return wrapped
+
+
+class IncidentPluginManager(PluginManager):
+    """mmpy_bot's PluginManager that also collects reaction listeners."""
+
+    def __init__(self, plugins: Any) -> None:
+        super().__init__(plugins)
+        self.reaction_listeners: dict[re.Pattern[str], list[ReactionFunction]] = defaultdict(list)
+
+    def initialize(self, driver: Any, settings: Any) -> None:
+        """mmpy_bot's registration loop, knowing one more listener type."""
+        for plugin in self.plugins:
+            plugin.initialize(driver, self, settings)
+            for name in dir(plugin):
+                attribute = getattr(plugin, name)
+                if not isinstance(attribute, Function):
+                    continue
+                for function in [attribute, *attribute.siblings]:
+                    function.plugin = plugin
+                    if isinstance(function, ReactionFunction):
+                        self.reaction_listeners[function.matcher].append(function)
+                    elif isinstance(function, MessageFunction):
+                        self.message_listeners[function.matcher].append(function)
+                    else:
+                        raise TypeError(f"{type(plugin).__name__}.{name}: unsupported listener {type(function)}")
+
+    def reactions_for(self, emoji: str, added: bool) -> list[ReactionFunction]:
+        return [
+            function
+            for matcher, functions in self.reaction_listeners.items()
+            if matcher.fullmatch(emoji)
+            for function in functions
+            if function.added == added
+        ]

@@ -1,0 +1,507 @@
+"""The Store on one SQLite file, through one aiosqlite connection (SQLite runs in its thread).
+
+Times are kept as ISO-8601 UTC text with milliseconds (``2026-11-26T14:02:00.123Z``):
+fixed width, so ordering and comparing the text orders the times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Any, get_args
+
+import aiosqlite
+import structlog
+from pydantic_core import to_jsonable_python
+
+from incident_bot.domain.models import ChecklistItem, Incident, Playbook, Status, TimelineEvent, ensure_utc
+from incident_bot.store import migrations
+from incident_bot.store.base import Transaction
+
+log = structlog.get_logger("incident_bot.store")
+
+# busy_timeout first, so that switching to WAL waits for another process's lock.
+_PRAGMAS = (
+    "PRAGMA busy_timeout = 5000",
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = NORMAL",
+    "PRAGMA foreign_keys = ON",
+)
+
+_NOW_SQL = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+
+
+# --- value conversion -----------------------------------------------------------------
+
+
+def to_db_time(value: datetime | None) -> str | None:
+    """UTC text to the millisecond (finer digits are dropped); naive values count as UTC."""
+    if value is None:
+        return None
+    # isoformat truncates to the millisecond and pads the year to four digits.
+    return ensure_utc(value).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+
+
+def from_db_time(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    return datetime.fromisoformat(value).astimezone(timezone.utc)
+
+
+def _to_json(value: Any) -> str:
+    return json.dumps(value, default=to_jsonable_python, ensure_ascii=False, separators=(",", ":"))
+
+
+def _from_json(text: str) -> Any:
+    return json.loads(text)
+
+
+def _is_time_field(annotation: Any) -> bool:
+    return annotation is datetime or datetime in get_args(annotation)
+
+
+# Columns named after the model's fields: a field added to Incident without a migration
+# fails loudly ("no such column") instead of being silently dropped.
+_INCIDENT_FIELDS = tuple(Incident.model_fields)
+_INCIDENT_COLUMNS = tuple(name for name in _INCIDENT_FIELDS if name != "number")
+_INCIDENT_TIMES = frozenset(n for n, f in Incident.model_fields.items() if _is_time_field(f.annotation))
+
+
+def _incident_params(incident: Incident) -> list[Any]:
+    params: list[Any] = []
+    for name in _INCIDENT_COLUMNS:
+        value = getattr(incident, name)
+        if isinstance(value, datetime):
+            value = to_db_time(value)
+        elif isinstance(value, Enum):
+            value = value.value
+        params.append(value)
+    return params
+
+
+def _incident(row: sqlite3.Row) -> Incident:
+    values = {name: row[name] for name in _INCIDENT_FIELDS}
+    for name in _INCIDENT_TIMES:
+        values[name] = from_db_time(values[name])
+    return Incident.model_validate(values)
+
+
+def _timeline(row: sqlite3.Row) -> TimelineEvent:
+    return TimelineEvent(
+        id=row["id"],
+        incident_number=row["incident_number"],
+        at=from_db_time(row["at"]),
+        kind=row["kind"],
+        actor_id=row["actor_id"],
+        text=row["text"],
+        post_id=row["post_id"],
+        data=_from_json(row["data"]),
+        deleted=bool(row["deleted"]),
+    )
+
+
+def _item(row: sqlite3.Row) -> ChecklistItem:
+    return ChecklistItem(
+        incident_number=row["incident_number"],
+        number=row["number"],
+        text=row["text"],
+        post_id=row["post_id"],
+        done_by=row["done_by"],
+        done_at=from_db_time(row["done_at"]),
+        assignee_id=row["assignee_id"],
+        removed=bool(row["removed"]),
+    )
+
+
+def _playbook(row: sqlite3.Row) -> Playbook:
+    return Playbook(
+        team_id=row["team_id"],
+        name=row["name"],
+        description=row["description"],
+        default_severity=row["default_severity"],
+        items=_from_json(row["items"]),
+    )
+
+
+def _marks(values: Sequence[Any]) -> str:
+    return ", ".join("?" * len(values))
+
+
+# --- the store --------------------------------------------------------------------------
+
+
+class SQLiteStore:
+    """Store on the SQLite file at ``path``: ``await open()`` before use, ``await close()`` after."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._conn: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+        self._holder: asyncio.Task[Any] | None = None
+
+    async def open(self) -> None:
+        """Connect, set the PRAGMAs and apply pending migrations; raises SchemaTooNew."""
+        if self._conn is not None:
+            raise RuntimeError(f"store {self.path} is already open")
+        known = await asyncio.to_thread(migrations.load_migrations)
+        # isolation_level=None: the sqlite3 module issues no BEGIN of its own; we do.
+        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        try:
+            conn.row_factory = sqlite3.Row
+            for pragma in _PRAGMAS:
+                await conn.execute_fetchall(pragma)
+            mode = await self._pragma(conn, "journal_mode")
+            if str(mode).lower() != "wal":
+                log.warning("store.no_wal", database=str(self.path), journal_mode=mode)
+            version = await migrations.upgrade(conn, str(self.path), known)
+        except BaseException:
+            await conn.close()
+            raise
+        self._conn = conn
+        log.info("store.opened", database=str(self.path), schema_version=version)
+
+    async def close(self) -> None:
+        """Wait for the running transaction, if any, then close the connection."""
+        if self._conn is None:
+            return
+        async with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                try:
+                    await conn.execute_fetchall("PRAGMA optimize")
+                finally:
+                    await conn.close()
+
+    def _require_conn(self) -> aiosqlite.Connection:
+        if self._conn is None:
+            raise RuntimeError(f"store {self.path} is not open")
+        return self._conn
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """One transaction at a time: BEGIN IMMEDIATE, COMMIT on normal exit, ROLLBACK on any
+        exception (cancellation too), which is re-raised.
+
+        A task must not open a transaction inside its own (RuntimeError rather than a
+        deadlock); the Transaction object is useless after the block.
+        """
+        task = asyncio.current_task()
+        if task is not None and self._holder is task:
+            raise RuntimeError("a transaction is already open in this task; nested transactions are not supported")
+        async with self._lock:
+            conn = self._require_conn()
+            self._holder = task
+            tx = _SQLiteTransaction(conn)
+            try:
+                await conn.execute("BEGIN IMMEDIATE")
+                yield tx
+                tx._finish()
+                await conn.execute("COMMIT")
+            except BaseException:
+                tx._finish()
+                await self._rollback(conn)
+                raise
+            finally:
+                self._holder = None
+
+    @staticmethod
+    async def _rollback(conn: aiosqlite.Connection) -> None:
+        # aiosqlite runs statements in order on its thread, so this ROLLBACK lands after
+        # anything the block queued, even if the block was cancelled mid-statement.
+        try:
+            await conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:  # no transaction: BEGIN failed, or SQLite rolled back itself
+            log.debug("store.rollback_skipped", reason=str(exc))
+
+    async def schema_version(self) -> int:
+        async with self._lock:
+            return await migrations.current_version(self._require_conn())
+
+    async def pragmas(self) -> dict[str, Any]:
+        """The connection's journal_mode, foreign_keys, busy_timeout and synchronous
+        settings (for `incident-bot check` and the tests)."""
+        async with self._lock:
+            conn = self._require_conn()
+            return {
+                name: await self._pragma(conn, name)
+                for name in ("journal_mode", "foreign_keys", "busy_timeout", "synchronous")
+            }
+
+    @staticmethod
+    async def _pragma(conn: aiosqlite.Connection, name: str) -> Any:
+        rows = list(await conn.execute_fetchall(f"PRAGMA {name}"))
+        return rows[0][0] if rows else None
+
+
+class _SQLiteTransaction:
+    """The Transaction protocol on the store's connection, valid inside its ``async with`` only."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._connection: aiosqlite.Connection | None = conn
+
+    def _finish(self) -> None:
+        self._connection = None
+
+    @property
+    def _conn(self) -> aiosqlite.Connection:
+        if self._connection is None:
+            raise RuntimeError("this transaction has ended; use the store inside `async with store.transaction()`")
+        return self._connection
+
+    async def _all(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        return list(await self._conn.execute_fetchall(sql, tuple(params)))
+
+    async def _one(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
+        rows = await self._all(sql, params)
+        return rows[0] if rows else None
+
+    async def _write(self, sql: str, params: Iterable[Any] = ()) -> int:
+        """Run one statement; the number of rows it changed."""
+        async with self._conn.execute(sql, tuple(params)) as cursor:
+            return cursor.rowcount
+
+    async def _require_incident(self, number: int) -> None:
+        if await self._one("SELECT 1 FROM incidents WHERE number = ?", (number,)) is None:
+            raise KeyError(f"no incident #{number}")
+
+    # --- idempotency -------------------------------------------------------------------
+
+    async def event_seen(self, key: str) -> bool:
+        return await self._one("SELECT 1 FROM processed_events WHERE key = ?", (key,)) is not None
+
+    async def record_event(self, key: str, at: datetime, incident_number: int | None = None) -> None:
+        await self._write(
+            "INSERT INTO processed_events (key, at, incident_number) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING",
+            (key, to_db_time(at), incident_number),
+        )
+
+    async def prune_events(self, before: datetime) -> int:
+        removed = await self._write("DELETE FROM processed_events WHERE at < ?", (to_db_time(before),))
+        removed += await self._write("DELETE FROM replies WHERE at < ?", (to_db_time(before),))
+        return removed
+
+    # --- replies -------------------------------------------------------------------------
+
+    async def get_reply(self, command_key: str) -> str | None:
+        row = await self._one("SELECT reply_post_id FROM replies WHERE command_key = ?", (command_key,))
+        return row["reply_post_id"] if row else None
+
+    async def record_reply(self, command_key: str, reply_post_id: str, at: datetime) -> None:
+        await self._write(
+            "INSERT INTO replies (command_key, reply_post_id, at) VALUES (?, ?, ?) ON CONFLICT (command_key) DO NOTHING",
+            (command_key, reply_post_id, to_db_time(at)),
+        )
+
+    # --- incidents -------------------------------------------------------------------------
+
+    async def create_incident(self, incident: Incident) -> Incident:
+        row = await self._one(
+            f"INSERT INTO incidents ({', '.join(_INCIDENT_COLUMNS)}) VALUES ({_marks(_INCIDENT_COLUMNS)}) "
+            "RETURNING number",
+            _incident_params(incident),
+        )
+        assert row is not None
+        return incident.model_copy(update={"number": row["number"]})
+
+    async def save_incident(self, incident: Incident) -> None:
+        assignments = ", ".join(f"{name} = ?" for name in _INCIDENT_COLUMNS)
+        changed = await self._write(
+            f"UPDATE incidents SET {assignments}, updated_at = {_NOW_SQL} WHERE number = ?",
+            [*_incident_params(incident), incident.number],
+        )
+        if changed == 0:
+            raise KeyError(f"no incident #{incident.number}")
+
+    async def get_incident(self, number: int) -> Incident | None:
+        row = await self._one("SELECT * FROM incidents WHERE number = ?", (number,))
+        return _incident(row) if row else None
+
+    async def get_incident_by_channel(self, channel_id: str) -> Incident | None:
+        row = await self._one("SELECT * FROM incidents WHERE channel_id = ?", (channel_id,))
+        return _incident(row) if row else None
+
+    async def get_incident_by_command_post(self, post_id: str) -> Incident | None:
+        row = await self._one(
+            "SELECT * FROM incidents WHERE command_post_id = ? ORDER BY number LIMIT 1", (post_id,)
+        )
+        return _incident(row) if row else None
+
+    async def list_incidents(
+        self,
+        team_ids: list[str],
+        statuses: list[Status],
+        limit: int,
+        offset: int = 0,
+    ) -> tuple[list[Incident], int]:
+        if limit < 0 or offset < 0:
+            raise ValueError(f"limit and offset must not be negative (got {limit}, {offset})")
+        if not team_ids or not statuses:
+            return [], 0
+        where = f"team_id IN ({_marks(team_ids)}) AND status IN ({_marks(statuses)})"
+        params = [*team_ids, *(Status(s).value for s in statuses)]
+        count = await self._one(f"SELECT COUNT(*) AS n FROM incidents WHERE {where}", params)
+        total = int(count["n"]) if count else 0
+        if limit == 0 or offset >= total:
+            return [], total
+        rows = await self._all(
+            f"SELECT * FROM incidents WHERE {where} ORDER BY number DESC LIMIT ? OFFSET ?", [*params, limit, offset]
+        )
+        return [_incident(row) for row in rows], total
+
+    async def list_incidents_in_status(self, statuses: list[Status]) -> list[Incident]:
+        if not statuses:
+            return []
+        rows = await self._all(
+            f"SELECT * FROM incidents WHERE status IN ({_marks(statuses)}) ORDER BY number",
+            [Status(s).value for s in statuses],
+        )
+        return [_incident(row) for row in rows]
+
+    # --- timeline ------------------------------------------------------------------------------
+
+    async def add_timeline(self, event: TimelineEvent) -> TimelineEvent:
+        await self._require_incident(event.incident_number)
+        row = await self._one(
+            "INSERT INTO timeline (incident_number, at, kind, actor_id, text, post_id, data, deleted) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (
+                event.incident_number,
+                to_db_time(event.at),
+                event.kind.value,
+                event.actor_id,
+                event.text,
+                event.post_id,
+                _to_json(event.data),
+                int(event.deleted),
+            ),
+        )
+        assert row is not None
+        return event.model_copy(update={"id": row["id"]})
+
+    async def update_timeline(self, event: TimelineEvent) -> None:
+        changed = await self._write(
+            "UPDATE timeline SET at = ?, kind = ?, actor_id = ?, text = ?, post_id = ?, data = ?, deleted = ? "
+            "WHERE id = ? AND incident_number = ?",
+            (
+                to_db_time(event.at),
+                event.kind.value,
+                event.actor_id,
+                event.text,
+                event.post_id,
+                _to_json(event.data),
+                int(event.deleted),
+                event.id,
+                event.incident_number,
+            ),
+        )
+        if changed == 0:
+            raise KeyError(f"no timeline event {event.id} in incident #{event.incident_number}")
+
+    async def list_timeline(self, incident_number: int, include_deleted: bool = False) -> list[TimelineEvent]:
+        live = "" if include_deleted else "AND deleted = 0"
+        rows = await self._all(
+            f"SELECT * FROM timeline WHERE incident_number = ? {live} ORDER BY at, id", (incident_number,)
+        )
+        return [_timeline(row) for row in rows]
+
+    async def get_timeline_by_post(self, incident_number: int, post_id: str) -> TimelineEvent | None:
+        row = await self._one(
+            "SELECT * FROM timeline WHERE incident_number = ? AND post_id = ? AND kind = 'post_pinned' "
+            "AND deleted = 0 ORDER BY id LIMIT 1",
+            (incident_number, post_id),
+        )
+        return _timeline(row) if row else None
+
+    # --- checklist ---------------------------------------------------------------------------
+
+    async def add_checklist_item(self, incident_number: int, text: str) -> ChecklistItem:
+        await self._require_incident(incident_number)
+        # Removed items keep their rows, so MAX + 1 never repeats a number.
+        row = await self._one(
+            "INSERT INTO checklist_items (incident_number, number, text) "
+            "SELECT ?, COALESCE(MAX(number), 0) + 1, ? FROM checklist_items WHERE incident_number = ? "
+            "RETURNING number",
+            (incident_number, text, incident_number),
+        )
+        assert row is not None
+        return ChecklistItem(incident_number=incident_number, number=row["number"], text=text)
+
+    async def save_checklist_item(self, item: ChecklistItem) -> None:
+        changed = await self._write(
+            "UPDATE checklist_items SET text = ?, post_id = ?, done_by = ?, done_at = ?, assignee_id = ?, "
+            f"removed = ?, updated_at = {_NOW_SQL} WHERE incident_number = ? AND number = ?",
+            (
+                item.text,
+                item.post_id,
+                item.done_by,
+                to_db_time(item.done_at),
+                item.assignee_id,
+                int(item.removed),
+                item.incident_number,
+                item.number,
+            ),
+        )
+        if changed == 0:
+            raise KeyError(f"no checklist item {item.number} in incident #{item.incident_number}")
+
+    async def list_checklist(self, incident_number: int, include_removed: bool = False) -> list[ChecklistItem]:
+        live = "" if include_removed else "AND removed = 0"
+        rows = await self._all(
+            f"SELECT * FROM checklist_items WHERE incident_number = ? {live} ORDER BY number", (incident_number,)
+        )
+        return [_item(row) for row in rows]
+
+    async def get_checklist_item_by_post(self, post_id: str) -> ChecklistItem | None:
+        row = await self._one("SELECT * FROM checklist_items WHERE post_id = ?", (post_id,))
+        return _item(row) if row else None
+
+    # --- playbooks -------------------------------------------------------------------------
+
+    async def get_playbook(self, team_id: str, name: str) -> Playbook | None:
+        row = await self._one("SELECT * FROM playbooks WHERE team_id = ? AND name = ?", (team_id, name))
+        return _playbook(row) if row else None
+
+    async def list_playbooks(self, team_id: str) -> list[Playbook]:
+        rows = await self._all("SELECT * FROM playbooks WHERE team_id = ? ORDER BY name", (team_id,))
+        return [_playbook(row) for row in rows]
+
+    async def save_playbook(self, playbook: Playbook) -> None:
+        if playbook.team_id is None:
+            raise ValueError(f"playbook {playbook.name!r} has no team_id; config playbooks are not stored")
+        await self._write(
+            "INSERT INTO playbooks (team_id, name, description, default_severity, items) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (team_id, name) DO UPDATE SET name = excluded.name, description = excluded.description, "
+            "default_severity = excluded.default_severity, items = excluded.items, "
+            f"updated_at = {_NOW_SQL}",
+            (playbook.team_id, playbook.name, playbook.description, playbook.default_severity, _to_json(playbook.items)),
+        )
+
+    async def delete_playbook(self, team_id: str, name: str) -> bool:
+        return await self._write("DELETE FROM playbooks WHERE team_id = ? AND name = ?", (team_id, name)) > 0
+
+    # --- reminders and state ----------------------------------------------------------------
+
+    async def due_reminders(self, now: datetime) -> list[Incident]:
+        rows = await self._all(
+            "SELECT * FROM incidents WHERE status = ? AND next_reminder_at IS NOT NULL AND next_reminder_at <= ? "
+            "ORDER BY next_reminder_at, number",
+            (Status.ACTIVE.value, to_db_time(now)),
+        )
+        return [_incident(row) for row in rows]
+
+    async def get_state(self, key: str) -> Any | None:
+        row = await self._one("SELECT value FROM bot_state WHERE key = ?", (key,))
+        return _from_json(row["value"]) if row else None
+
+    async def set_state(self, key: str, value: Any) -> None:
+        await self._write(
+            "INSERT INTO bot_state (key, value) VALUES (?, ?) "
+            f"ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = {_NOW_SQL}",
+            (key, _to_json(value)),
+        )

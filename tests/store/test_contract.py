@@ -1,0 +1,715 @@
+"""The repository contract (store/base.py), run against every backend in conftest.BACKENDS.
+
+Tests that take ``store``/``backend`` speak only the Protocol; the SQLite section at the
+end checks what only SQLite has (PRAGMAs, migration files, the text format of times).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import aiosqlite
+import pytest
+
+from incident_bot.domain.models import ChecklistItem, Incident, Playbook, Status, TimelineEvent, TimelineKind
+from incident_bot.store import migrations
+from incident_bot.store.base import SchemaTooNew, Store
+from incident_bot.store.sqlite import SQLiteStore, from_db_time, to_db_time
+from tests.store.conftest import Backend, SQLiteBackend
+
+T0 = datetime(2026, 11, 26, 14, 2, 0, 123000, tzinfo=timezone.utc)
+CEST = timezone(timedelta(hours=2))
+
+
+def make_incident(**changes: object) -> Incident:
+    values: dict[str, object] = {
+        "team_id": "team-ops",
+        "title": "DB primary down",
+        "severity": 2,
+        "commander_id": "u-alice",
+        "started_by": "u-alice",
+        "origin_channel_id": "ch-incidents",
+        "started_at": T0,
+    }
+    values.update(changes)
+    return Incident.model_validate(values)
+
+
+async def create(store: Store, **changes: object) -> Incident:
+    async with store.transaction() as tx:
+        return await tx.create_incident(make_incident(**changes))
+
+
+class Boom(Exception):
+    pass
+
+
+# --- opening, reopening, versions ------------------------------------------------------
+
+
+async def test_new_database_is_at_the_newest_schema_version(store: Store, backend: Backend) -> None:
+    assert await store.schema_version() == backend.latest_version >= 1
+
+
+async def test_reopening_keeps_data_and_does_not_migrate_again(store: Store, backend: Backend) -> None:
+    incident = await create(store, channel_id="ch-1")
+    async with store.transaction() as tx:
+        await tx.add_checklist_item(incident.number, "Page the DBA")
+        await tx.record_event("post:p1", T0, incident.number)
+        await tx.set_state("cursor", {"last": 1})
+    await store.close()
+    await store.close()  # closing twice is fine
+
+    again = backend.make()
+    await again.open()
+    try:
+        assert await again.schema_version() == backend.latest_version
+        async with again.transaction() as tx:
+            assert await tx.get_incident(incident.number) == incident
+            assert [i.text for i in await tx.list_checklist(incident.number)] == ["Page the DBA"]
+            assert await tx.event_seen("post:p1")
+            assert await tx.get_state("cursor") == {"last": 1}
+            assert (await tx.create_incident(make_incident())).number == incident.number + 1
+    finally:
+        await again.close()
+
+
+async def test_a_newer_schema_is_refused_naming_both_versions(store: Store, backend: Backend) -> None:
+    await store.close()
+    future = backend.latest_version + 7
+    await backend.set_schema_version(future)
+
+    newer = backend.make()
+    with pytest.raises(SchemaTooNew) as caught:
+        await newer.open()
+    message = str(caught.value)
+    assert f"schema version {future}" in message
+    assert f"up to {backend.latest_version}" in message
+    assert backend.location in message
+    with pytest.raises(RuntimeError):  # not half-open
+        async with newer.transaction():
+            pass
+    await newer.close()
+
+
+async def test_using_a_closed_store_is_an_error(store: Store) -> None:
+    await store.close()
+    with pytest.raises(RuntimeError, match="not open"):
+        async with store.transaction():
+            pass
+
+
+# --- transactions ------------------------------------------------------------------------
+
+
+async def test_exception_rolls_everything_back_and_is_reraised(store: Store) -> None:
+    error = Boom("half way")
+    with pytest.raises(Boom) as caught:
+        async with store.transaction() as tx:
+            incident = await tx.create_incident(make_incident(channel_id="ch-1"))
+            await tx.add_timeline(TimelineEvent(incident_number=incident.number, at=T0, kind=TimelineKind.STARTED))
+            await tx.add_checklist_item(incident.number, "Page the DBA")
+            await tx.record_event("post:p1", T0, incident.number)
+            await tx.record_reply("post:p1", "reply-1", T0)
+            await tx.set_state("cursor", 5)
+            await tx.save_playbook(Playbook(team_id="team-ops", name="db"))
+            raise error
+    assert caught.value is error
+
+    async with store.transaction() as tx:
+        assert await tx.get_incident(1) is None
+        assert await tx.get_incident_by_channel("ch-1") is None
+        assert await tx.list_timeline(1, include_deleted=True) == []
+        assert await tx.list_checklist(1, include_removed=True) == []
+        assert not await tx.event_seen("post:p1")
+        assert await tx.get_reply("post:p1") is None
+        assert await tx.get_state("cursor") is None
+        assert await tx.list_playbooks("team-ops") == []
+    # The rolled-back number was never handed out.
+    assert (await create(store)).number == 1
+
+
+async def test_cancellation_rolls_back_and_frees_the_store(store: Store) -> None:
+    inside = asyncio.Event()
+
+    async def handler() -> None:
+        async with store.transaction() as tx:
+            await tx.create_incident(make_incident())
+            await tx.record_event("post:p1", T0, 1)
+            inside.set()
+            await asyncio.sleep(60)
+
+    task = asyncio.create_task(handler())
+    await inside.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    async with store.transaction() as tx:
+        assert await tx.get_incident(1) is None
+        assert not await tx.event_seen("post:p1")
+
+
+async def test_concurrent_creates_get_distinct_numbers(store: Store) -> None:
+    async def start(i: int) -> int:
+        async with store.transaction() as tx:
+            await asyncio.sleep(0)  # give the others a chance to interleave
+            incident = await tx.create_incident(make_incident(title=f"outage {i}", channel_id=f"ch-{i}"))
+            await asyncio.sleep(0)
+            await tx.add_checklist_item(incident.number, "first")
+            return incident.number
+
+    numbers = await asyncio.gather(*(start(i) for i in range(10)))
+    assert sorted(numbers) == list(range(1, 11))
+    async with store.transaction() as tx:
+        incidents, total = await tx.list_incidents(["team-ops"], [Status.STARTING], 50)
+    assert total == 10
+    assert {i.title for i in incidents} == {f"outage {i}" for i in range(10)}
+
+
+async def test_transactions_run_one_at_a_time(store: Store) -> None:
+    log: list[str] = []
+
+    async def work(name: str) -> None:
+        async with store.transaction() as tx:
+            log.append(f"{name} begin")
+            await tx.get_state("x")
+            await asyncio.sleep(0.01)
+            await tx.set_state("x", name)
+            log.append(f"{name} end")
+
+    await asyncio.gather(work("a"), work("b"), work("c"))
+    assert log == ["a begin", "a end", "b begin", "b end", "c begin", "c end"]
+    async with store.transaction() as tx:
+        assert await tx.get_state("x") == "c"
+
+
+async def test_nested_transaction_in_one_task_is_refused(store: Store) -> None:
+    async with store.transaction() as tx:
+        await tx.set_state("outer", 1)
+        with pytest.raises(RuntimeError, match="already open"):
+            async with store.transaction():
+                pass
+    async with store.transaction() as tx:  # the outer one still committed
+        assert await tx.get_state("outer") == 1
+
+
+async def test_transaction_object_is_dead_after_its_block(store: Store) -> None:
+    async with store.transaction() as tx:
+        pass
+    with pytest.raises(RuntimeError, match="ended"):
+        await tx.get_state("x")
+
+
+# --- idempotency and replies ------------------------------------------------------------------
+
+
+async def test_event_keys(store: Store) -> None:
+    incident = await create(store)
+    async with store.transaction() as tx:
+        assert not await tx.event_seen("post:p1")
+        await tx.record_event("post:p1", T0, incident.number)
+        await tx.record_event("reaction:u:p:x:added", T0)
+        assert await tx.event_seen("post:p1")
+    async with store.transaction() as tx:
+        assert await tx.event_seen("post:p1")
+        assert await tx.event_seen("reaction:u:p:x:added")
+        assert not await tx.event_seen("post:p2")
+        await tx.record_event("post:p1", T0 + timedelta(hours=1))  # again: no error, no change
+        assert await tx.event_seen("post:p1")
+
+
+async def test_replies_keep_the_first(store: Store) -> None:
+    async with store.transaction() as tx:
+        assert await tx.get_reply("post:p1") is None
+        await tx.record_reply("post:p1", "reply-1", T0)
+    async with store.transaction() as tx:
+        assert await tx.get_reply("post:p1") == "reply-1"
+        await tx.record_reply("post:p1", "reply-2", T0)
+        assert await tx.get_reply("post:p1") == "reply-1"
+        assert await tx.get_reply("post:p2") is None
+
+
+async def test_prune_forgets_old_keys_and_replies_only(store: Store) -> None:
+    async with store.transaction() as tx:
+        await tx.record_event("old", T0 - timedelta(days=10))
+        await tx.record_event("new", T0)
+        await tx.record_reply("old", "r-old", T0 - timedelta(days=10))
+        await tx.record_reply("new", "r-new", T0)
+    async with store.transaction() as tx:
+        assert await tx.prune_events(T0 - timedelta(days=1)) == 2
+    async with store.transaction() as tx:
+        assert not await tx.event_seen("old")
+        assert await tx.event_seen("new")
+        assert await tx.get_reply("old") is None
+        assert await tx.get_reply("new") == "r-new"
+
+
+# --- incidents ----------------------------------------------------------------------------
+
+
+async def test_create_numbers_and_full_round_trip(store: Store) -> None:
+    full = make_incident(
+        title="Payment errors ✨",
+        severity=1,
+        status=Status.ENDED,
+        commander_id="u-bob",
+        origin_post_id="p-origin",
+        command_post_id="p-command",
+        channel_id="ch-42",
+        channel_name="incident-1-payment-errors",
+        summary_post_id="p-summary",
+        checklist_post_id="p-checklist",
+        playbook="payments",
+        ended_at=T0 + timedelta(hours=1, minutes=2),
+        ended_by="u-carol",
+        resolution="rolled back",
+        last_update_at=T0 + timedelta(minutes=30),
+        next_reminder_at=T0 + timedelta(minutes=45),
+    )
+    unset = [name for name in Incident.model_fields if name != "number" and getattr(full, name) is None]
+    assert unset == []  # every field is exercised
+
+    async with store.transaction() as tx:
+        first = await tx.create_incident(full)
+        second = await tx.create_incident(make_incident(number=99))
+    assert (first.number, second.number) == (1, 2)
+    assert full.number == 0  # the argument is left alone
+    async with store.transaction() as tx:
+        assert await tx.get_incident(1) == first
+        assert await tx.get_incident(2) == second
+        assert await tx.get_incident(3) is None
+        assert await tx.get_incident(99) is None
+
+
+async def test_save_incident_updates_every_field(store: Store) -> None:
+    incident = await create(store)
+    changed = incident.model_copy(
+        update={
+            "team_id": "team-web",
+            "title": "renamed",
+            "severity": 4,
+            "status": Status.ACTIVE,
+            "commander_id": "u-bob",
+            "started_by": "u-carol",
+            "origin_channel_id": "ch-other",
+            "origin_post_id": "p-o",
+            "command_post_id": "p-c",
+            "channel_id": "ch-7",
+            "channel_name": "incident-1-renamed",
+            "summary_post_id": "p-s",
+            "checklist_post_id": "p-h",
+            "playbook": "db",
+            "started_at": T0 - timedelta(days=1),
+            "ended_at": T0,
+            "ended_by": "u-dave",
+            "resolution": "done",
+            "last_update_at": T0,
+            "next_reminder_at": T0 + timedelta(minutes=15),
+        }
+    )
+    async with store.transaction() as tx:
+        await tx.save_incident(changed)
+    async with store.transaction() as tx:
+        assert await tx.get_incident(incident.number) == changed
+    cleared = changed.model_copy(update={"ended_at": None, "ended_by": None, "resolution": None, "channel_id": None})
+    async with store.transaction() as tx:
+        await tx.save_incident(cleared)
+        assert await tx.get_incident(incident.number) == cleared
+
+
+async def test_save_unknown_incident_is_a_key_error(store: Store) -> None:
+    with pytest.raises(KeyError):
+        async with store.transaction() as tx:
+            await tx.save_incident(make_incident(number=5))
+
+
+async def test_lookup_by_channel_and_command_post(store: Store) -> None:
+    a = await create(store, channel_id="ch-a", command_post_id="p-a")
+    b = await create(store, channel_id="ch-b", command_post_id="p-b")
+    async with store.transaction() as tx:
+        assert await tx.get_incident_by_channel("ch-a") == a
+        assert await tx.get_incident_by_channel("ch-b") == b
+        assert await tx.get_incident_by_channel("ch-zzz") is None
+        assert await tx.get_incident_by_command_post("p-b") == b
+        assert await tx.get_incident_by_command_post("p-zzz") is None
+
+
+async def test_channel_id_is_unique(store: Store) -> None:
+    await create(store, channel_id="ch-a")
+    with pytest.raises(Exception):
+        await create(store, channel_id="ch-a")
+    async with store.transaction() as tx:
+        incidents, total = await tx.list_incidents(["team-ops"], list(Status), 10)
+    assert total == 1
+
+
+async def test_list_incidents_filters_orders_pages_and_counts(store: Store) -> None:
+    plan = [
+        ("team-ops", Status.ACTIVE),  # 1
+        ("team-web", Status.ACTIVE),  # 2
+        ("team-ops", Status.ENDED),  # 3
+        ("team-ops", Status.STARTING),  # 4
+        ("team-ops", Status.ACTIVE),  # 5
+        ("team-other", Status.ACTIVE),  # 6
+        ("team-ops", Status.ENDED),  # 7
+    ]
+    for team, status in plan:
+        await create(store, team_id=team, status=status)
+
+    async def numbers(teams: list[str], statuses: list[Status], limit: int, offset: int = 0) -> tuple[list[int], int]:
+        async with store.transaction() as tx:
+            incidents, total = await tx.list_incidents(teams, statuses, limit, offset)
+        return [i.number for i in incidents], total
+
+    assert await numbers(["team-ops"], [Status.ACTIVE, Status.STARTING], 20) == ([5, 4, 1], 3)
+    assert await numbers(["team-ops", "team-web"], [Status.ACTIVE], 20) == ([5, 2, 1], 3)
+    assert await numbers(["team-ops"], [Status.ENDED], 20) == ([7, 3], 2)
+    assert await numbers(["team-ops", "team-web"], list(Status), 2) == ([7, 5], 6)
+    assert await numbers(["team-ops", "team-web"], list(Status), 2, 2) == ([4, 3], 6)
+    assert await numbers(["team-ops", "team-web"], list(Status), 2, 4) == ([2, 1], 6)
+    assert await numbers(["team-ops", "team-web"], list(Status), 2, 6) == ([], 6)
+    assert await numbers(["team-ops"], list(Status), 0) == ([], 5)
+    assert await numbers([], list(Status), 20) == ([], 0)
+    assert await numbers(["team-ops"], [], 20) == ([], 0)
+    assert await numbers(["team-nobody"], list(Status), 20) == ([], 0)
+    with pytest.raises(ValueError):
+        await numbers(["team-ops"], list(Status), -1)
+
+
+async def test_list_incidents_in_status_spans_teams(store: Store) -> None:
+    for team, status in [("a", Status.STARTING), ("b", Status.ACTIVE), ("c", Status.STARTING), ("a", Status.ENDED)]:
+        await create(store, team_id=team, status=status)
+    async with store.transaction() as tx:
+        assert [i.number for i in await tx.list_incidents_in_status([Status.STARTING])] == [1, 3]
+        assert [i.number for i in await tx.list_incidents_in_status([Status.STARTING, Status.ACTIVE])] == [1, 2, 3]
+        assert await tx.list_incidents_in_status([]) == []
+
+
+# --- timeline --------------------------------------------------------------------------------
+
+
+async def test_timeline_add_list_update(store: Store) -> None:
+    incident = await create(store)
+    n = incident.number
+    async with store.transaction() as tx:
+        started = await tx.add_timeline(
+            TimelineEvent(
+                incident_number=n, at=T0, kind=TimelineKind.STARTED, actor_id="u-alice", text="DB down",
+                data={"severity": 2, "playbook": None, "nested": {"list": [1, "two", 3.5, True]}},
+            )
+        )
+        later = await tx.add_timeline(TimelineEvent(incident_number=n, at=T0 + timedelta(minutes=5), kind=TimelineKind.NOTE, text="a"))
+        # Added after, but happened earlier: listed by time; equal times by id.
+        earlier = await tx.add_timeline(TimelineEvent(incident_number=n, at=T0 + timedelta(minutes=1), kind=TimelineKind.NOTE, text="b"))
+        same_time = await tx.add_timeline(TimelineEvent(incident_number=n, at=T0 + timedelta(minutes=5), kind=TimelineKind.NOTE, text="c"))
+    assert 0 < started.id < later.id < earlier.id < same_time.id
+    async with store.transaction() as tx:
+        events = await tx.list_timeline(n)
+    assert events == [started, earlier, later, same_time]
+    assert events[0].data == {"severity": 2, "playbook": None, "nested": {"list": [1, "two", 3.5, True]}}
+
+    edited = later.model_copy(update={"text": "a, edited", "actor_id": "u-bob", "data": {"x": 1}})
+    async with store.transaction() as tx:
+        await tx.update_timeline(edited)
+        assert (await tx.list_timeline(n))[2] == edited
+        with pytest.raises(KeyError):
+            await tx.update_timeline(edited.model_copy(update={"id": 9999}))
+        with pytest.raises(KeyError):
+            await tx.update_timeline(edited.model_copy(update={"incident_number": n + 1}))
+
+
+async def test_timeline_of_unknown_incident_is_a_key_error(store: Store) -> None:
+    with pytest.raises(KeyError):
+        async with store.transaction() as tx:
+            await tx.add_timeline(TimelineEvent(incident_number=42, at=T0, kind=TimelineKind.NOTE))
+
+
+async def test_pinned_posts_and_deleted_events(store: Store) -> None:
+    n = (await create(store)).number
+    other = (await create(store)).number
+    async with store.transaction() as tx:
+        pin = await tx.add_timeline(
+            TimelineEvent(incident_number=n, at=T0, kind=TimelineKind.POST_PINNED, actor_id="u-bob", post_id="p-9", text="look")
+        )
+        await tx.add_timeline(TimelineEvent(incident_number=n, at=T0, kind=TimelineKind.NOTE, post_id="p-8"))
+        assert await tx.get_timeline_by_post(n, "p-9") == pin
+        assert await tx.get_timeline_by_post(n, "p-8") is None  # not a pin
+        assert await tx.get_timeline_by_post(other, "p-9") is None  # other incident
+
+        unpinned = pin.model_copy(update={"deleted": True})
+        await tx.update_timeline(unpinned)
+        assert await tx.get_timeline_by_post(n, "p-9") is None
+        assert [e.kind for e in await tx.list_timeline(n)] == [TimelineKind.NOTE]
+        assert await tx.list_timeline(n, include_deleted=True) == [unpinned, *await tx.list_timeline(n)]
+
+        again = await tx.add_timeline(TimelineEvent(incident_number=n, at=T0, kind=TimelineKind.POST_PINNED, post_id="p-9"))
+        assert await tx.get_timeline_by_post(n, "p-9") == again
+
+
+# --- checklist -------------------------------------------------------------------------------
+
+
+async def test_checklist_numbers_are_never_reused(store: Store) -> None:
+    n = (await create(store)).number
+    other = (await create(store)).number
+    async with store.transaction() as tx:
+        items = [await tx.add_checklist_item(n, text) for text in ("one", "two", "three")]
+        assert [i.number for i in items] == [1, 2, 3]
+        assert (await tx.add_checklist_item(other, "elsewhere")).number == 1  # per incident
+        for item in items[1:]:  # remove 2 and the last one, 3
+            await tx.save_checklist_item(item.model_copy(update={"removed": True}))
+    async with store.transaction() as tx:
+        four = await tx.add_checklist_item(n, "four")
+        assert four == ChecklistItem(incident_number=n, number=4, text="four")
+        assert [i.number for i in await tx.list_checklist(n)] == [1, 4]
+        assert [(i.number, i.removed) for i in await tx.list_checklist(n, include_removed=True)] == [
+            (1, False), (2, True), (3, True), (4, False)
+        ]
+
+
+async def test_checklist_save_and_lookup_by_post(store: Store) -> None:
+    n = (await create(store)).number
+    async with store.transaction() as tx:
+        item = await tx.add_checklist_item(n, "Page the DBA")
+        assert item == ChecklistItem(incident_number=n, number=1, text="Page the DBA")
+        assert await tx.get_checklist_item_by_post("p-1") is None
+        done = item.model_copy(
+            update={"post_id": "p-1", "done_by": "u-bob", "done_at": T0, "assignee_id": "u-carol", "text": "Page DBA"}
+        )
+        await tx.save_checklist_item(done)
+    async with store.transaction() as tx:
+        assert await tx.list_checklist(n) == [done]
+        assert await tx.get_checklist_item_by_post("p-1") == done
+        undone = done.model_copy(update={"done_by": None, "done_at": None, "assignee_id": None})
+        await tx.save_checklist_item(undone)
+        assert await tx.get_checklist_item_by_post("p-1") == undone
+        removed = undone.model_copy(update={"removed": True})
+        await tx.save_checklist_item(removed)
+        assert await tx.get_checklist_item_by_post("p-1") == removed  # still found, flagged
+        with pytest.raises(KeyError):
+            await tx.save_checklist_item(ChecklistItem(incident_number=n, number=7, text="x"))
+        with pytest.raises(KeyError):
+            await tx.add_checklist_item(n + 100, "no such incident")
+
+
+async def test_checklist_post_id_is_unique(store: Store) -> None:
+    n = (await create(store)).number
+    async with store.transaction() as tx:
+        a = await tx.add_checklist_item(n, "a")
+        b = await tx.add_checklist_item(n, "b")
+        await tx.save_checklist_item(a.model_copy(update={"post_id": "p-1"}))
+    with pytest.raises(Exception):
+        async with store.transaction() as tx:
+            await tx.save_checklist_item(b.model_copy(update={"post_id": "p-1"}))
+
+
+# --- playbooks ---------------------------------------------------------------------------------
+
+
+async def test_playbooks(store: Store) -> None:
+    db = Playbook(team_id="team-ops", name="Database", description="DB outages", default_severity=2, items=["Page DBA", "Check replicas"])
+    async with store.transaction() as tx:
+        await tx.save_playbook(db)
+        await tx.save_playbook(Playbook(team_id="team-ops", name="api", items=[]))
+        await tx.save_playbook(Playbook(team_id="team-web", name="database", items=["web item"]))
+    async with store.transaction() as tx:
+        assert await tx.get_playbook("team-ops", "DATABASE") == db
+        assert await tx.get_playbook("team-ops", "database") == db
+        assert await tx.get_playbook("team-ops", "nope") is None
+        assert [p.name for p in await tx.list_playbooks("team-ops")] == ["api", "Database"]
+        assert [p.items for p in await tx.list_playbooks("team-web")] == [["web item"]]
+        assert await tx.list_playbooks("team-none") == []
+        assert all(not p.read_only for p in await tx.list_playbooks("team-ops"))
+
+        replaced = Playbook(team_id="team-ops", name="DataBase", description="new", default_severity=1, items=["only"])
+        await tx.save_playbook(replaced)
+        assert await tx.get_playbook("team-ops", "database") == replaced
+        assert [p.name for p in await tx.list_playbooks("team-ops")] == ["api", "DataBase"]
+
+        assert await tx.delete_playbook("team-ops", "DATABASE") is True
+        assert await tx.delete_playbook("team-ops", "database") is False
+        assert await tx.get_playbook("team-ops", "database") is None
+        assert await tx.get_playbook("team-web", "database") is not None  # other team untouched
+
+        with pytest.raises(ValueError):
+            await tx.save_playbook(Playbook(name="from config", read_only=True))
+
+
+# --- reminders and state ------------------------------------------------------------------------
+
+
+async def test_due_reminders(store: Store) -> None:
+    now = T0 + timedelta(hours=1)
+    await create(store, status=Status.ACTIVE, next_reminder_at=now - timedelta(minutes=1))  # 1 due
+    await create(store, status=Status.ACTIVE, next_reminder_at=now)  # 2 due (exactly now)
+    await create(store, status=Status.ACTIVE, next_reminder_at=now + timedelta(milliseconds=1))  # 3 not yet
+    await create(store, status=Status.ACTIVE, next_reminder_at=None)  # 4 reminders off
+    await create(store, status=Status.ENDED, next_reminder_at=now - timedelta(hours=1))  # 5 ended
+    await create(store, status=Status.STARTING, next_reminder_at=now - timedelta(hours=1))  # 6 starting
+    await create(store, status=Status.ACTIVE, next_reminder_at=now - timedelta(minutes=30))  # 7 due first
+    async with store.transaction() as tx:
+        assert [i.number for i in await tx.due_reminders(now)] == [7, 1, 2]
+        assert [i.number for i in await tx.due_reminders(now.astimezone(CEST))] == [7, 1, 2]
+        assert await tx.due_reminders(T0) == []
+
+
+async def test_state(store: Store) -> None:
+    values = {"last_event_at": 1764165720123, "conn": "abc", "flags": [True, None, 1.5], "nested": {"a": {"b": []}}}
+    async with store.transaction() as tx:
+        assert await tx.get_state("missing") is None
+        for key, value in values.items():
+            await tx.set_state(key, value)
+    async with store.transaction() as tx:
+        for key, value in values.items():
+            assert await tx.get_state(key) == value
+        await tx.set_state("conn", "def")
+        assert await tx.get_state("conn") == "def"
+        await tx.set_state("when", T0)
+        assert await tx.get_state("when") == "2026-11-26T14:02:00.123000Z"
+
+
+# --- times -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (T0, T0),
+        (T0.astimezone(CEST), T0),  # another zone: same instant, back in UTC
+        (T0.replace(tzinfo=None), T0),  # naive counts as UTC
+        (T0.replace(microsecond=123999), T0),  # finer than a millisecond is dropped
+        (datetime(2026, 1, 1, 0, 0, 0, 999000, tzinfo=timezone.utc), datetime(2026, 1, 1, 0, 0, 0, 999000, tzinfo=timezone.utc)),
+    ],
+)
+async def test_times_round_trip_in_utc_to_the_millisecond(store: Store, given: datetime, expected: datetime) -> None:
+    n = (await create(store, started_at=given, ended_at=given, last_update_at=given, next_reminder_at=given)).number
+    async with store.transaction() as tx:
+        await tx.add_timeline(TimelineEvent(incident_number=n, at=given, kind=TimelineKind.NOTE))
+        item = await tx.add_checklist_item(n, "x")
+        await tx.save_checklist_item(item.model_copy(update={"done_by": "u", "done_at": given}))
+    async with store.transaction() as tx:
+        incident = await tx.get_incident(n)
+        (event,) = await tx.list_timeline(n)
+        (item,) = await tx.list_checklist(n)
+    assert incident is not None and item.done_at is not None
+    for value in (incident.started_at, incident.ended_at, incident.last_update_at, incident.next_reminder_at, event.at, item.done_at):
+        assert value == expected
+        assert value is not None and value.utcoffset() == timedelta(0)
+        assert value.tzinfo == timezone.utc
+
+
+# --- SQLite only ------------------------------------------------------------------------------------
+
+
+async def test_sqlite_pragmas(sqlite_store: SQLiteStore, sqlite_backend: SQLiteBackend) -> None:
+    assert await sqlite_store.pragmas() == {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 5000, "synchronous": 1}
+    # WAL is a property of the file: another connection sees it too.
+    async with aiosqlite.connect(sqlite_backend.path) as conn:
+        assert list(await conn.execute_fetchall("PRAGMA journal_mode")) == [("wal",)]
+
+
+async def test_sqlite_schema(sqlite_store: SQLiteStore, sqlite_backend: SQLiteBackend) -> None:
+    async with aiosqlite.connect(sqlite_backend.path) as conn:
+        tables = {r[0] for r in await conn.execute_fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        indexes = {r[0] for r in await conn.execute_fetchall("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        fks = list(await conn.execute_fetchall("PRAGMA foreign_key_list(checklist_items)"))
+    assert {"incidents", "timeline", "checklist_items", "playbooks", "processed_events", "replies", "bot_state", "schema_version"} <= tables
+    assert {"incidents_command_post", "incidents_team_status"} <= indexes
+    assert [(fk[2], fk[3], fk[4]) for fk in fks] == [("incidents", "incident_number", "number")]
+
+
+async def test_sqlite_keeps_times_as_utc_text_with_milliseconds(sqlite_store: SQLiteStore, sqlite_backend: SQLiteBackend) -> None:
+    await create(sqlite_store, started_at=T0.astimezone(CEST))
+    async with aiosqlite.connect(sqlite_backend.path) as conn:
+        rows = list(await conn.execute_fetchall("SELECT started_at, created_at FROM incidents"))
+    started_at, created_at = rows[0]
+    assert started_at == "2026-11-26T14:02:00.123Z"
+    assert from_db_time(created_at) is not None and len(created_at) == len(started_at)
+    assert to_db_time(datetime(999, 1, 2, 3, 4, 5, 6000)) == "0999-01-02T03:04:05.006Z"  # fixed width
+
+
+async def test_sqlite_reopen_does_not_run_migrations_again(sqlite_store: SQLiteStore, sqlite_backend: SQLiteBackend) -> None:
+    async def applied() -> list[tuple[int, str, str]]:
+        async with aiosqlite.connect(sqlite_backend.path) as conn:
+            return [tuple(r) for r in await conn.execute_fetchall("SELECT version, name, applied_at FROM schema_version ORDER BY version")]
+
+    before = await applied()
+    assert [v for v, _, _ in before] == list(range(1, sqlite_backend.latest_version + 1))
+    await sqlite_store.close()
+    again = sqlite_backend.make()
+    await again.open()
+    await again.close()
+    assert await applied() == before
+
+
+def _copy_shipped_migrations(target: Path) -> Path:
+    target.mkdir()
+    for migration in migrations.load_migrations():
+        (target / migration.name).write_text(migration.sql)
+    return target
+
+
+async def test_sqlite_runner_applies_only_new_files_each_in_a_transaction(tmp_path: Path) -> None:
+    folder = _copy_shipped_migrations(tmp_path / "migrations")
+    latest = len(migrations.load_migrations(folder))
+    db = str(tmp_path / "runner.db")
+    async with aiosqlite.connect(db, isolation_level=None) as conn:
+        assert await migrations.upgrade(conn, db, migrations.load_migrations(folder)) == latest
+
+        (folder / f"{latest + 1:04d}_notes.sql").write_text(
+            "-- a trigger body and a string hold ';' without ending the statement\n"
+            "CREATE TABLE extra (id INTEGER PRIMARY KEY, note TEXT NOT NULL DEFAULT 'a;b');\n"
+            "CREATE TRIGGER extra_touch AFTER INSERT ON extra BEGIN\n"
+            "  UPDATE extra SET note = note || ';' WHERE id = new.id;\n"
+            "END;\n"
+            "INSERT INTO extra (id) VALUES (1);\n"
+        )
+        assert await migrations.upgrade(conn, db, migrations.load_migrations(folder)) == latest + 1
+        assert list(await conn.execute_fetchall("SELECT note FROM extra")) == [("a;b;",)]
+
+        (folder / f"{latest + 2:04d}_broken.sql").write_text(
+            "CREATE TABLE half_done (id INTEGER);\nINSERT INTO no_such_table VALUES (1);\n"
+        )
+        with pytest.raises(migrations.MigrationError, match=f"{latest + 2:04d}_broken.sql"):
+            await migrations.upgrade(conn, db, migrations.load_migrations(folder))
+        assert await migrations.current_version(conn) == latest + 1
+        tables = {r[0] for r in await conn.execute_fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert "half_done" not in tables  # the whole file was rolled back
+        assert not conn.in_transaction
+
+
+async def test_sqlite_migration_files_must_be_numbered_without_gaps(tmp_path: Path) -> None:
+    folder = _copy_shipped_migrations(tmp_path / "migrations")
+    (folder / "0009_skipped.sql").write_text("SELECT 1;")
+    with pytest.raises(migrations.MigrationError, match="without gaps"):
+        migrations.load_migrations(folder)
+    (folder / "0009_skipped.sql").unlink()
+    (folder / "2-bad-name.sql").write_text("SELECT 1;")
+    with pytest.raises(migrations.MigrationError, match="NNNN_name.sql"):
+        migrations.load_migrations(folder)
+
+
+def test_sqlite_split_statements() -> None:
+    assert migrations.split_statements("-- only a comment\n") == []
+    assert migrations.split_statements("SELECT 1; SELECT ';'; /* c; */ SELECT 2;\n-- end\n") == [
+        "SELECT 1;", "SELECT ';';", "/* c; */ SELECT 2;"
+    ]
+    with pytest.raises(migrations.MigrationError, match="does not end"):
+        migrations.split_statements("SELECT 1; SELECT 2")
+
+
+async def test_sqlite_store_creates_nothing_when_refusing(tmp_path: Path, sqlite_backend: SQLiteBackend) -> None:
+    # A schema from the future is refused before any migration touches it.
+    store = sqlite_backend.make()
+    await store.open()
+    await store.close()
+    await sqlite_backend.set_schema_version(50)
+    shutil.copy(sqlite_backend.path, tmp_path / "copy.db")
+    with pytest.raises(SchemaTooNew, match="schema version 50"):
+        await SQLiteStore(tmp_path / "copy.db").open()
+    async with aiosqlite.connect(tmp_path / "copy.db") as conn:
+        assert list(await conn.execute_fetchall("SELECT MAX(version) FROM schema_version")) == [(50,)]

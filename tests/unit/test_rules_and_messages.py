@@ -1,0 +1,90 @@
+"""Naming, durations and the wording people see."""
+
+from datetime import datetime, timedelta, timezone
+
+from incident_bot.domain import messages
+from incident_bot.domain.models import ChecklistItem, Incident, Status
+from incident_bot.domain.rules import (
+    channel_name,
+    clean_title,
+    display_name,
+    format_duration,
+    format_offset,
+    format_short_duration,
+    slugify,
+)
+
+T0 = datetime(2026, 11, 26, 14, 2, tzinfo=timezone.utc)
+
+
+def incident(**kw):
+    base = dict(number=12, team_id="t", title="DB primary down", severity=2, status=Status.ACTIVE,
+                commander_id="u1", started_by="u1", origin_channel_id="c", channel_name="incident-12-db-primary-down",
+                started_at=T0)
+    base.update(kw)
+    return Incident(**base)
+
+
+def names(uid):
+    return {"u1": "@alice", "u2": "@bob"}.get(uid, "@?")
+
+
+def test_slug_and_channel_name():
+    assert slugify("DB Primary DOWN!!  (eu-west)") == "db-primary-down-eu-west"
+    assert slugify("Café ünïcode") == "cafe-unicode"
+    assert channel_name(12, "DB primary down") == "incident-12-db-primary-down"
+    long = channel_name(12345, "x" * 200)
+    assert len(long) <= 64 and long.startswith("incident-12345-")
+    assert channel_name(3, "!!!") == "incident-3"
+    assert channel_name(3, "db", attempt=1) == "incident-3-db-2"
+    assert len(channel_name(3, "y" * 100, attempt=5)) <= 64
+
+
+def test_display_name_cut_to_64():
+    assert display_name(1, "short") == "#1 short"
+    assert len(display_name(1, "z" * 100)) == 64
+
+
+def test_title_is_one_line():
+    assert clean_title("  a\n b  ") == "a b"
+    assert len(clean_title("x" * 500)) == 200
+
+
+def test_durations():
+    assert format_duration(timedelta(hours=1, minutes=2, seconds=59)) == "1h 02m"
+    assert format_duration(timedelta(days=2, hours=3, minutes=4)) == "2d 3h 04m"
+    assert format_duration(timedelta(seconds=-5)) == "0h 00m"
+    assert format_short_duration(timedelta(minutes=4, seconds=10)) == "4m 10s"
+    assert format_offset(T0, T0 + timedelta(minutes=12)) == "+0h 12m"
+    assert format_offset(T0, T0 - timedelta(minutes=3)) == "-0h 03m"
+
+
+def test_header_and_conflict_wording():
+    inc = incident()
+    assert messages.header(inc, names) == "Commander @alice · Sev 2 · Active · started 2026-11-26 14:02 UTC"
+    ended = incident(status=Status.ENDED, ended_at=T0 + timedelta(hours=1, minutes=2))
+    assert messages.already_ended(ended) == "Incident #12 already ended at 15:04 UTC (after 1h 02m)."
+    assert messages.not_found(99) == "No incident #99 in your teams."
+    assert messages.not_a_member(inc, "end").startswith("Only members of ~incident-12-db-primary-down can end incident #12.")
+    assert messages.unknown_command("frob") == "Unknown command `frob`. Try `@incident-bot help`."
+
+
+def test_checklist_item_rendering():
+    item = ChecklistItem(incident_number=12, number=3, text="Page the on-call DBA")
+    assert messages.checklist_item(item, names) == "☐ 3. Page the on-call DBA"
+    item.done_by, item.done_at = "u2", T0 + timedelta(minutes=8)
+    assert messages.checklist_item(item, names) == "☑ ~~3. Page the on-call DBA~~ — @bob 14:10 UTC"
+    other = ChecklistItem(incident_number=12, number=4, text="x", removed=True)
+    assert messages.progress([item, other]) == "1/1"
+
+
+def test_list_caps_and_says_more():
+    incs = [incident(number=n) for n in range(20, 0, -1)]
+    text = messages.incident_list(incs, 23, names, {"t": "ops"}, T0)
+    assert "and 3 more" in text and text.count("\n| ") == 21
+
+
+def test_help_lists_every_command():
+    text = messages.help_all()
+    for word in ("start", "end", "info", "list", "join", "commander", "sev", "help", "check", "playbook"):
+        assert f"`{word}" in text
