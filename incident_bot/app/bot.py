@@ -12,8 +12,9 @@ from incident_bot.app.core import Core
 from incident_bot.app.directory import Directory
 from incident_bot.chat.client import MattermostClient
 from incident_bot.chat.errors import MattermostError, ServerUnavailable, Unauthorized
-from incident_bot.chat.events import Event, Hello
-from incident_bot.chat.models import User
+from incident_bot.app.catchup import CatchUp, Cursor
+from incident_bot.chat.events import Event, Hello, PostDeleted, PostEdited, Posted, ReactionAdded, ReactionRemoved
+from incident_bot.chat.models import Post, User
 from incident_bot.chat.stream import EventStream
 from incident_bot.config import Settings
 from incident_bot.domain import messages
@@ -22,6 +23,7 @@ from incident_bot.plugins.framework import IncidentPluginManager
 from incident_bot.plugins.handler import BotDriver, IncidentEventHandler
 from incident_bot.plugins.incidents import IncidentPlugin
 from incident_bot.plugins.playbooks import PlaybookPlugin
+from incident_bot.plugins.timeline import TimelinePlugin
 from incident_bot.store.sqlite import SQLiteStore
 
 log = structlog.get_logger("incident_bot.bot")
@@ -41,6 +43,8 @@ class IncidentBot:
         self.handler: IncidentEventHandler | None = None
         self.core: Core | None = None
         self._stopping = asyncio.Event()
+        self._background: set[asyncio.Task[object]] = set()
+        self._connected_once = False
 
     async def _login(self) -> User:
         """Who am I; waits for a server that is down rather than giving up."""
@@ -71,9 +75,10 @@ class IncidentBot:
         try:
             me = await self._login()
             messages.set_bot_name(me.username)
-            directory = Directory(self.client, me)
+            directory = Directory(self.client, me, self.store)
             self.core = core = Core(settings=self.settings, store=self.store, client=self.client, directory=directory)
-            plugins = [IncidentPlugin(core), ChecklistPlugin(core), PlaybookPlugin(core)]
+            incidents, checklist, timeline = IncidentPlugin(core), ChecklistPlugin(core), TimelinePlugin(core)
+            plugins = [incidents, checklist, PlaybookPlugin(core), timeline]
             manager = IncidentPluginManager(plugins)
             mm_settings = MMSettings(MATTERMOST_URL=self.settings.mattermost_url, BOT_TOKEN="unused")
             driver = BotDriver(core)
@@ -85,16 +90,32 @@ class IncidentBot:
                 on_event=self._on_event,
                 on_connect=self._on_connect,
             )
+            self.cursor = Cursor(core)
+            await self.cursor.load()
+            self.catchup = CatchUp(core, self.cursor, feed=handler.handle, submit=handler.queues.submit, reconcile=self._reconcile)
+            self._checklists = checklist.checklists
+            self._timeline = timeline.timeline
             manager.start()
+            try:
+                resumed = await incidents.incidents.resume_unfinished()
+                if resumed:
+                    log.info("bot.resumed_starts", incidents=resumed)
+            except Exception as exc:  # noqa: BLE001 - retried at the next start
+                log.warning("bot.resume_failed", error=type(exc).__name__, detail=str(exc)[:200])
             log.info("bot.starting", user=me.username, database=str(self.settings.database))
             stream_task = asyncio.create_task(self.stream.run())
+            reminders_task = asyncio.create_task(timeline.timeline.run_reminders(self._stopping))
+            cursor_task = asyncio.create_task(self.cursor.run(self._stopping))
             stop_task = asyncio.create_task(self._stopping.wait())
             await asyncio.wait({stream_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
             log.info("bot.stopping", in_flight=handler.queues.pending)
             await self.stream.stop()
             finished = await handler.queues.drain(self.settings.shutdown_grace_seconds)
             stop_task.cancel()
-            await asyncio.gather(stream_task, stop_task, return_exceptions=True)
+            for task in list(self._background):
+                task.cancel()
+            await asyncio.gather(stream_task, stop_task, reminders_task, cursor_task, *self._background, return_exceptions=True)
+            await self.cursor.flush()
             manager.stop()
             log.info("bot.stopped", clean=finished)
         finally:
@@ -108,7 +129,26 @@ class IncidentBot:
         assert self.handler is not None
         if isinstance(event, Hello):
             return
+        if isinstance(event, (Posted, PostEdited, PostDeleted)):
+            self.cursor.see(max(event.post.update_at, event.post.create_at))
+        elif isinstance(event, (ReactionAdded, ReactionRemoved)):
+            self.cursor.see(max(event.reaction.update_at, event.reaction.create_at, event.reaction.delete_at))
         await self.handler.handle(event)
 
     async def _on_connect(self, hello: Hello, resumed: bool) -> None:
         log.info("bot.ready", connection=hello.connection_id, resumed=resumed, server=hello.server_version)
+        reason = "reconnect" if self._connected_once else "start"
+        self._connected_once = True
+        if resumed:
+            return
+        if self.cursor.value is None:  # first start ever: nothing to catch up, start counting now
+            self.cursor.see(int(self.core.now().timestamp() * 1000) if self.core else 0)
+            await self.cursor.flush()
+            return
+        task = asyncio.create_task(self.catchup.run(reason))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _reconcile(self, post: Post) -> None:
+        await self._checklists.reconcile(post.id)
+        await self._timeline.reconcile_pins(post)

@@ -32,7 +32,8 @@ class Checklists:
         return incident
 
     async def _commit(
-        self, req_key: str | None, incident: Incident, item: ChecklistItem, kind: TimelineKind, actor: str, text: str
+        self, req_key: str | None, incident: Incident, item: ChecklistItem, kind: TimelineKind, actor: str, text: str,
+        via: str = "command",
     ) -> list[ChecklistItem]:
         """Save the item, its timeline event and the event key in one transaction."""
         core = self.core
@@ -42,7 +43,7 @@ class Checklists:
             await tx.add_timeline(
                 TimelineEvent(
                     incident_number=incident.number, at=now, kind=kind, actor_id=actor, text=text,
-                    data={"item": item.number},
+                    data={"item": item.number, "via": via},
                 )
             )
             if req_key:
@@ -204,7 +205,7 @@ class Checklists:
                     await self._record(key, incident)
                     return "unchanged"
                 item.done_by, item.done_at = reaction.user_id, core.now()
-                await self._commit(key, incident, item, TimelineKind.CHECKLIST_CHECKED, reaction.user_id, item.text)
+                await self._commit(key, incident, item, TimelineKind.CHECKLIST_CHECKED, reaction.user_id, item.text, via="reaction")
                 return "checked"
             if not item.done:
                 await self._record(key, incident)
@@ -213,13 +214,57 @@ class Checklists:
             if others:
                 if item.done_by == reaction.user_id:
                     item.done_by = others[0]
-                    await self._commit(key, incident, item, TimelineKind.CHECKLIST_CHECKED, others[0], item.text)
+                    await self._commit(key, incident, item, TimelineKind.CHECKLIST_CHECKED, others[0], item.text, via="reaction")
                 else:
                     await self._record(key, incident)
                 return "kept:other-tick"
             item.done_by, item.done_at = None, None
-            await self._commit(key, incident, item, TimelineKind.CHECKLIST_UNCHECKED, reaction.user_id, item.text)
+            await self._commit(key, incident, item, TimelineKind.CHECKLIST_UNCHECKED, reaction.user_id, item.text, via="reaction")
             return "unchecked"
+
+    async def reconcile(self, post_id: str) -> str:
+        """After missed events: make a checklist item match the tick reactions now on its post.
+
+        Only ticks made by reaction are undone by a missing reaction; a `check` command's
+        tick has no reaction to lose."""
+        core = self.core
+        async with core.store.transaction() as tx:
+            item = await tx.get_checklist_item_by_post(post_id)
+            incident = await tx.get_incident(item.incident_number) if item else None
+        if item is None or incident is None or item.removed or incident.status != Status.ACTIVE:
+            return "ignored"
+        reactions = [r for r in await core.client.get_reactions(post_id) if r.emoji_name in core.settings.check_emojis]
+        tickers = []
+        for r in sorted(reactions, key=lambda r: r.create_at):
+            if r.user_id != core.bot_id and r.user_id not in tickers and await core.directory.in_channel(incident.channel_id, r.user_id):
+                tickers.append(r.user_id)
+        async with core.lock(incident.number):
+            async with core.store.transaction() as tx:
+                item = await tx.get_checklist_item_by_post(post_id)
+                events = await tx.list_timeline(incident.number)
+            assert item is not None
+            if not item.done and tickers:
+                stamp = max(r.update_at or r.create_at for r in reactions if r.user_id == tickers[0])
+                key = f"reconcile+:{post_id}:{stamp}"
+                async with core.store.transaction() as tx:
+                    if await tx.event_seen(key):
+                        return "duplicate"
+                item.done_by, item.done_at = tickers[0], core.now()
+                await self._commit(key, incident, item, TimelineKind.CHECKLIST_CHECKED, tickers[0], item.text, via="reaction")
+                return "checked"
+            if item.done and not tickers:
+                last = next((e for e in reversed(events) if e.kind == TimelineKind.CHECKLIST_CHECKED and e.data.get("item") == item.number), None)
+                if last is None or last.data.get("via") != "reaction":
+                    return "unchanged"
+                key = f"reconcile-:{post_id}:{int(item.done_at.timestamp() * 1000) if item.done_at else 0}"
+                async with core.store.transaction() as tx:
+                    if await tx.event_seen(key):
+                        return "duplicate"
+                actor = item.done_by or core.bot_id
+                item.done_by, item.done_at = None, None
+                await self._commit(key, incident, item, TimelineKind.CHECKLIST_UNCHECKED, actor, item.text, via="reaction")
+                return "unchecked"
+        return "unchanged"
 
     async def _other_tickers(self, incident: Incident, item: ChecklistItem, remover: str) -> list[str]:
         """Channel members (not the bot, not the remover) whose tick reaction is still on the item."""

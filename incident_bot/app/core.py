@@ -4,6 +4,7 @@ the incident's channel header, pinned summary and checklist header."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -58,13 +59,27 @@ class Request:
 
 
 class Clock:
-    """UTC now; a test may shift it through ``offset``."""
+    """UTC now, optionally shifted.
 
-    def __init__(self) -> None:
-        self.offset = timedelta(0)
+    ``INCIDENT_BOT_CLOCK_SKEW_FILE`` names a file holding a number of seconds to add to
+    the real time; tests use it to move the bot's clock (reminders, durations) without
+    waiting. Unset in production.
+    """
+
+    def __init__(self, skew_file: str | None = None) -> None:
+        self.skew_file = skew_file if skew_file is not None else os.environ.get("INCIDENT_BOT_CLOCK_SKEW_FILE")
+
+    def offset(self) -> timedelta:
+        if not self.skew_file:
+            return timedelta(0)
+        try:
+            with open(self.skew_file, encoding="utf-8") as handle:
+                return timedelta(seconds=float(handle.read().strip() or 0))
+        except (OSError, ValueError):
+            return timedelta(0)
 
     def now(self) -> datetime:
-        return utcnow() + self.offset
+        return utcnow() + self.offset()
 
 
 @dataclass
@@ -89,7 +104,7 @@ class Core:
 
     # --- replies -------------------------------------------------------------------
 
-    async def reply(self, req: Request, text: str) -> Post | None:
+    async def reply(self, req: Request, text: str, file_ids: list[str] | None = None) -> Post | None:
         """The one reply to a command: in its thread (in a DM: in the DM). Recorded so a
         redelivered command is not answered twice."""
         if req.replied:
@@ -98,13 +113,28 @@ class Core:
         if req.late_by is not None:
             text = messages.late(text, format_short_duration(req.late_by))
         root = "" if req.is_dm else req.thread_root
-        post = await self.client.create_post(req.channel_id, text, root_id=root, props={REPLY_PROP: req.post.id})
+        post = await self.client.create_post(req.channel_id, text, root_id=root, props={REPLY_PROP: req.post.id}, file_ids=file_ids)
         req.replied = True
         async with self.store.transaction() as tx:
             await tx.record_reply(req.key, post.id, self.now())
             if not await tx.event_seen(req.key):
                 await tx.record_event(req.key, self.now(), req.incident)
         return post
+
+    async def recover_reply(self, req: Request, command_text: str) -> str:
+        """The command's effect is committed but its reply was not recorded: if the reply was
+        posted (the bot died before noting it), note it; otherwise answer now."""
+        if req.is_dm:
+            candidates = await self.client.get_posts_since(req.channel_id, req.post.create_at)
+        else:
+            candidates = await self.client.get_thread(req.thread_root)
+        for post in candidates:
+            if post.user_id == self.bot_id and post.props.get(REPLY_PROP) == req.post.id:
+                async with self.store.transaction() as tx:
+                    await tx.record_reply(req.key, post.id, self.now())
+                return "found"
+        await self.reply(req, messages.recovered(command_text))
+        return "answered"
 
     # --- lookups with the visibility rules -------------------------------------------
 

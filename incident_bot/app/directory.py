@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterable
 
 from incident_bot.chat.client import MattermostClient
 from incident_bot.chat.models import Team, User
+from incident_bot.store.base import Store
 
 _TEAM_TTL = 60.0  # seconds a bot-team list is trusted
 
@@ -14,18 +16,26 @@ _TEAM_TTL = 60.0  # seconds a bot-team list is trusted
 class Directory:
     """Caches usernames (they rarely change) and the bot's teams; membership is always asked live."""
 
-    def __init__(self, client: MattermostClient, bot: User) -> None:
+    def __init__(self, client: MattermostClient, bot: User, store: Store | None = None) -> None:
         self.client = client
         self.bot = bot
+        self.store = store
         self._users: dict[str, User] = {bot.id: bot}
         self._bot_teams: tuple[float, list[Team]] | None = None
 
     async def user(self, user_id: str) -> User | None:
         if user_id not in self._users:
-            users = await self.client.get_users_by_ids([user_id])
-            for user in users:
-                self._users[user.id] = user
+            await self._learn(await self.client.get_users_by_ids([user_id]))
         return self._users.get(user_id)
+
+    async def _learn(self, users: list[User]) -> None:
+        """Cache users; remember their names in the database so offline exports can name them."""
+        for user in users:
+            self._users[user.id] = user
+        if self.store is not None and users:
+            async with self.store.transaction() as tx:
+                for user in users:
+                    await tx.set_state(f"user:{user.id}", user.username)
 
     async def user_by_name(self, username: str) -> User | None:
         for user in self._users.values():
@@ -33,15 +43,14 @@ class Directory:
                 return user
         user = await self.client.get_user_by_username(username.lower())
         if user is not None:
-            self._users[user.id] = user
+            await self._learn([user])
         return user
 
     async def names(self, user_ids: Iterable[str | None]):  # -> messages.Names
         """A sync ``id -> "@name"`` function with every given id looked up in one call."""
         missing = sorted({uid for uid in user_ids if uid and uid not in self._users})
         if missing:
-            for user in await self.client.get_users_by_ids(missing):
-                self._users[user.id] = user
+            await self._learn(await self.client.get_users_by_ids(missing))
 
         def name(user_id: str | None) -> str:
             if not user_id:
@@ -62,9 +71,10 @@ class Directory:
 
     async def shared_teams(self, user_id: str) -> list[Team]:
         """Teams both the user and the bot are in."""
+        # A bot may not list another user's teams; it may ask each of its own teams.
         mine = await self.bot_teams()
-        theirs = {team.id for team in await self.client.get_user_teams(user_id)}
-        return [team for team in mine if team.id in theirs]
+        flags = await asyncio.gather(*(self.client.is_team_member(team.id, user_id) for team in mine))
+        return [team for team, member in zip(mine, flags) if member]
 
     async def in_team(self, team_id: str, user_id: str) -> bool:
         return await self.client.is_team_member(team_id, user_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import structlog
 
-from incident_bot.app.core import Core, Request, UserError
+from incident_bot.app.core import REPLY_PROP, Core, Request, UserError
 from incident_bot.chat.errors import ChannelNameTaken, MattermostError
 from incident_bot.chat.models import Channel, Team
 from incident_bot.domain import messages
@@ -97,6 +97,7 @@ class Incidents:
         )
         async with core.store.transaction() as tx:
             incident = await tx.create_incident(incident)
+            await tx.set_state(f"team:{team.id}", team.name)
             await tx.add_timeline(
                 TimelineEvent(
                     incident_number=incident.number,
@@ -162,6 +163,38 @@ class Incidents:
             await core.refresh(incident, items)
         log.info("incident.started", incident=incident.number, channel=incident.channel_name)
         return incident
+
+    async def resume_unfinished(self) -> int:
+        """Incidents a crash left half set up: finish them and answer their `start` once."""
+        core = self.core
+        async with core.store.transaction() as tx:
+            starting = await tx.list_incidents_in_status([Status.STARTING])
+        for incident in starting:
+            incident = await self.finish_start(incident, [])
+            if not incident.command_post_id:
+                continue
+            key = f"posted:{incident.command_post_id}"
+            async with core.store.transaction() as tx:
+                if await tx.get_reply(key) is not None:
+                    continue
+            post = await core.client.get_post(incident.command_post_id)
+            if post is None:
+                continue
+            channel = await core.client.get_channel(post.channel_id)
+            req = Request(
+                key=key, post=post, user_id=post.user_id, channel_id=post.channel_id, channel_type=channel.type,
+                team_id=channel.team_id, late_by=core.now() - post.created, incident=incident.number,
+            )
+            thread = await core.client.get_thread(req.thread_root) if not req.is_dm else await core.client.get_posts_since(post.channel_id, post.create_at)
+            mine = next((p for p in thread if p.user_id == core.bot_id and p.props.get(REPLY_PROP) == post.id), None)
+            if mine is not None:
+                async with core.store.transaction() as tx:
+                    await tx.record_reply(key, mine.id, core.now())
+                continue
+            names = await core.directory.names([incident.commander_id])
+            await core.reply(req, messages.started_reply(incident, names, [], []))
+            log.info("incident.resumed", incident=incident.number, channel=incident.channel_name)
+        return len(starting)
 
     async def _ensure_channel(self, incident: Incident) -> Channel:
         core = self.core

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 
 from incident_bot.domain.commands import SPECS
-from incident_bot.domain.models import ChecklistItem, Incident, Playbook, Status
+from incident_bot.domain.models import ChecklistItem, Incident, Playbook, Status, TimelineEvent
 from incident_bot.domain.rules import duration, format_datetime, format_duration, format_time
 
 # A function that turns a user id into "@name" (the app layer resolves names).
@@ -334,6 +334,13 @@ def help_unknown(word: str) -> str:
     return f"There is no command `{word}`. Try `{BOT} help`."
 
 
+def recovered(command_text: str) -> str:
+    shown = " ".join(command_text.split())
+    shown = (shown[:80] + "…") if len(shown) > 80 else shown
+    shown = shown.replace("`", "'")
+    return f"Done: `{shown}` was applied just before I restarted; the channel shows its effect."
+
+
 def late(text: str, outage: str) -> str:
     return f"{text}\n_(handled after a {outage} outage)_"
 
@@ -484,3 +491,132 @@ def playbook_deleted(name: str) -> str:
 
 def playbook_needs_team(teams: Iterable[str]) -> str:
     return f"Which team? You share several with me ({', '.join(sorted(teams))}); run this in one of its channels."
+
+
+# --- timeline, status updates, reminders ------------------------------------------
+
+_KIND_WORDS = {
+    "started": "Incident started",
+    "severity_changed": "Severity changed",
+    "commander_changed": "Commander changed",
+    "member_joined": "Joined",
+    "ended": "Incident ended",
+    "reopened": "Incident reopened",
+    "checklist_checked": "Ticked",
+    "checklist_unchecked": "Unticked",
+    "checklist_added": "Checklist item added",
+    "checklist_removed": "Checklist item removed",
+    "checklist_renamed": "Checklist item renamed",
+    "checklist_assigned": "Checklist item assigned",
+    "checklist_unassigned": "Checklist item unassigned",
+    "status_update": "Status update",
+    "note": "Note",
+    "post_pinned": "Post",
+    "reminder_sent": "Reminder sent",
+}
+
+
+def timeline_event_text(event: TimelineEvent) -> str:
+    """One line describing an event, for the timeline table and the export."""
+    word = _KIND_WORDS.get(str(event.kind), str(event.kind))
+    item = event.data.get("item") if event.data else None
+    text = " ".join(event.text.split())
+    if item is not None:
+        word = f"{word} {item}"
+    if event.kind == "post_pinned":
+        if event.deleted:
+            return f"Post (deleted): ~~{text}~~" if text else "Post (deleted)"
+        edited = " (edited)" if event.data.get("edited") else ""
+        link_ = event.data.get("permalink")
+        return f"[Post]({link_}){edited}: {text}" if link_ else f"Post{edited}: {text}"
+    return f"{word}: {text}" if text else word
+
+
+def timeline_tables(incident: Incident, events: list[TimelineEvent], names: Names, max_chars: int = 15000) -> list[str]:
+    """The timeline as Markdown tables, split across posts rather than cut."""
+    from incident_bot.domain.rules import format_offset
+
+    head = ["| Time (UTC) | Offset | Event | Who |", "|---|---|---|---|"]
+    title = f"**Timeline of incident #{incident.number}: {_cell(incident.title)}**"
+    rows = [
+        f"| {event.at.strftime('%Y-%m-%d %H:%M')} | {format_offset(incident.started_at, event.at)} | "
+        f"{_cell(timeline_event_text(event))[:2000]} | {names(event.actor_id) if event.actor_id else ''} |"
+        for event in events
+    ]
+    posts: list[str] = []
+    current = [title, "", *head]
+    for row in rows:
+        if len("\n".join(current)) + len(row) + 1 > max_chars and len(current) > len(head) + 2:
+            posts.append("\n".join(current))
+            current = [f"_(timeline of incident #{incident.number}, continued)_", "", *head]
+        current.append(row)
+    posts.append("\n".join(current))
+    if len(posts) > 1:
+        posts = [f"{post}\n\n_Part {i} of {len(posts)}_" for i, post in enumerate(posts, start=1)]
+    return posts
+
+
+def note_added(incident: Incident) -> str:
+    return f"Added a note to the timeline of incident #{incident.number}."
+
+
+def status_update(incident: Incident, names: Names, author: str, text: str, at: datetime) -> str:
+    return (
+        f"#### Status update — incident #{incident.number}: {incident.title}\n"
+        f"{sev(incident.severity)} · {status_word(incident)} · commander {names(incident.commander_id)} · "
+        f"{format_datetime(at)} by {names(author)}\n\n{text}"
+    )
+
+
+def update_posted(incident: Incident, next_due: datetime | None) -> str:
+    text = f"Posted the status update of incident #{incident.number}."
+    if next_due:
+        text += f" Next one due by {format_time(next_due)}."
+    return text
+
+
+def reminder(incident: Incident, names: Names, since: datetime, now: datetime) -> str:
+    return (
+        f"{names(incident.commander_id)}: no status update on incident #{incident.number} for "
+        f"{format_duration(now - since)} ({sev(incident.severity)}). Post one with `{BOT} update <text>`."
+    )
+
+
+def pinned_receipt() -> str:
+    return "white_check_mark"
+
+
+def stats(
+    team_label: str,
+    days: int,
+    by_severity: Mapping[int, int],
+    open_now: int,
+    median: str | None,
+    mean: str | None,
+    resolved: int,
+) -> str:
+    total = sum(by_severity.values())
+    lines = [
+        f"**Incidents in {team_label}, last {days} days: {total}**",
+        "",
+        "| Sev 1 | Sev 2 | Sev 3 | Sev 4 | Open now |",
+        "|---|---|---|---|---|",
+        f"| {by_severity.get(1, 0)} | {by_severity.get(2, 0)} | {by_severity.get(3, 0)} | {by_severity.get(4, 0)} | {open_now} |",
+        "",
+    ]
+    if resolved:
+        lines.append(f"Time to resolve ({resolved} ended): median {median}, mean {mean}.")
+    else:
+        lines.append("None ended in that time, so no time to resolve yet.")
+    return "\n".join(lines)
+
+
+def exported(incident: Incident, filename: str) -> str:
+    return f"Postmortem starter for incident #{incident.number}: `{filename}` (attached)."
+
+
+def not_a_member_to_read(incident: Incident, what: str) -> str:
+    return (
+        f"Only members of {link(incident)} can read the {what} of incident #{incident.number}. "
+        f"Use `join {incident.number}` first."
+    )

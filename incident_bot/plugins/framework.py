@@ -17,7 +17,7 @@ from mmpy_bot.function import Function, MessageFunction
 from mmpy_bot.plugins import PluginManager
 from mmpy_bot.wrappers import Message
 
-from incident_bot.chat.events import Posted, ReactionAdded, ReactionRemoved
+from incident_bot.chat.events import PostDeleted, PostEdited, Posted, ReactionAdded, ReactionRemoved
 
 
 class IncidentMessage(Message):
@@ -73,12 +73,49 @@ def listen_to_reaction(emoji_regexp: str, *, added: bool = True, **metadata: Any
     return wrapped
 
 
+@dataclass
+class PostChangeEvent:
+    """A post edited or deleted, as post-change listeners receive it."""
+
+    event: PostEdited | PostDeleted
+    key: str
+
+    @property
+    def post(self):  # -> chat.models.Post
+        return self.event.post
+
+    @property
+    def deleted(self) -> bool:
+        return isinstance(self.event, PostDeleted)
+
+
+class PostChangeFunction(Function):
+    """A Plugin method that runs when a post is edited or deleted."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.name = self.function.__qualname__
+
+    def __call__(self, event: PostChangeEvent, *args: Any) -> Any:
+        return self.function(self.plugin, event, *args)
+
+
+def listen_to_post_change(**metadata: Any):
+    """Listen to ``post_edited`` and ``post_deleted`` events."""
+
+    def wrapped(func: Any) -> PostChangeFunction:
+        return PostChangeFunction(func, matcher=re.compile(".*"), **metadata)
+
+    return wrapped
+
+
 class IncidentPluginManager(PluginManager):
     """mmpy_bot's PluginManager that also collects reaction listeners."""
 
     def __init__(self, plugins: Any) -> None:
         super().__init__(plugins)
         self.reaction_listeners: dict[re.Pattern[str], list[ReactionFunction]] = defaultdict(list)
+        self.post_change_listeners: list[PostChangeFunction] = []
 
     def initialize(self, driver: Any, settings: Any) -> None:
         """mmpy_bot's registration loop, knowing one more listener type."""
@@ -92,6 +129,8 @@ class IncidentPluginManager(PluginManager):
                     function.plugin = plugin
                     if isinstance(function, ReactionFunction):
                         self.reaction_listeners[function.matcher].append(function)
+                    elif isinstance(function, PostChangeFunction):
+                        self.post_change_listeners.append(function)
                     elif isinstance(function, MessageFunction):
                         self.message_listeners[function.matcher].append(function)
                     else:

@@ -10,10 +10,10 @@ import structlog
 from mmpy_bot.event_handler import EventHandler
 from mmpy_bot.settings import Settings as MMSettings
 
-from incident_bot.app.core import Core
+from incident_bot.app.core import Core, Request
 from incident_bot.app.ordering import ChannelQueues
-from incident_bot.chat.events import Malformed, Posted, ReactionAdded, ReactionRemoved
-from incident_bot.plugins.framework import IncidentMessage, IncidentPluginManager, ReactionEvent
+from incident_bot.chat.events import Malformed, PostDeleted, PostEdited, Posted, ReactionAdded, ReactionRemoved
+from incident_bot.plugins.framework import IncidentMessage, IncidentPluginManager, PostChangeEvent, ReactionEvent
 
 log = structlog.get_logger("incident_bot.events")
 
@@ -55,16 +55,24 @@ class IncidentEventHandler(EventHandler):
         elif isinstance(event, (ReactionAdded, ReactionRemoved)):
             channel = event.channel_id or f"post:{event.reaction.post_id}"
             self.queues.submit(channel, lambda: self._handle_reaction(event))
+        elif isinstance(event, (PostEdited, PostDeleted)):
+            self.queues.submit(event.post.channel_id, lambda: self._handle_post_change(event))
 
-    async def _claim(self, key: str) -> bool:
-        """False when this event is being handled or was handled before."""
+    async def _claim(self, key: str) -> str:
+        """``new`` (now ours to handle), ``busy`` (being handled), ``done`` (handled and, for a
+        command, answered) or ``unanswered`` (its effect committed, its reply never sent:
+        the bot stopped in between)."""
         if key in self._inflight:
-            return False
+            return "busy"
         async with self.core.store.transaction() as tx:
-            if await tx.event_seen(key) or await tx.get_reply(key) is not None:
-                return False
+            replied = await tx.get_reply(key) is not None
+            seen = replied or await tx.event_seen(key)
+        if replied:
+            return "done"
+        if seen:
+            return "unanswered"
         self._inflight.add(key)
-        return True
+        return "new"
 
     # --- posts -----------------------------------------------------------------------
 
@@ -85,7 +93,11 @@ class IncidentEventHandler(EventHandler):
         if text is None:
             return
         key = event.dedupe_key
-        if not await self._claim(key):
+        state = await self._claim(key)
+        if state == "unanswered":
+            await self._answer_late(event, key, text, late_by)
+            return
+        if state != "new":
             log.info("event.duplicate", key=key, channel=event.post.channel_id, user=event.post.user_id)
             return
         try:
@@ -117,6 +129,21 @@ class IncidentEventHandler(EventHandler):
         finally:
             self._inflight.discard(key)
 
+    async def _answer_late(self, event: Posted, key: str, text: str, late_by: timedelta | None) -> None:
+        """A command applied before a crash but never answered: find its reply or send one."""
+        self._inflight.add(key)
+        try:
+            req = Request(
+                key=key, post=event.post, user_id=event.post.user_id, channel_id=event.post.channel_id,
+                channel_type=event.channel_type, team_id=event.team_id, late_by=late_by,
+            )
+            outcome = await self.core.recover_reply(req, text)
+            log.info("command.recovered", key=key, channel=req.channel_id, user=req.user_id, outcome=outcome)
+        except Exception as exc:  # noqa: BLE001 - try again at the next catch-up
+            log.warning("command.recover_failed", key=key, error=type(exc).__name__)
+        finally:
+            self._inflight.discard(key)
+
     # --- reactions -------------------------------------------------------------------
 
     async def _handle_reaction(self, event: ReactionAdded | ReactionRemoved) -> None:
@@ -128,7 +155,7 @@ class IncidentEventHandler(EventHandler):
         if not functions:
             return
         key = event.dedupe_key
-        if not await self._claim(key):
+        if await self._claim(key) != "new":
             log.info("event.duplicate", key=key, user=reaction.user_id)
             return
         try:
@@ -137,3 +164,13 @@ class IncidentEventHandler(EventHandler):
                 await function.plugin.call_function(function, wrapped)
         finally:
             self._inflight.discard(key)
+
+    # --- edits and deletions -----------------------------------------------------------
+
+    async def _handle_post_change(self, event: PostEdited | PostDeleted) -> None:
+        listeners = self.plugin_manager.post_change_listeners  # type: ignore[attr-defined]
+        if not listeners or event.post.user_id == self.core.bot_id:
+            return
+        wrapped = PostChangeEvent(event=event, key=event.dedupe_key)
+        for function in listeners:
+            await function.plugin.call_function(function, wrapped)

@@ -1,0 +1,72 @@
+"""Timeline, status updates, stats and export commands; 📌 reactions; edits and deletions of pinned posts."""
+
+from __future__ import annotations
+
+from mmpy_bot import listen_to
+
+from incident_bot.app.core import Core
+from incident_bot.app.timeline import Timeline
+from incident_bot.plugins.base import FLAGS, IncidentBotPlugin, command, log
+from incident_bot.plugins.framework import IncidentMessage, PostChangeEvent, ReactionEvent, listen_to_post_change, listen_to_reaction
+
+
+class TimelinePlugin(IncidentBotPlugin):
+    """The incident's record."""
+
+    def __init__(self, core: Core) -> None:
+        super().__init__(core)
+        self.timeline = Timeline(core)
+
+    @listen_to(command("note"), FLAGS)
+    async def note(self, message: IncidentMessage, rest: str | None = None) -> None:
+        """Add a note to the timeline."""
+        await self.run(message, "note", rest, self.timeline.note)
+
+    @listen_to(command("timeline"), FLAGS)
+    async def show(self, message: IncidentMessage, rest: str | None = None) -> None:
+        """Show the timeline."""
+        await self.run(message, "timeline", rest, self.timeline.show)
+
+    @listen_to(command("update"), FLAGS)
+    async def update(self, message: IncidentMessage, rest: str | None = None) -> None:
+        """Post a status update."""
+        await self.run(message, "update", rest, self.timeline.update)
+
+    @listen_to(command("stats"), FLAGS)
+    async def stats(self, message: IncidentMessage, rest: str | None = None) -> None:
+        """Incident counts and time to resolve."""
+        await self.run(message, "stats", rest, self.timeline.stats)
+
+    @listen_to(command("export"), FLAGS)
+    async def export(self, message: IncidentMessage, rest: str | None = None) -> None:
+        """Upload the postmortem starter."""
+        await self.run(message, "export", rest, self.timeline.export)
+
+    @listen_to_reaction(r"[a-z0-9_+-]+", added=True)
+    async def pinned(self, event: ReactionEvent) -> None:
+        """📌 on a post in an incident channel adds it to the timeline."""
+        await self._pin(event)
+
+    @listen_to_reaction(r"[a-z0-9_+-]+", added=False)
+    async def unpinned(self, event: ReactionEvent) -> None:
+        """Removing the 📌 takes the post off the timeline."""
+        await self._pin(event)
+
+    async def _pin(self, event: ReactionEvent) -> None:
+        if event.emoji != self.core.settings.timeline_emoji:
+            return
+        try:
+            outcome = await self.timeline.pin_reaction(event.key, event.reaction, event.added)
+        except Exception as exc:  # noqa: BLE001 - a reaction must never stop the bot
+            outcome = f"error:{type(exc).__name__}"
+        log.info("pin.handled", added=event.added, post=event.reaction.post_id, user=event.reaction.user_id, outcome=outcome)
+
+    @listen_to_post_change()
+    async def post_changed(self, event: PostChangeEvent) -> None:
+        """An edited or deleted post: a timeline entry quoting it follows."""
+        try:
+            outcome = await self.timeline.post_changed(event.key, event.post, event.deleted)
+        except Exception as exc:  # noqa: BLE001
+            outcome = f"error:{type(exc).__name__}"
+        if outcome != "ignored":
+            log.info("post_change.handled", post=event.post.id, deleted=event.deleted, outcome=outcome)

@@ -1,0 +1,612 @@
+"""The fake Mattermost behaves like the real one where the bot can tell, and injects faults."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any, AsyncIterator
+
+import aiohttp
+import pytest
+
+from tests.fakes.mattermost import FakeMattermost, new_id
+from tests.fakes.world import fake_world
+from tests.support.people import ApiError, Person
+from tests.support.world import World
+
+ERROR_KEYS = {"id", "message", "detailed_error", "request_id", "status_code"}
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[World]:
+    async with fake_world() as w:
+        yield w
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+async def bot(world: World) -> AsyncIterator[Person]:
+    person = Person(world.url, world.bot_token, world.bot_username, world.bot_user_id, world.bot_user_id)
+    yield person
+    await person.close()
+
+
+def fake_of(world: World) -> FakeMattermost:
+    assert isinstance(world.fake, FakeMattermost)
+    return world.fake
+
+
+class Socket:
+    """A bare WebSocket client for asserting frames."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+
+    async def frame(self, timeout: float = 2.0) -> Any:
+        msg = await self.ws.receive(timeout=timeout)
+        assert msg.type == aiohttp.WSMsgType.TEXT, msg
+        return json.loads(msg.data)
+
+    async def event(self, name: str, timeout: float = 2.0) -> dict[str, Any]:
+        """The next event called ``name``, skipping others."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            frame = await self.frame(timeout=max(left, 0.01))
+            if frame.get("event") == name:
+                return frame
+
+    async def silent(self, seconds: float = 0.3, ignore: tuple[str, ...] = ()) -> None:
+        deadline = asyncio.get_running_loop().time() + seconds
+        while (left := deadline - asyncio.get_running_loop().time()) > 0:
+            try:
+                msg = await self.ws.receive(timeout=left)
+            except asyncio.TimeoutError:
+                return
+            if msg.type == aiohttp.WSMsgType.TEXT and json.loads(msg.data).get("event") in ignore:
+                continue
+            raise AssertionError(f"unexpected frame {msg}")
+
+    async def closed(self, timeout: float = 2.0) -> bool:
+        msg = await self.ws.receive(timeout=timeout)
+        return msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING,
+                            aiohttp.WSMsgType.ERROR)
+
+
+async def connect(http: aiohttp.ClientSession, world: World, token: str | None = None, *,
+                  header: bool = True, **query: Any) -> Socket:
+    token = token or world.bot_token
+    headers = {"Authorization": f"Bearer {token}"} if header else {}
+    params = {k: str(v) for k, v in query.items()}
+    ws = await http.ws_connect(world.url + "/api/v4/websocket", headers=headers, params=params or None)
+    return Socket(ws)
+
+
+def post_of(event: dict[str, Any]) -> dict[str, Any]:
+    assert isinstance(event["data"]["post"], str), "data.post is a JSON string"
+    return json.loads(event["data"]["post"])
+
+
+# ------------------------------------------------------------------------------------------ REST
+
+
+async def test_missing_or_bad_token_is_401_with_error_json(world: World, http: aiohttp.ClientSession) -> None:
+    for headers in ({}, {"Authorization": "Bearer nope"}):
+        async with http.get(world.url + "/api/v4/users/me", headers=headers) as resp:
+            assert resp.status == 401
+            body = await resp.json()
+    assert set(body) == ERROR_KEYS
+    assert body["id"] == "api.context.session_expired.app_error"
+    assert body["status_code"] == 401 and body["detailed_error"] == ""
+    assert len(body["request_id"]) == 26 and body["request_id"].isalnum()
+
+
+async def test_unknown_ids_and_malformed_ids(world: World) -> None:
+    alice = world.alice
+    with pytest.raises(ApiError) as err:
+        await alice.channel(new_id())
+    assert (err.value.status, err.value.id) == (404, "app.channel.get.existing.app_error")
+    assert set(err.value.body) == ERROR_KEYS
+    with pytest.raises(ApiError) as err:
+        await alice.channel("not-an-id")
+    assert (err.value.status, err.value.id) == (400, "api.context.invalid_url_param.app_error")
+    assert await alice.get_post(new_id()) is None
+    assert await alice.user_by_username("nobody") is None
+    with pytest.raises(ApiError) as err:
+        await alice.request("GET", "/no/such/route")
+    assert (err.value.status, err.value.id) == (404, "api.context.404.app_error")
+
+
+async def test_private_channel_needs_membership(world: World) -> None:
+    alice, bob = world.alice, world.bob
+    ops = world.team_ids["ops"]
+    ch = await alice.create_channel(ops, "incident-1-db", "#1 DB down", type="P")
+    assert ch["type"] == "P" and ch["creator_id"] == alice.id
+    assert await alice.channel_members(ch["id"]) == [alice.id]
+
+    with pytest.raises(ApiError) as err:
+        await bob.channel(ch["id"])
+    assert (err.value.status, err.value.id) == (403, "api.context.permissions.app_error")
+    assert await bob.channel_by_name(ops, "incident-1-db") is None  # real: a 404, not a 403
+    for call in (bob.post(ch["id"], "hi"), bob.channel_members(ch["id"]), bob.add_member(ch["id"], world.carol.id)):
+        with pytest.raises(ApiError) as err:
+            await call
+        assert err.value.status == 403
+
+    member = await alice.add_member(ch["id"], bob.id)
+    assert member["user_id"] == bob.id
+    assert (await alice.add_member(ch["id"], bob.id))["user_id"] == bob.id  # again: fine
+    assert (await bob.post(ch["id"], "in"))["channel_id"] == ch["id"]
+    for outsider in (world.erin.id, world.dave.id):  # not in team ops
+        with pytest.raises(ApiError) as err:
+            await alice.add_member(ch["id"], outsider)
+        assert (err.value.status, err.value.id) == (404, "app.team.get_member.missing.app_error")
+    system = [p for p in await alice.posts(ch["id"]) if p["type"] == "system_add_to_channel"]
+    assert system and system[0]["props"]["addedUserId"] == bob.id
+
+
+async def test_channel_names_and_display_names(world: World) -> None:
+    alice, ops = world.alice, world.team_ids["ops"]
+    with pytest.raises(ApiError) as err:
+        await alice.create_channel(ops, "incidents", "Again")
+    assert (err.value.status, err.value.id) == (400, "store.sql_channel.save_channel.exists.app_error")
+    for bad in ("Bad Name", "-lead", "trail-", "_x", "a" * 65, "ünï"):
+        with pytest.raises(ApiError) as err:
+            await alice.create_channel(ops, bad, "ok")
+        assert (err.value.status, err.value.id) == (400, "model.channel.is_valid.2_or_more.app_error"), bad
+    with pytest.raises(ApiError) as err:
+        await alice.create_channel(ops, "fine-name", "x" * 65)
+    assert (err.value.status, err.value.id) == (400, "model.channel.is_valid.display_name.app_error")
+    ok = await alice.create_channel(ops, "a" * 64, "y" * 64)
+    assert ok["name"] == "a" * 64
+    with pytest.raises(ApiError) as err:
+        await world.dave.create_channel(ops, "not-my-team", "x")
+    assert err.value.status == 403
+
+
+async def test_thread_rules(world: World) -> None:
+    alice = world.alice
+    ch, other = world.channel_ids["ops/incidents"], world.channel_ids["web/incidents"]
+    root = await alice.post(ch, "root")
+    reply = await alice.reply(root, "first")
+    again = await alice.reply(reply, "second")  # a reply to a reply goes to the root
+    assert again["root_id"] == root["id"]
+    cases = [(ch, reply["id"], "api.post.create_post.root_id.app_error"),
+             (ch, new_id(), "api.post.create_post.root_id.app_error"),
+             (other, root["id"], "api.post.create_post.channel_root_id.app_error")]
+    for channel_id, root_id, error_id in cases:
+        with pytest.raises(ApiError) as err:
+            await alice.post(channel_id, "x", root_id=root_id)
+        assert (err.value.status, err.value.id) == (400, error_id)
+    with pytest.raises(ApiError) as err:
+        await alice.post(ch, "x" * 16384)
+    assert (err.value.status, err.value.id) == (400, "model.post.is_valid.msg.app_error")
+    assert [p["message"] for p in await alice.thread(reply["id"])] == ["root", "first", "second"]
+
+
+async def test_edit_delete_and_since(world: World, http: aiohttp.ClientSession) -> None:
+    alice, bob = world.alice, world.bob
+    ch = world.channel_ids["ops/incidents"]
+    sock = await connect(http, world)
+    await sock.event("hello")
+    root = await alice.post(ch, "root")
+    reply = await bob.reply(root, "reply")
+    await sock.event("posted")
+    await sock.event("posted")
+    since = root["create_at"] - 1
+
+    edited = await alice.edit(root, "root v2")
+    assert edited["edit_at"] > 0 and edited["message"] == "root v2"
+    assert post_of(await sock.event("post_edited"))["message"] == "root v2"
+    with pytest.raises(ApiError) as err:
+        await bob.edit(root, "not mine")
+    assert err.value.status == 403
+
+    rows = await alice.posts_since(ch, since)
+    history = [p for p in rows if p["original_id"] == root["id"]]
+    assert history and history[0]["message"] == "root" and history[0]["delete_at"] > 0
+
+    await alice.delete(root)
+    deleted_event = post_of(await sock.event("post_deleted"))
+    assert deleted_event["id"] == root["id"] and deleted_event["delete_at"] == 0  # real: the pre-delete copy
+    await sock.silent(0.2)  # replies are deleted silently with their root
+    assert await alice.get_post(root["id"]) is None
+    assert await alice.get_post(reply["id"]) is None
+    gone = {p["id"]: p for p in await alice.posts_since(ch, since)}
+    assert gone[root["id"]]["delete_at"] > 0 and gone[reply["id"]]["delete_at"] > 0
+    with pytest.raises(ApiError) as err:
+        await alice.edit(root, "too late")
+    assert err.value.status == 403  # real: a missing post fails the permission check first
+
+
+async def test_pins_and_channel_patch(world: World, http: aiohttp.ClientSession, bot: Person) -> None:
+    ch = world.channel_ids["ops/incidents"]
+    sock = await connect(http, world)
+    await sock.event("hello")
+    p = await bot.post(ch, "summary")
+    assert p["props"]["from_bot"] == "true"
+    await bot.pin(p)
+    assert post_of(await sock.event("post_edited"))["is_pinned"] is True
+    assert [x["id"] for x in await world.alice.pinned(ch)] == [p["id"]]
+    patched = await bot.patch_channel(ch, header="Sev 2 · Active")
+    assert patched["header"] == "Sev 2 · Active"
+    updated = await sock.event("channel_updated")
+    assert json.loads(updated["data"]["channel"])["header"] == "Sev 2 · Active"
+    system = post_of(await sock.event("posted"))
+    assert system["type"] == "system_header_change" and system["props"]["new_header"] == "Sev 2 · Active"
+    with pytest.raises(ApiError) as err:
+        await world.dave.patch_channel(ch, header="x")
+    assert err.value.status == 403
+
+
+async def test_users_and_teams(world: World) -> None:
+    alice, dave = world.alice, world.dave
+    assert {t["name"] for t in await alice.teams()} == {"ops", "web"}
+    assert {t["name"] for t in await dave.teams()} == {"web"}
+    assert (await alice.me())["username"] == "alice"
+    with pytest.raises(ApiError) as err:
+        await dave.request("GET", f"/teams/{world.team_ids['ops']}")
+    assert err.value.status == 403
+    with pytest.raises(ApiError) as err:
+        await alice.request("GET", f"/teams/{world.team_ids['web']}/members/{world.bob.id}")
+    assert (err.value.status, err.value.id) == (404, "app.team.get_member.missing.app_error")
+    chans = await alice.my_channels(world.team_ids["ops"])
+    assert [c["name"] for c in chans] == ["incidents"]
+    users = await alice.request("POST", "/users/ids", json_body=[world.bob.id, new_id()])
+    assert [u["username"] for u in users] == ["bob"]
+    users = await alice.request("POST", "/users/usernames", json_body=["erin", "incident-bot"])
+    assert {u["username"]: u["is_bot"] for u in users} == {"erin": False, "incident-bot": True}
+
+
+async def test_files(world: World) -> None:
+    alice, bob = world.alice, world.bob
+    ch = world.channel_ids["ops/incidents"]
+    info = await alice.upload(ch, "postmortem.md", b"# Incident 1\n", "text/markdown")
+    assert info["name"] == "postmortem.md" and info["size"] == 13 and info["post_id"] == ""
+    post = await alice.post(ch, "export", file_ids=[info["id"]])
+    assert post["file_ids"] == [info["id"]] and post["metadata"]["files"][0]["id"] == info["id"]
+    assert await bob.file(info["id"]) == b"# Incident 1\n"
+    assert (await bob.file_info(info["id"]))["post_id"] == post["id"]
+    with pytest.raises(ApiError) as err:
+        await world.dave.file(info["id"])
+    assert err.value.status == 403
+
+
+# ------------------------------------------------------------------------------------------ events
+
+
+async def test_posted_event_and_mentions(world: World, http: aiohttp.ClientSession) -> None:
+    alice = world.alice
+    ch = world.channel_ids["ops/incidents"]
+    bot_sock = await connect(http, world)
+    bob_sock = await connect(http, world, world.bob.token)
+    hello = await bot_sock.frame()
+    assert hello["event"] == "hello" and hello["seq"] == 0
+    assert len(hello["data"]["connection_id"]) == 26 and hello["broadcast"]["user_id"] == world.bot_user_id
+    await bob_sock.event("hello")
+
+    post = await alice.post(ch, "@Incident-Bot, start DB down")
+    event = await bot_sock.frame()
+    assert event["event"] == "posted" and event["seq"] == 1
+    assert set(event) == {"event", "data", "broadcast", "seq"}
+    assert event["broadcast"]["channel_id"] == ch
+    data = event["data"]
+    assert post_of(event)["id"] == post["id"]
+    assert json.loads(data["mentions"]) == [world.bot_user_id]
+    assert data["sender_name"] == "@alice" and data["channel_type"] == "O"
+    assert data["channel_name"] == "incidents" and data["team_id"] == world.team_ids["ops"]
+    assert data["set_online"] is True
+    assert "mentions" not in (await bob_sock.event("posted"))["data"]  # only a mentioned recipient sees it
+
+    await alice.post(ch, "no mention here, email a@incident-bot.com")
+    assert "mentions" not in (await bot_sock.event("posted"))["data"]
+
+
+async def test_private_channel_events_reach_members_only(world: World, http: aiohttp.ClientSession) -> None:
+    alice = world.alice
+    sock = await connect(http, world)
+    await sock.event("hello")
+    ch = await alice.create_channel(world.team_ids["ops"], "secret", "Secret", type="P")
+    await alice.post(ch["id"], "hush")
+    await alice.react((await alice.posts(ch["id"]))[0])
+    await sock.silent(0.3)
+    await alice.add_member(ch["id"], world.bot_user_id)
+    added = await sock.event("user_added")
+    assert added["data"] == {"team_id": world.team_ids["ops"], "user_id": world.bot_user_id}
+    assert added["broadcast"]["channel_id"] == ch["id"]
+    assert post_of(await sock.event("posted"))["type"] == "system_add_to_channel"
+    await alice.post(ch["id"], "now you see it")
+    assert post_of(await sock.event("posted"))["message"] == "now you see it"
+
+
+async def test_reactions(world: World, http: aiohttp.ClientSession) -> None:
+    alice, bob = world.alice, world.bob
+    ch = world.channel_ids["ops/incidents"]
+    sock = await connect(http, world)
+    await sock.event("hello")
+    post = await alice.post(ch, "item")
+    await sock.event("posted")
+    saved = await bob.react(post)
+    assert saved["emoji_name"] == "white_check_mark" and saved["user_id"] == bob.id
+    event = await sock.event("reaction_added")
+    assert isinstance(event["data"]["reaction"], str)
+    reaction = json.loads(event["data"]["reaction"])
+    assert {"user_id", "post_id", "emoji_name", "create_at", "channel_id"} <= set(reaction)
+    assert (reaction["user_id"], reaction["post_id"], reaction["channel_id"]) == (bob.id, post["id"], ch)
+    assert event["broadcast"]["channel_id"] == ch
+    await bob.react(post)  # idempotent; the real server publishes again
+    await sock.event("reaction_added")
+    assert len(await alice.reactions(post)) == 1
+    await bob.unreact(post)
+    removed = json.loads((await sock.event("reaction_removed"))["data"]["reaction"])
+    assert removed["emoji_name"] == "white_check_mark"
+    assert await alice.reactions(post) == []
+    with pytest.raises(ApiError) as err:
+        await bob.request("POST", "/reactions", json_body={"user_id": alice.id, "post_id": post["id"],
+                                                          "emoji_name": "x"})
+    assert (err.value.status, err.value.id) == (403, "api.reaction.save_reaction.user_id.app_error")
+    with pytest.raises(ApiError) as err:
+        await world.dave.react(post)
+    assert err.value.status == 403
+
+
+async def test_direct_messages(world: World, http: aiohttp.ClientSession) -> None:
+    alice = world.alice
+    sock = await connect(http, world)
+    await sock.event("hello")
+    post = await alice.dm("incident-bot", "list")
+    ch = await alice.channel(post["channel_id"])
+    assert ch["type"] == "D" and ch["team_id"] == ""
+    assert ch["name"] == "__".join(sorted((alice.id, world.bot_user_id)))
+    assert (await alice.dm_bot("history"))["channel_id"] == ch["id"]
+    again = await alice.request("POST", "/channels/direct", json_body=[world.bot_user_id, alice.id])
+    assert again["id"] == ch["id"]
+    event = await sock.event("posted")
+    assert event["data"]["channel_type"] == "D" and event["data"]["team_id"] == ""
+    assert json.loads(event["data"]["mentions"]) == [world.bot_user_id]
+    with pytest.raises(ApiError) as err:
+        await world.bob.request("POST", "/channels/direct", json_body=[alice.id, world.carol.id])
+    assert err.value.status == 403
+    # erin shares no team with the bot but may still DM it
+    assert (await world.erin.dm_bot("help"))["message"] == "help"
+
+
+# ------------------------------------------------------------------------------------------ websocket protocol
+
+
+async def test_authentication_challenge(world: World, http: aiohttp.ClientSession) -> None:
+    sock = await connect(http, world, header=False)
+    await sock.ws.send_json({"seq": 1, "action": "user_typing", "data": {}})
+    refused = await sock.frame()
+    assert refused["status"] == "FAIL" and refused["error"]["id"] == "api.web_socket_router.not_authenticated.app_error"
+    await sock.ws.send_json({"seq": 2, "action": "authentication_challenge", "data": {"token": world.bot_token}})
+    hello = await sock.frame()  # real order: hello first, then the reply
+    assert hello["event"] == "hello" and hello["seq"] == 0
+    assert await sock.frame() == {"status": "OK", "seq_reply": 2}
+
+    header_sock = await connect(http, world)  # header auth: a challenge is ignored
+    await header_sock.event("hello")
+    await header_sock.ws.send_json({"seq": 1, "action": "authentication_challenge",
+                                    "data": {"token": world.bot_token}})
+    await header_sock.silent(0.2)
+
+    bad = await connect(http, world, header=False)
+    await bad.ws.send_json({"seq": 1, "action": "authentication_challenge", "data": {"token": "nope"}})
+    assert await bad.closed()
+
+
+async def test_resume_replays_missed_events_without_hello(world: World, http: aiohttp.ClientSession) -> None:
+    fake, alice = fake_of(world), world.alice
+    ch = world.channel_ids["ops/incidents"]
+    sock = await connect(http, world)
+    conn_id = (await sock.frame())["data"]["connection_id"]
+    await alice.post(ch, "one")
+    assert (await sock.frame())["seq"] == 1
+    assert await fake.drop_sockets() == 1
+    assert await sock.closed()
+    await alice.post(ch, "two")
+    await alice.post(ch, "three")
+
+    resumed = await connect(http, world, connection_id=conn_id, sequence_number=2)
+    got = [await resumed.frame(), await resumed.frame()]
+    assert [(f["event"], f["seq"], post_of(f)["message"]) for f in got] == [("posted", 2, "two"), ("posted", 3, "three")]
+    await alice.post(ch, "four")
+    assert (await resumed.frame())["seq"] == 4
+
+    # Frames lost in flight are replayed from the server's buffer with their original seq.
+    fake.lose_next_events(2)
+    await alice.post(ch, "five")
+    await alice.post(ch, "six")
+    await resumed.silent(0.2)
+    await fake.drop_sockets()
+    again = await connect(http, world, connection_id=conn_id, sequence_number=5)
+    got = [await again.frame(), await again.frame()]
+    assert [(f["seq"], post_of(f)["message"]) for f in got] == [(5, "five"), (6, "six")]
+    # Asking again from an older seq still in the buffer replays from there.
+    await fake.drop_sockets()
+    third = await connect(http, world, connection_id=conn_id, sequence_number=4)
+    assert [(await third.frame())["seq"] for _ in range(3)] == [4, 5, 6]
+
+
+async def test_resume_impossible_gives_new_hello(world: World, http: aiohttp.ClientSession) -> None:
+    fake = fake_of(world)
+    sock = await connect(http, world)
+    conn_id = (await sock.frame())["data"]["connection_id"]
+
+    unknown = await connect(http, world, connection_id=new_id(), sequence_number=1)
+    hello = await unknown.frame()
+    assert hello["event"] == "hello" and hello["seq"] == 0 and hello["data"]["connection_id"] != conn_id
+
+    # Buffer overrun: the expected seq fell out of the last 128 events.
+    for i in range(140):
+        await fake.send_event("custom_tick", {"i": i}, user_id=world.bot_user_id)
+    for _ in range(140):
+        await sock.frame()
+    await fake.drop_sockets()
+    lossy = await connect(http, world, connection_id=conn_id, sequence_number=1)
+    hello = await lossy.frame()
+    assert hello["event"] == "hello" and hello["seq"] == 0 and hello["data"]["connection_id"] != conn_id
+    new_conn = hello["data"]["connection_id"]
+
+    # After the resume window, or a restart, the old id is forgotten.
+    fake.resume_window = 0.05
+    await fake.drop_sockets()
+    await asyncio.sleep(0.1)
+    late = await connect(http, world, connection_id=new_conn, sequence_number=1)
+    assert (await late.frame())["data"]["connection_id"] != new_conn
+    fake.resume_window = 300
+    await fake.restart()
+    after_restart = await connect(http, world, connection_id=new_conn, sequence_number=1)
+    assert (await after_restart.frame())["event"] == "hello"
+
+    # Resume needs the token in the upgrade's Authorization header.
+    challenge = await connect(http, world, header=False, connection_id=conn_id, sequence_number=1)
+    await challenge.ws.send_json({"seq": 1, "action": "authentication_challenge", "data": {"token": world.bot_token}})
+    assert (await challenge.frame())["data"]["connection_id"] not in (conn_id, new_conn)
+
+
+async def test_drop_and_refuse_websockets(world: World, http: aiohttp.ClientSession) -> None:
+    fake = fake_of(world)
+    sock = await connect(http, world)
+    await sock.event("hello")
+    await fake.drop_sockets(refuse_for=0.3)
+    assert await sock.closed()
+    with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+        await connect(http, world)
+    assert err.value.status == 503
+    await asyncio.sleep(0.35)
+    again = await connect(http, world)
+    assert (await again.event("hello"))["seq"] == 0
+
+
+async def test_raw_frames_custom_events_and_redelivery(world: World, http: aiohttp.ClientSession) -> None:
+    fake = fake_of(world)
+    sock = await connect(http, world)
+    await sock.event("hello")
+    await fake.send_raw("{not json")
+    msg = await sock.ws.receive(timeout=2)
+    assert msg.data == "{not json"
+    await fake.send_event("posted", {"post": "{}"}, {"channel_id": world.channel_ids["ops/incidents"]})
+    custom = await sock.frame()
+    assert custom["seq"] == 1 and custom["broadcast"]["channel_id"] == world.channel_ids["ops/incidents"]
+    real = await world.alice.post(world.channel_ids["ops/incidents"], "@incident-bot info")
+    first = await sock.event("posted")
+    again = await fake.redeliver_last("posted")
+    assert again["seq"] == first["seq"]
+    second = await sock.frame()
+    assert second["seq"] == first["seq"] + 1 and second["data"] == first["data"]
+    assert post_of(second)["id"] == real["id"]
+    assert [e["seq"] for e in fake.events_for(event="posted")] == [1, 2, 3]
+
+
+# ------------------------------------------------------------------------------------------ faults
+
+
+async def test_fail_next_429_with_rate_limit_headers(world: World, http: aiohttp.ClientSession) -> None:
+    fake = fake_of(world)
+    ch = world.channel_ids["ops/incidents"]
+    rule = fake.fail_next("POST", r"/posts$", 429)
+    headers = {"Authorization": f"Bearer {world.bot_token}"}
+    async with http.post(world.url + "/api/v4/posts", json={"channel_id": ch, "message": "x"}, headers=headers) as resp:
+        assert resp.status == 429
+        assert resp.headers["Retry-After"] == "1"
+        assert resp.headers["X-RateLimit-Remaining"] == "0"
+        assert int(resp.headers["X-RateLimit-Limit"]) > 0 and int(resp.headers["X-RateLimit-Reset"]) >= 1
+        assert (await resp.text()).strip() == "limit exceeded"
+    assert rule.hits == 1 and fake.all_posts(ch) == []
+    async with http.post(world.url + "/api/v4/posts", json={"channel_id": ch, "message": "x"}, headers=headers) as resp:
+        assert resp.status == 201
+    assert fake.requests[-2:] == [("POST", "/api/v4/posts", 429), ("POST", "/api/v4/posts", 201)]
+
+    # Person waits a 429 out (Retry-After) and retries.
+    fake.fail_next("POST", r"/posts$", 429, times=2, headers={"Retry-After": "0"})
+    assert (await world.alice.post(ch, "eventually"))["message"] == "eventually"
+    assert fake.count_requests("POST", r"/posts$", 429) == 3
+
+
+async def test_fail_next_5xx_user_filter_and_lost_response(world: World) -> None:
+    fake, alice = fake_of(world), world.alice
+    ch = world.channel_ids["ops/incidents"]
+    fake.fail_next("POST", r"/posts$", 503, user="incident-bot")
+    await alice.post(ch, "alice is not affected")
+    bot = Person(world.url, world.bot_token, "incident-bot", world.bot_user_id)
+    try:
+        with pytest.raises(ApiError) as err:
+            await bot.post(ch, "first try")
+        assert err.value.status == 503 and set(err.value.body) == ERROR_KEYS
+        fake.fail_next("*", r"/posts$", 502, after_effect=True)
+        with pytest.raises(ApiError):
+            await bot.post(ch, "applied but the answer was lost")
+        assert [p["message"] for p in fake.all_posts(ch)] == ["alice is not affected", "applied but the answer was lost"]
+        fake.fail_next("GET", r"/users/me$", 500, times=None)
+        for _ in range(3):
+            with pytest.raises(ApiError):
+                await bot.me()
+        fake.clear_faults()
+        assert (await bot.me())["id"] == world.bot_user_id
+    finally:
+        await bot.close()
+
+
+async def test_delay(world: World) -> None:
+    fake = fake_of(world)
+    fake.delay("GET", r"/users/me$", 0.3)
+    start = time.monotonic()
+    await world.alice.me()
+    assert time.monotonic() - start >= 0.3
+    start = time.monotonic()
+    await world.alice.me()
+    assert time.monotonic() - start < 0.3
+
+
+# ------------------------------------------------------------------------------------------ Person
+
+
+async def test_person_waits_for_bot_replies(world: World, bot: Person) -> None:
+    alice = world.alice
+    ch = world.channel_ids["ops/incidents"]
+    command = await alice.post(ch, "@incident-bot start DB down")
+
+    async def answer() -> None:
+        await asyncio.sleep(0.2)
+        await bot.post(ch, "elsewhere")  # not in the thread
+        await bot.reply(command, "Started incident #1")
+
+    task = asyncio.create_task(answer())
+    reply = await alice.wait_for_reply(command, contains="#1", timeout=3)
+    await task
+    assert reply["root_id"] == command["id"] and reply["user_id"] == world.bot_user_id
+    assert [r["id"] for r in await alice.replies_to(command)] == [reply["id"]]
+
+    quiet = await alice.post(ch, "just chatting")
+    await alice.no_reply_within(quiet, 0.3)
+    with pytest.raises(AssertionError, match="just chatting|no reply"):
+        await alice.wait_for_reply(quiet, timeout=0.3)
+    await bot.reply(quiet, "unasked")
+    with pytest.raises(AssertionError, match="unasked"):
+        await alice.no_reply_within(quiet, 0.3)
+
+    dm = await alice.dm_bot("list")
+    await bot.post(dm["channel_id"], "No active incidents.")
+    assert (await alice.wait_for_reply(dm, timeout=3))["message"] == "No active incidents."
+    found = await alice.wait_for_post(ch, lambda p: p["message"] == "elsewhere", timeout=3)
+    assert found["user_id"] == world.bot_user_id
+
+
+async def test_world_bootstrap(world: World) -> None:
+    fake = fake_of(world)
+    assert world.bot_username == "incident-bot" and world.url.startswith("http://127.0.0.1:")
+    assert set(world.people) == {"alice", "bob", "carol", "dave", "erin"}
+    ops, web = world.channel_ids["ops/incidents"], world.channel_ids["web/incidents"]
+    assert set(fake.members_of(ops)) == {world.bot_user_id, world.alice.id, world.bob.id, world.carol.id}
+    assert set(fake.members_of(web)) == {world.bot_user_id, world.alice.id, world.dave.id}
+    assert await world.erin.teams() == []
+    admin = await world.admin.me()
+    assert "system_admin" in admin["roles"]
+    assert world.alice.bot_user_id == world.bot_user_id

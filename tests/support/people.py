@@ -1,0 +1,400 @@
+"""People in scenario tests: a thin client of the public Mattermost REST API v4.
+
+Works unchanged against the fake server and a real one: it only uses documented endpoints
+and a personal access token (``Authorization: Bearer``). Every method returns what the API
+returns (plain dicts); a non-2xx answer raises ``ApiError``.
+
+Waiting for the bot polls ``GET /channels/{id}/posts?since=`` every 0.1 s. That endpoint
+compares ``update_at`` and also returns deleted posts, edit-history rows and roots of
+threads, so every wait filters on ``create_at`` and skips those.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from typing import Any, Callable
+
+import aiohttp
+
+_ID_RE = re.compile(r"^[a-z0-9]{26}$")
+POLL_INTERVAL = 0.1
+
+
+class ApiError(Exception):
+    """A non-2xx answer; ``body`` is the decoded JSON error, or the text when it is not JSON."""
+
+    def __init__(self, status: int, body: Any, method: str = "", path: str = "") -> None:
+        self.status = status
+        self.body = body
+        self.method = method
+        self.path = path
+        ident = body.get("id") if isinstance(body, dict) else None
+        message = body.get("message") if isinstance(body, dict) else str(body)[:200]
+        super().__init__(f"{method} {path} -> {status} {ident or ''} {message or ''}".strip())
+
+    @property
+    def id(self) -> str | None:
+        return self.body.get("id") if isinstance(self.body, dict) else None
+
+
+def _post_id(post: dict[str, Any] | str) -> str:
+    return post if isinstance(post, str) else post["id"]
+
+
+def _is_live(post: dict[str, Any]) -> bool:
+    """A post a person would see: not deleted, not an edit-history row, not a system message."""
+    return (not post.get("delete_at") and not post.get("original_id")
+            and not str(post.get("type") or "").startswith("system_"))
+
+
+def _brief(post: dict[str, Any]) -> str:
+    root = post.get("root_id") or "-"
+    return f"[{post.get('create_at')} {post.get('user_id', '')[:6]} root={root[:6]}] {post.get('message', '')[:300]!r}"
+
+
+class Person:
+    """One user acting over the REST API, e.g. ``await alice.post(channel_id, "@incident-bot start x")``."""
+
+    def __init__(self, base_url: str, token: str, username: str, user_id: str,
+                 bot_user_id: str | None = None, bot_username: str = "incident-bot") -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.username = username
+        self.user_id = user_id
+        self.bot_user_id = bot_user_id
+        self.bot_username = bot_username
+        self._session: aiohttp.ClientSession | None = None
+        self._dm_channels: dict[str, str] = {}
+        self._channel_types: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return f"Person(@{self.username})"
+
+    @property
+    def id(self) -> str:
+        return self.user_id
+
+    # ---------------------------------------------------------------------------- transport
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                headers={"Authorization": f"Bearer {self.token}"},
+                timeout=aiohttp.ClientTimeout(total=30),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+    async def __aenter__(self) -> "Person":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def request(self, method: str, path: str, *, json_body: Any = None, params: dict[str, Any] | None = None,
+                      data: Any = None, raw: bool = False, retries_429: int = 5) -> Any:
+        """Call ``/api/v4{path}``; JSON back (bytes with ``raw``). 429s are waited out."""
+        url = f"{self.base_url}/api/v4{path}"
+        for attempt in range(retries_429 + 1):
+            async with self._http().request(method, url, json=json_body, params=params, data=data) as resp:
+                body = await resp.read()
+                if resp.status == 429 and attempt < retries_429:
+                    await asyncio.sleep(_retry_delay(resp.headers))
+                    continue
+                if resp.status >= 300:
+                    try:
+                        decoded: Any = json.loads(body)
+                    except ValueError:
+                        decoded = body.decode(errors="replace")
+                    raise ApiError(resp.status, decoded, method, path)
+                if raw:
+                    return body
+                return json.loads(body) if body else None
+        raise AssertionError("unreachable")
+
+    async def _get_or_none(self, path: str, **kw: Any) -> Any:
+        try:
+            return await self.request("GET", path, **kw)
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    # ---------------------------------------------------------------------------- users, teams
+
+    async def me(self) -> dict[str, Any]:
+        return await self.request("GET", "/users/me")
+
+    async def user(self, user_id: str) -> dict[str, Any]:
+        return await self.request("GET", f"/users/{user_id}")
+
+    async def user_by_username(self, username: str) -> dict[str, Any] | None:
+        return await self._get_or_none(f"/users/username/{username.lstrip('@')}")
+
+    async def teams(self) -> list[dict[str, Any]]:
+        return await self.request("GET", "/users/me/teams")
+
+    async def team_by_name(self, name: str) -> dict[str, Any] | None:
+        return await self._get_or_none(f"/teams/name/{name}")
+
+    async def bot_id(self) -> str:
+        if self.bot_user_id is None:
+            bot = await self.user_by_username(self.bot_username)
+            if bot is None:
+                raise AssertionError(f"no user @{self.bot_username}")
+            self.bot_user_id = bot["id"]
+        return self.bot_user_id
+
+    async def _user_id_of(self, who: str) -> str:
+        who = who.lstrip("@")
+        if _ID_RE.match(who):
+            return who
+        user = await self.user_by_username(who)
+        if user is None:
+            raise AssertionError(f"no user @{who}")
+        return user["id"]
+
+    # ---------------------------------------------------------------------------- channels
+
+    async def channel(self, channel_id: str) -> dict[str, Any]:
+        ch = await self.request("GET", f"/channels/{channel_id}")
+        self._channel_types[channel_id] = ch["type"]
+        return ch
+
+    async def channel_by_name(self, team_id: str, name: str) -> dict[str, Any] | None:
+        return await self._get_or_none(f"/teams/{team_id}/channels/name/{name}")
+
+    async def my_channels(self, team_id: str) -> list[dict[str, Any]]:
+        return await self._get_or_none(f"/users/me/teams/{team_id}/channels") or []
+
+    async def channel_members(self, channel_id: str) -> list[str]:
+        ids: list[str] = []
+        page = 0
+        while True:
+            batch = await self.request("GET", f"/channels/{channel_id}/members",
+                                       params={"page": page, "per_page": 200})
+            ids.extend(m["user_id"] for m in batch)
+            if len(batch) < 200:
+                return ids
+            page += 1
+
+    async def create_channel(self, team_id: str, name: str, display_name: str | None = None,
+                             type: str = "O", header: str = "", purpose: str = "") -> dict[str, Any]:
+        return await self.request("POST", "/channels", json_body={
+            "team_id": team_id, "name": name, "display_name": display_name or name, "type": type,
+            "header": header, "purpose": purpose})
+
+    async def patch_channel(self, channel_id: str, **fields: Any) -> dict[str, Any]:
+        return await self.request("PUT", f"/channels/{channel_id}/patch", json_body=fields)
+
+    async def add_member(self, channel_id: str, user_id: str) -> dict[str, Any]:
+        return await self.request("POST", f"/channels/{channel_id}/members", json_body={"user_id": user_id})
+
+    async def join(self, channel_id: str) -> dict[str, Any]:
+        return await self.add_member(channel_id, self.user_id)
+
+    async def leave(self, channel_id: str) -> None:
+        await self.request("DELETE", f"/channels/{channel_id}/members/{self.user_id}")
+
+    async def remove_member(self, channel_id: str, user_id: str) -> None:
+        await self.request("DELETE", f"/channels/{channel_id}/members/{user_id}")
+
+    async def dm_channel(self, other: str) -> dict[str, Any]:
+        """The direct channel with another user (id, username or ``@username``), created if needed."""
+        other_id = await self._user_id_of(other)
+        if other_id not in self._dm_channels:
+            ch = await self.request("POST", "/channels/direct", json_body=[self.user_id, other_id])
+            self._dm_channels[other_id] = ch["id"]
+            self._channel_types[ch["id"]] = "D"
+        return await self.channel(self._dm_channels[other_id])
+
+    async def _is_dm(self, channel_id: str) -> bool:
+        if channel_id not in self._channel_types:
+            await self.channel(channel_id)
+        return self._channel_types[channel_id] in ("D", "G")
+
+    # ---------------------------------------------------------------------------- posting
+
+    async def post(self, channel_id: str, message: str, root_id: str | None = None, *,
+                   props: dict[str, Any] | None = None, file_ids: list[str] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"channel_id": channel_id, "message": message}
+        if root_id:
+            body["root_id"] = root_id
+        if props:
+            body["props"] = props
+        if file_ids:
+            body["file_ids"] = file_ids
+        return await self.request("POST", "/posts", json_body=body)
+
+    async def dm(self, other: str, message: str) -> dict[str, Any]:
+        """Post in the direct channel with ``other`` (id or username)."""
+        ch = await self.dm_channel(other)
+        return await self.post(ch["id"], message)
+
+    async def dm_bot(self, message: str) -> dict[str, Any]:
+        return await self.dm(await self.bot_id(), message)
+
+    async def reply(self, post: dict[str, Any], message: str) -> dict[str, Any]:
+        """Reply in the thread of ``post`` (its root's thread when it is itself a reply)."""
+        return await self.post(post["channel_id"], message, root_id=post.get("root_id") or post["id"])
+
+    async def edit(self, post: dict[str, Any] | str, message: str) -> dict[str, Any]:
+        return await self.request("PUT", f"/posts/{_post_id(post)}/patch", json_body={"message": message})
+
+    async def delete(self, post: dict[str, Any] | str) -> None:
+        await self.request("DELETE", f"/posts/{_post_id(post)}")
+
+    async def pin(self, post: dict[str, Any] | str) -> None:
+        await self.request("POST", f"/posts/{_post_id(post)}/pin")
+
+    async def unpin(self, post: dict[str, Any] | str) -> None:
+        await self.request("POST", f"/posts/{_post_id(post)}/unpin")
+
+    async def react(self, post: dict[str, Any] | str, emoji: str = "white_check_mark") -> dict[str, Any]:
+        return await self.request("POST", "/reactions", json_body={
+            "user_id": self.user_id, "post_id": _post_id(post), "emoji_name": emoji})
+
+    async def unreact(self, post: dict[str, Any] | str, emoji: str = "white_check_mark") -> None:
+        await self.request("DELETE", f"/users/{self.user_id}/posts/{_post_id(post)}/reactions/{emoji}")
+
+    async def upload(self, channel_id: str, filename: str, content: bytes,
+                     content_type: str = "application/octet-stream") -> dict[str, Any]:
+        form = aiohttp.FormData()
+        form.add_field("channel_id", channel_id)
+        form.add_field("files", content, filename=filename, content_type=content_type)
+        result = await self.request("POST", "/files", data=form)
+        return result["file_infos"][0]
+
+    # ---------------------------------------------------------------------------- reading
+
+    async def get_post(self, post_id: str) -> dict[str, Any] | None:
+        return await self._get_or_none(f"/posts/{post_id}")
+
+    async def posts(self, channel_id: str) -> list[dict[str, Any]]:
+        """Every visible post of a channel (system messages included), oldest first."""
+        found: dict[str, dict[str, Any]] = {}
+        page = 0
+        while True:
+            lst = await self.request("GET", f"/channels/{channel_id}/posts",
+                                     params={"page": page, "per_page": 200})
+            for pid in lst["order"]:
+                found[pid] = lst["posts"][pid]
+            if len(lst["order"]) < 200:
+                break
+            page += 1
+        return sorted(found.values(), key=lambda p: (p["create_at"], p["id"]))
+
+    async def pinned(self, channel_id: str) -> list[dict[str, Any]]:
+        lst = await self.request("GET", f"/channels/{channel_id}/pinned")
+        return sorted((lst["posts"][i] for i in lst["order"]), key=lambda p: p["create_at"])
+
+    async def thread(self, post_id: str) -> list[dict[str, Any]]:
+        """Root and replies of the thread holding ``post_id``, oldest first."""
+        lst = await self.request("GET", f"/posts/{post_id}/thread")
+        return sorted((p for p in lst["posts"].values() if not p.get("delete_at")),
+                      key=lambda p: (p["create_at"], p["id"]))
+
+    async def reactions(self, post: dict[str, Any] | str) -> list[dict[str, Any]]:
+        return await self.request("GET", f"/posts/{_post_id(post)}/reactions") or []
+
+    async def file(self, file_id: str) -> bytes:
+        return await self.request("GET", f"/files/{file_id}", raw=True)
+
+    async def file_info(self, file_id: str) -> dict[str, Any]:
+        return await self.request("GET", f"/files/{file_id}/info")
+
+    async def posts_since(self, channel_id: str, since_ms: int) -> list[dict[str, Any]]:
+        """Raw ``?since=`` answer (also deleted posts and edit-history rows), oldest first."""
+        lst = await self.request("GET", f"/channels/{channel_id}/posts", params={"since": max(1, since_ms)})
+        return sorted(lst["posts"].values(), key=lambda p: (p["create_at"], p["id"]))
+
+    # ---------------------------------------------------------------------------- waiting for the bot
+
+    async def _bot_replies(self, post: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(bot replies to ``post``, every live post after it), both oldest first."""
+        bot = await self.bot_id()
+        root = post.get("root_id") or post["id"]
+        dm = await self._is_dm(post["channel_id"])
+        after = [p for p in await self.posts_since(post["channel_id"], post["create_at"] - 1)
+                 if _is_live(p) and p["id"] != post["id"] and p["create_at"] >= post["create_at"]]
+        replies = [p for p in after if p["user_id"] == bot and (dm or p.get("root_id") == root)]
+        return replies, after
+
+    async def wait_for_reply(self, post: dict[str, Any], contains: str | None = None,
+                             timeout: float = 15.0) -> dict[str, Any]:
+        """The first bot post after ``post`` in its thread (in a DM: anywhere in the DM),
+        containing ``contains`` when given. AssertionError with what was seen on timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            replies, after = await self._bot_replies(post)
+            for p in replies:
+                if contains is None or contains in p["message"]:
+                    return p
+            if loop.time() >= deadline:
+                seen = "\n  ".join(_brief(p) for p in after) or "(nothing)"
+                want = f" containing {contains!r}" if contains else ""
+                raise AssertionError(
+                    f"no reply by @{self.bot_username}{want} to {_brief(post)} within {timeout}s; "
+                    f"posts after it:\n  {seen}")
+            await asyncio.sleep(POLL_INTERVAL)
+
+    async def replies_to(self, post: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every bot reply to ``post`` so far (see ``wait_for_reply``), oldest first."""
+        replies, _ = await self._bot_replies(post)
+        return replies
+
+    async def no_reply_within(self, post: dict[str, Any], seconds: float) -> None:
+        """Assert the bot does not answer ``post`` for ``seconds``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while True:
+            replies, _ = await self._bot_replies(post)
+            if replies:
+                raise AssertionError(f"@{self.bot_username} answered {_brief(post)}: "
+                                     + "; ".join(_brief(p) for p in replies))
+            if loop.time() >= deadline:
+                return
+            await asyncio.sleep(POLL_INTERVAL)
+
+    async def wait_for_post(self, channel_id: str, predicate: Callable[[dict[str, Any]], bool],
+                            timeout: float = 15.0, after_ms: int | None = None) -> dict[str, Any]:
+        """The oldest live post of a channel (created after ``after_ms`` when given) that
+        satisfies ``predicate``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        since = after_ms if after_ms is not None else 1
+        while True:
+            posts = [p for p in await self.posts_since(channel_id, since)
+                     if _is_live(p) and (after_ms is None or p["create_at"] > after_ms)]
+            for p in posts:
+                if predicate(p):
+                    return p
+            if loop.time() >= deadline:
+                seen = "\n  ".join(_brief(p) for p in posts[-20:]) or "(nothing)"
+                raise AssertionError(f"no matching post in {channel_id} within {timeout}s; last posts:\n  {seen}")
+            await asyncio.sleep(POLL_INTERVAL)
+
+
+def _retry_delay(headers: Any) -> float:
+    """Seconds to wait after a 429: Retry-After, else X-RateLimit-Reset (unix time or delay)."""
+    import time
+
+    for name in ("Retry-After", "X-RateLimit-Reset"):
+        value = headers.get(name)
+        if not value:
+            continue
+        try:
+            n = float(value)
+        except ValueError:
+            continue
+        if n > 1e9:
+            n -= time.time()
+        return min(max(n, 0.05), 10.0)
+    return 1.0
