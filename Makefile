@@ -24,13 +24,13 @@ check: $(STAMP)
 	$(VENV)/bin/incident-bot check
 
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not integration and not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not integration and not slow and not bench" $(PYTEST_ARGS)
 
 test-integration: $(STAMP)
 	bash tests/integration/run.sh $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(PY) -m pytest -q tests/bench -m "" -p no:randomly $(PYTEST_ARGS)
+	$(PY) -m pytest -q -s -m bench tests/bench $(PYTEST_ARGS)
 
 chaos: $(STAMP)
 	$(PY) -m pytest -q -m slow tests/chaos $(PYTEST_ARGS)

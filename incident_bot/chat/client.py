@@ -320,7 +320,9 @@ class MattermostClient:
         return Channel.model_validate(data)
 
     async def get_user_channels(self, team_id: str, user_id: str = "me") -> list[Channel]:
-        data = await self._get(f"/users/{user_id}/teams/{team_id}/channels")
+        """The user's channels in the team, direct messages included (the server answers 404
+        when there are none)."""
+        data = await self._get_or_none(f"/users/{user_id}/teams/{team_id}/channels")
         return [Channel.model_validate(c) for c in data or []]
 
     async def is_channel_member(self, channel_id: str, user_id: str) -> bool:

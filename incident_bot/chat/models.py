@@ -59,6 +59,7 @@ class Post(_MMModel):
     delete_at: int = 0
     is_pinned: bool = False
     type: str = ""  # "" for a user's post; "system_*" for system messages
+    original_id: str = ""  # set on edit-history rows, which `?since=` also returns
     props: dict[str, Any] = {}
     file_ids: list[str] = []
 

@@ -74,5 +74,5 @@ class ChecklistPlugin(IncidentBotPlugin):
             outcome = await self.checklists.reaction(event.key, event.reaction, event.added)
         except Exception as exc:  # noqa: BLE001 - a reaction must never stop the bot
             outcome = f"error:{type(exc).__name__}"
-        log.info("reaction.handled", emoji=event.emoji, added=event.added, post=event.reaction.post_id,
+        log.info("reaction.handled", channel=event.event.channel_id, emoji=event.emoji, added=event.added, post=event.reaction.post_id,
                  user=event.reaction.user_id, outcome=outcome)

@@ -59,7 +59,7 @@ class TimelinePlugin(IncidentBotPlugin):
             outcome = await self.timeline.pin_reaction(event.key, event.reaction, event.added)
         except Exception as exc:  # noqa: BLE001 - a reaction must never stop the bot
             outcome = f"error:{type(exc).__name__}"
-        log.info("pin.handled", added=event.added, post=event.reaction.post_id, user=event.reaction.user_id, outcome=outcome)
+        log.info("pin.handled", channel=event.event.channel_id, added=event.added, post=event.reaction.post_id, user=event.reaction.user_id, outcome=outcome)
 
     @listen_to_post_change()
     async def post_changed(self, event: PostChangeEvent) -> None:

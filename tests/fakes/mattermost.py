@@ -30,6 +30,7 @@ import mimetypes
 import re
 import secrets
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -280,12 +281,15 @@ class FakeMattermost:
         self._sockets: set[_Socket] = set()
         self._last_ms = 0
         self._runner: web.AppRunner | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Future[Any]] = set()
         self.url = ""
         self._routes = self._build_routes()
 
     # ---------------------------------------------------------------------------- lifecycle
 
     async def start(self) -> str:
+        self._loop = asyncio.get_running_loop()
         app = web.Application(client_max_size=100 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
@@ -648,9 +652,6 @@ class FakeMattermost:
             metadata["reactions"] = [dict(r) for r in reactions]
         out["metadata"] = metadata
         return out
-
-    def _channel_json(self, ch: dict[str, Any]) -> dict[str, Any]:
-        return dict(ch)
 
     # ---------------------------------------------------------------------------- internals: model
 
@@ -1021,7 +1022,15 @@ class FakeMattermost:
                 self._close_socket(conn.sock, abrupt=True)
             return
         conn.queue.append((kind, item))
-        conn.wake.set()
+        loop = self._loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is not None and running is not loop:
+            loop.call_soon_threadsafe(conn.wake.set)  # a helper called from another thread
+        else:
+            conn.wake.set()
 
     def _reap(self) -> None:
         limit = time.monotonic() - self.resume_window
@@ -1042,7 +1051,7 @@ class FakeMattermost:
         if abrupt and sock.transport is not None and not sock.transport.is_closing():
             sock.transport.abort()
         else:
-            asyncio.ensure_future(sock.ws.close())
+            self._spawn(sock.ws.close())
 
     def _detach(self, sock: _Socket) -> None:
         conn = sock.conn
@@ -1066,6 +1075,11 @@ class FakeMattermost:
         sock.conn = conn
         sock.user_id = conn.user_id
         sock.writer = asyncio.ensure_future(self._writer(conn, sock, resume_seq))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _write_event(self, conn: _Conn, sock: _Socket, envelope: dict[str, Any]) -> None:
         env = {"event": envelope["event"], "data": envelope["data"], "broadcast": envelope["broadcast"],
@@ -1134,7 +1148,9 @@ class FakeMattermost:
         if time.time() < self.refuse_websocket_until:
             body = error_body(503, "app.fake.injected_fault.app_error", "Websocket upgrades refused.")
             self._record(request, 503, None, None)
-            return web.json_response(body, status=503)
+            resp = web.json_response(body, status=503)
+            resp.force_close()
+            return resp
         token = self._token_from(request)
         user_id = self.tokens.get(token) if token else None
         query = dict(request.query)
@@ -1278,11 +1294,9 @@ class FakeMattermost:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug in the fake should be loud, not a hang
+            traceback.print_exc()
             response = web.json_response(error_body(500, "app.fake.internal.app_error", f"fake bug: {exc!r}",
                                                     request_id), status=500)
-            import traceback
-
-            traceback.print_exc()
         self._record(request, response.status, user_id, body_for_log)
         return response
 
@@ -1292,6 +1306,11 @@ class FakeMattermost:
         for rule in self._faults:
             if rule.kind == "delay" and rule.matches(method, path, user_id):
                 rule.take()
+                if request.can_read_body and not request.content_type.startswith("multipart/"):
+                    # Real: the request is in and gets handled even if its client is gone by
+                    # then (a slow server, not a lost request); aiohttp fails a body read after
+                    # the client hung up, so read it now.
+                    await request.read()
                 await asyncio.sleep(rule.seconds)
                 break
         fail = next((r for r in self._faults if r.kind == "fail" and r.matches(method, path, user_id)), None)

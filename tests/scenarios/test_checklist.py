@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import re
 
+import pytest
+
 from tests.scenarios.conftest import BotProcess
 from tests.scenarios.test_incidents import mention, start_incident
 from tests.support.world import World
@@ -173,9 +175,8 @@ async def test_ticks_on_ended_incident_are_refused(world: World, bot: BotProcess
     assert bot.db("select count(*) from checklist_items where done_by is not null") == [(0,)]
 
 
+@pytest.mark.fake_only  # redelivery needs the fake's fault injection
 async def test_duplicated_reaction_event_has_one_effect(world: World, bot: BotProcess):
-    if world.fake is None:
-        return  # redelivery needs the fake's fault injection; the real server never repeats
     alice = world.alice
     number, channel, *_ = await start_incident(world, alice, "Dupe tick --playbook basic")
     _, items = await checklist_posts(alice, channel["id"])
