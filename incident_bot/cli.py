@@ -79,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "export":
         from incident_bot.app.export import cli_export
 
+        setup_logging("warning")  # stdout is the export itself; log lines go to stderr
         return asyncio.run(cli_export(args.config, args.number, args.format, args.db))
     try:
         settings = _settings(args)

@@ -1,19 +1,27 @@
-"""Nothing lost: after a restart or a reconnect the server could not resume, read what was
-missed over REST and feed it through the same path as live events.
+"""Nothing lost: after a restart, a reconnect the server could not resume, or a gap in the
+event sequence, read what was missed over REST and feed it through the same path as live
+events.
 
-The bot remembers how far it has seen (the newest server timestamp of any event, kept in
-the database). Catch-up asks every channel the bot is in for posts created or updated
-since then (minus a safety margin; dedupe keys make re-reading harmless):
+The bot remembers how far it has seen (kept in the database). That point never passes an
+event still being handled: every event holds the cursor at its time until its work is done,
+so a crash at any moment leaves a cursor from which re-reading finds everything not yet
+applied. Catch-up asks every channel the bot is in for posts created or updated since then
+(minus a safety margin; dedupe keys make re-reading harmless):
 
 - a post addressed to the bot becomes a ``Posted`` event, answered late;
 - an edited or deleted post becomes ``PostEdited`` / ``PostDeleted`` (the timeline follows);
 - a post whose reactions changed (Mattermost bumps ``update_at``) is reconciled: checklist
   items take the state their ✅ reactions say, 📌 pins are added or taken off the timeline.
+
+Within a channel the work is fed in the order it happened (a reaction's time is its post's
+``update_at``), and live events arriving meanwhile wait until catch-up has fed its part, so
+a command made while the bot was away never overtakes, or is overtaken by, a later one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
@@ -29,15 +37,29 @@ log = structlog.get_logger("incident_bot.catchup")
 CURSOR_KEY = "last_event_ms"
 MARGIN_MS = 60_000  # re-read a minute before the cursor: clocks and in-flight events
 FLUSH_SECONDS = 1.0
+LATE_AFTER = timedelta(seconds=2)  # older than this when handled: the reply says it is late
+FUTURE_LIMIT_MS = 10 * 60_000  # an event time this far ahead of our clock is not believed
+
+
+def wall_ms() -> int:
+    """Real time in milliseconds (never the test clock skew): server timestamps are real."""
+    return int(time.time() * 1000)
 
 
 class Cursor:
-    """The newest server timestamp seen, flushed to the database about once a second."""
+    """How far the bot has seen, and the point from which nothing unfinished is lost.
+
+    ``see(ms)`` records the newest server timestamp seen. ``hold(key, ms)`` marks work not yet
+    done (an event received or read but not applied); ``release(key)`` when it is. What is
+    saved (about once a second, and at a clean stop) is ``safe``: the oldest held time, or
+    the newest seen when nothing is held.
+    """
 
     def __init__(self, core: Core) -> None:
         self.core = core
         self.value: int | None = None
         self._saved: int | None = None
+        self._holds: dict[str, int] = {}
 
     async def load(self) -> int | None:
         async with self.core.store.transaction() as tx:
@@ -45,13 +67,38 @@ class Cursor:
         self.value = self._saved = int(value) if value is not None else None
         return self.value
 
+    @staticmethod
+    def _believable(ms: int) -> bool:
+        """A server time, not garbage: a broken event must not move the cursor years ahead."""
+        return 0 < ms <= wall_ms() + FUTURE_LIMIT_MS
+
     def see(self, ms: int) -> None:
-        if ms and (self.value is None or ms > self.value):
+        if self._believable(ms) and (self.value is None or ms > self.value):
             self.value = ms
 
+    def hold(self, key: str, ms: int) -> None:
+        """Keep the saved cursor at or before ``ms`` until ``release(key)``; the earliest hold of a key wins."""
+        if not self._believable(ms) or (self.value is not None and ms < self.value - 7 * 86_400_000):
+            ms = self.value or wall_ms()  # no usable time: hold where we are
+        if key not in self._holds or ms < self._holds[key]:
+            self._holds[key] = ms
+
+    def release(self, key: str) -> None:
+        self._holds.pop(key, None)
+
+    def held(self, key: str) -> bool:
+        return key in self._holds
+
+    @property
+    def safe(self) -> int | None:
+        if self._holds:
+            oldest = min(self._holds.values())
+            return oldest - 1 if self.value is None else min(oldest - 1, self.value)
+        return self.value
+
     async def flush(self) -> None:
-        if self.value is not None and self.value != self._saved:
-            value = self.value
+        value = self.safe
+        if value is not None and value != self._saved:
             async with self.core.store.transaction() as tx:
                 await tx.set_state(CURSOR_KEY, value)
             self._saved = value
@@ -68,14 +115,14 @@ class Cursor:
                 log.warning("cursor.flush_failed", error=type(exc).__name__)
 
 
-Feed = Callable[[object, timedelta | None], Awaitable[None]]
+Feed = Callable[..., Awaitable[None]]  # feed(event, late_by, replayed=True)
 Reconcile = Callable[[Post], Awaitable[None]]
 Submit = Callable[[str, Callable[[], Awaitable[None]]], bool]
 
 
 class CatchUp:
-    """``feed`` is the live path's entry (event, late_by); ``submit`` queues work in a channel's
-    order, so reconciling a post never overtakes its live events."""
+    """``feed`` is the live path's entry (event, late_by, replayed=True); ``submit`` queues work
+    in a channel's order, so reconciling a post never overtakes its live events."""
 
     def __init__(self, core: Core, cursor: Cursor, feed: Feed, submit: Submit, reconcile: Reconcile) -> None:
         self.core = core
@@ -86,11 +133,15 @@ class CatchUp:
         self._lock = asyncio.Lock()
 
     async def reconcile(self, post: Post) -> None:
+        key = f"reconcile:{post.id}:{post.update_at}"
+        self.cursor.hold(key, post.update_at or post.create_at)
+
         async def work() -> None:
             try:
                 await self._reconcile(post)
             except Exception as exc:  # noqa: BLE001 - one post must not stop catch-up
                 log.warning("catchup.reconcile_failed", post=post.id, error=type(exc).__name__, detail=str(exc)[:200])
+            self.cursor.release(key)
 
         self.submit(post.channel_id, work)
 
@@ -102,44 +153,76 @@ class CatchUp:
                 seen.setdefault(channel.id, channel)
         return list(seen.values())
 
-    async def run(self, reason: str) -> int:
-        """Read and feed what was missed since the cursor; returns how many posts were read."""
+    async def run(self, reason: str, since: int | None = None) -> bool:
+        """Read and feed what was missed since ``since`` (default: the cursor's safe point).
+
+        True when every channel was read; False when Mattermost failed (try again later)."""
         async with self._lock:
-            since = self.cursor.value
+            if since is None:
+                since = self.cursor.safe
             if since is None:
                 log.info("catchup.skipped", reason=reason, why="first start: nothing seen before")
-                return 0
-            since_ms = max(since - MARGIN_MS, 0)
-            now = self.core.now()
-            count = 0
+                return True
+            since_ms = max(since - MARGIN_MS, 1)
+            hold = f"catchup:{reason}:{id(asyncio.current_task())}"
+            self.cursor.hold(hold, since)  # nothing after `since` is safe until it is fed
             try:
-                channels = await self.channels()
-            except MattermostError as exc:
-                log.warning("catchup.failed", reason=reason, error=type(exc).__name__)
-                return 0
-            for channel in channels:
-                try:
-                    posts = await self.core.client.get_posts_since(channel.id, since_ms)
-                except MattermostError as exc:
-                    log.warning("catchup.channel_failed", channel=channel.id, error=type(exc).__name__)
-                    continue
-                for post in posts:
-                    count += 1
-                    await self._replay(channel, post, since_ms, now)
-            log.info("catchup.done", reason=reason, channels=len(channels), posts=count,
-                     since=since_ms)
-            return count
+                return await self._run(reason, since_ms)
+            finally:
+                self.cursor.release(hold)
 
-    async def _replay(self, channel: Channel, post: Post, since_ms: int, now) -> None:
-        self.cursor.see(post.update_at or post.create_at)
-        if post.user_id == self.core.bot_id:
-            if post.update_at >= since_ms:
-                await self.reconcile(post)  # reactions on the bot's own checklist posts
-            return
+    async def _run(self, reason: str, since_ms: int) -> bool:
+        now = self.core.now()
+        count = 0
+        try:
+            channels = await self.channels()
+        except (MattermostError, ValueError) as exc:
+            log.warning("catchup.failed", reason=reason, error=type(exc).__name__)
+            return False
+        complete = True
+        for channel in channels:
+            try:
+                posts = await self.core.client.get_posts_since(channel.id, since_ms)
+            except (MattermostError, ValueError) as exc:
+                log.warning("catchup.channel_failed", channel=channel.id, error=type(exc).__name__)
+                complete = False
+                continue
+            work: list[tuple[int, int, Post]] = []
+            for post in posts:
+                self.cursor.see(max(post.update_at, post.create_at))
+                work.extend(self._work_for(post, since_ms))
+            work.sort(key=lambda w: (w[0], w[1], w[2].id))
+            for _, kind, post in work:
+                count += 1
+                await self._replay(channel, kind, post, now)
+        log.info("catchup.done", reason=reason, channels=len(channels), posts=count, since=since_ms, complete=complete)
+        return complete
+
+    # Kinds of work, in the order they apply when they happened at the same millisecond.
+    POSTED, EDITED, DELETED, RECONCILE = range(4)
+
+    def _work_for(self, post: Post, since_ms: int) -> list[tuple[int, int, Post]]:
+        """(when it happened, kind, post) for everything this post may carry that was missed."""
         if post.delete_at:
-            await self.feed(PostDeleted(post=post), None)
-            return
-        if post.create_at >= since_ms:
+            # Deleted posts, and the server's edit-history rows (deleted copies): only a
+            # person's deleted post matters to the timeline.
+            if post.user_id == self.core.bot_id or post.delete_at < since_ms:
+                return []
+            return [(post.delete_at, self.DELETED, post)]
+        work = []
+        if post.user_id != self.core.bot_id and post.create_at >= since_ms:
+            work.append((post.create_at, self.POSTED, post))
+        if post.user_id != self.core.bot_id and post.edit_at and post.edit_at >= since_ms:
+            work.append((post.edit_at, self.EDITED, post))
+        if post.update_at >= since_ms:
+            # Reactions move update_at; so do replies and edits (reconciling again is harmless).
+            work.append((post.update_at, self.RECONCILE, post))
+        return work
+
+    async def _replay(self, channel: Channel, kind: int, post: Post, now) -> None:
+        if kind == self.DELETED:
+            await self.feed(PostDeleted(post=post), None, replayed=True)
+        elif kind == self.POSTED:
             late = now - post.created
             event = Posted(
                 post=post,
@@ -148,7 +231,8 @@ class CatchUp:
                 channel_display_name=channel.display_name,
                 team_id=channel.team_id,
             )
-            await self.feed(event, late if late > timedelta(seconds=2) else None)
-        if post.edit_at and post.edit_at >= since_ms:
-            await self.feed(PostEdited(post=post), None)
-        await self.reconcile(post)
+            await self.feed(event, late if late > LATE_AFTER else None, replayed=True)
+        elif kind == self.EDITED:
+            await self.feed(PostEdited(post=post), None, replayed=True)
+        else:
+            await self.reconcile(post)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import structlog
 
-from incident_bot.app.core import Core, Request, UserError
+from incident_bot.app.core import Core, Request, UserError, part_props
+from incident_bot.chat.events import ReactionAdded
 from incident_bot.chat.models import Reaction
 from incident_bot.domain import messages
 from incident_bot.domain.commands import Command
@@ -106,7 +107,8 @@ class Checklists:
         for item in items:
             if item.post_id is None and not item.removed:
                 post = await core.client.create_post(
-                    incident.channel_id, messages.checklist_item(item, names), root_id=incident.checklist_post_id
+                    incident.channel_id, messages.checklist_item(item, names), root_id=incident.checklist_post_id,
+                    props=part_props(incident.number, f"item:{item.number}"),  # found again by Incidents.repair
                 )
                 item.post_id = post.id
                 async with core.store.transaction() as tx:
@@ -182,6 +184,7 @@ class Checklists:
         if item is None or incident is None or item.removed:
             return "ignored:not-an-item"
         if not await core.directory.in_channel(incident.channel_id, reaction.user_id):
+            await self._record(key, incident)  # handled: every outcome on an item is recorded
             return "ignored:not-a-member"
         async with core.lock(incident.number):
             async with core.store.transaction() as tx:
@@ -210,9 +213,9 @@ class Checklists:
             if not item.done:
                 await self._record(key, incident)
                 return "unchanged"
-            others = await self._other_tickers(incident, item, reaction.user_id)
+            others = await self._other_tickers(incident, item, reaction.user_id, reaction.emoji_name)
             if others:
-                if item.done_by == reaction.user_id:
+                if item.done_by not in others:
                     item.done_by = others[0]
                     await self._commit(key, incident, item, TimelineKind.CHECKLIST_CHECKED, others[0], item.text, via="reaction")
                 else:
@@ -225,8 +228,10 @@ class Checklists:
     async def reconcile(self, post_id: str) -> str:
         """After missed events: make a checklist item match the tick reactions now on its post.
 
-        Only ticks made by reaction are undone by a missing reaction; a `check` command's
-        tick has no reaction to lose."""
+        A tick reaction the bot never handled ticks the item; one it handled already does not
+        again (a later `uncheck` stands). Only ticks made by reaction are undone by a missing
+        reaction; a `check` command's tick has no reaction to lose. The item's post is
+        rewritten when it does not show the item's state (a crash between change and edit)."""
         core = self.core
         async with core.store.transaction() as tx:
             item = await tx.get_checklist_item_by_post(post_id)
@@ -234,47 +239,62 @@ class Checklists:
         if item is None or incident is None or item.removed or incident.status != Status.ACTIVE:
             return "ignored"
         reactions = [r for r in await core.client.get_reactions(post_id) if r.emoji_name in core.settings.check_emojis]
-        tickers = []
-        for r in sorted(reactions, key=lambda r: r.create_at):
-            if r.user_id != core.bot_id and r.user_id not in tickers and await core.directory.in_channel(incident.channel_id, r.user_id):
-                tickers.append(r.user_id)
+        members: dict[str, bool] = {}
+        ticks: list[Reaction] = []  # every member's tick reaction, oldest first
+        for r in sorted(reactions, key=lambda r: (r.create_at, r.update_at)):
+            if r.user_id != core.bot_id:
+                if r.user_id not in members:
+                    members[r.user_id] = await core.directory.in_channel(incident.channel_id, r.user_id)
+                if members[r.user_id]:
+                    ticks.append(r)
+        keys = {(r.user_id, r.emoji_name): ReactionAdded(reaction=r).dedupe_key for r in reactions}
+        outcome = "unchanged"
         async with core.lock(incident.number):
             async with core.store.transaction() as tx:
                 item = await tx.get_checklist_item_by_post(post_id)
                 events = await tx.list_timeline(incident.number)
+                unseen = [r for r in ticks if not await tx.event_seen(keys[(r.user_id, r.emoji_name)])]
             assert item is not None
-            if not item.done and tickers:
-                stamp = max(r.update_at or r.create_at for r in reactions if r.user_id == tickers[0])
-                key = f"reconcile+:{post_id}:{stamp}"
-                async with core.store.transaction() as tx:
-                    if await tx.event_seen(key):
-                        return "duplicate"
-                item.done_by, item.done_at = tickers[0], core.now()
-                await self._commit(key, incident, item, TimelineKind.CHECKLIST_CHECKED, tickers[0], item.text, via="reaction")
-                return "checked"
-            if item.done and not tickers:
+            if not item.done and unseen:
+                first = unseen[0]
+                key = f"reconcile+:{post_id}:{first.update_at or first.create_at}"
+                item.done_by, item.done_at = first.user_id, core.now()
+                await self._commit(key, incident, item, TimelineKind.CHECKLIST_CHECKED, first.user_id, item.text, via="reaction")
+                outcome = "checked"
+            elif item.done and not ticks:
                 last = next((e for e in reversed(events) if e.kind == TimelineKind.CHECKLIST_CHECKED and e.data.get("item") == item.number), None)
-                if last is None or last.data.get("via") != "reaction":
-                    return "unchanged"
-                key = f"reconcile-:{post_id}:{int(item.done_at.timestamp() * 1000) if item.done_at else 0}"
+                if last is not None and last.data.get("via") == "reaction":
+                    key = f"reconcile-:{post_id}:{int(item.done_at.timestamp() * 1000) if item.done_at else 0}"
+                    actor = item.done_by or core.bot_id
+                    item.done_by, item.done_at = None, None
+                    await self._commit(key, incident, item, TimelineKind.CHECKLIST_UNCHECKED, actor, item.text, via="reaction")
+                    outcome = "unchecked"
+            if unseen:  # every tick now on the post is accounted for
                 async with core.store.transaction() as tx:
-                    if await tx.event_seen(key):
-                        return "duplicate"
-                actor = item.done_by or core.bot_id
-                item.done_by, item.done_at = None, None
-                await self._commit(key, incident, item, TimelineKind.CHECKLIST_UNCHECKED, actor, item.text, via="reaction")
-                return "unchecked"
-        return "unchanged"
+                    for r in unseen:
+                        await tx.record_event(keys[(r.user_id, r.emoji_name)], core.now(), incident.number)
+            if outcome == "unchanged":
+                post = await core.client.get_post(post_id)
+                names = await core.directory.names([item.done_by, item.assignee_id])
+                if post is not None and post.message != messages.checklist_item(item, names):
+                    await core.refresh_item(incident, item)
+                    await core.refresh(incident)
+                    outcome = "repaired"
+        return outcome
 
-    async def _other_tickers(self, incident: Incident, item: ChecklistItem, remover: str) -> list[str]:
-        """Channel members (not the bot, not the remover) whose tick reaction is still on the item."""
+    async def _other_tickers(self, incident: Incident, item: ChecklistItem, remover: str, emoji: str) -> list[str]:
+        """Channel members (not the bot) whose tick reaction is still on the item, other than
+        the one just removed (the remover's other tick emoji still counts)."""
         core = self.core
         assert item.post_id is not None
         reactions = await core.client.get_reactions(item.post_id)
         candidates = []
         for r in sorted(reactions, key=lambda r: r.create_at):
-            if r.emoji_name in core.settings.check_emojis and r.user_id not in (remover, core.bot_id) and r.user_id not in candidates:
-                candidates.append(r.user_id)
+            if r.emoji_name not in core.settings.check_emojis or r.user_id == core.bot_id or r.user_id in candidates:
+                continue
+            if r.user_id == remover and r.emoji_name == emoji:
+                continue
+            candidates.append(r.user_id)
         return [uid for uid in candidates if await core.directory.in_channel(incident.channel_id, uid)]
 
     async def _record(self, key: str, incident: Incident) -> None:

@@ -24,6 +24,13 @@ from incident_bot.store.base import Store, Transaction
 log = structlog.get_logger("incident_bot.app")
 
 REPLY_PROP = "incident_bot_reply_to"
+PART_PROP = "incident_bot_part"  # which part of an incident channel a bot post is: found again after a crash
+
+
+def part_props(incident: int, part: str) -> dict[str, str]:
+    """Props marking a post as one part of incident ``incident``'s channel (``summary``,
+    ``checklist``, ``item:3``), so a restart finds a post it made but never noted."""
+    return {PART_PROP: f"{incident}:{part}"}
 
 
 class UserError(Exception):
@@ -121,18 +128,25 @@ class Core:
                 await tx.record_event(req.key, self.now(), req.incident)
         return post
 
-    async def recover_reply(self, req: Request, command_text: str) -> str:
-        """The command's effect is committed but its reply was not recorded: if the reply was
-        posted (the bot died before noting it), note it; otherwise answer now."""
+    async def find_reply(self, req: Request) -> Post | None:
+        """The bot's reply to this command already in Mattermost (posted, perhaps never noted)."""
         if req.is_dm:
-            candidates = await self.client.get_posts_since(req.channel_id, req.post.create_at)
+            candidates = await self.client.get_posts_since(req.channel_id, max(req.post.create_at - 1, 1))
         else:
             candidates = await self.client.get_thread(req.thread_root)
         for post in candidates:
-            if post.user_id == self.bot_id and post.props.get(REPLY_PROP) == req.post.id:
-                async with self.store.transaction() as tx:
-                    await tx.record_reply(req.key, post.id, self.now())
-                return "found"
+            if post.user_id == self.bot_id and not post.delete_at and post.props.get(REPLY_PROP) == req.post.id:
+                return post
+        return None
+
+    async def recover_reply(self, req: Request, command_text: str) -> str:
+        """The command's effect is committed but its reply was not recorded: if the reply was
+        posted (the bot died before noting it), note it; otherwise answer now."""
+        post = await self.find_reply(req)
+        if post is not None:
+            async with self.store.transaction() as tx:
+                await tx.record_reply(req.key, post.id, self.now())
+            return "found"
         await self.reply(req, messages.recovered(command_text))
         return "answered"
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from datetime import timedelta
+
 import structlog
 
-from incident_bot.app.core import REPLY_PROP, Core, Request, UserError
+from incident_bot.app.core import PART_PROP, Core, Request, UserError, part_props
 from incident_bot.chat.errors import ChannelNameTaken, MattermostError
-from incident_bot.chat.models import Channel, Team
-from incident_bot.domain import messages
+from incident_bot.chat.models import Channel, Post, Team
+from incident_bot.domain import commands, messages
 from incident_bot.domain.commands import Command
 from incident_bot.domain.models import Incident, Status, TimelineEvent, TimelineKind
 from incident_bot.domain.rules import channel_name, clean_title, display_name, reminder_due
@@ -118,8 +121,11 @@ class Incidents:
         await core.reply(req, messages.started_reply(incident, names, [u.username for u in invited], not_invited))
         await self._announce(team, incident)
 
-    async def finish_start(self, incident: Incident, invite_ids: list[str]) -> Incident:
-        """Create (or find again) the channel and its posts; safe to run again after a crash."""
+    async def finish_start(self, incident: Incident, invite_ids: list[str], resuming: bool = False) -> Incident:
+        """Create (or find again) the channel and its posts; safe to run again after a crash.
+
+        ``resuming``: an earlier run may have made posts it never noted; they carry
+        ``part_props`` and are found rather than made twice."""
         core = self.core
         async with core.lock(incident.number):
             channel = await self._ensure_channel(incident)
@@ -132,24 +138,35 @@ class Incidents:
             names = await core.directory.names([incident.commander_id, incident.started_by])
             async with core.store.transaction() as tx:
                 items = await tx.list_checklist(incident.number)
+            made = await self._made_parts(incident, channel.id) if resuming else {}
             if incident.summary_post_id is None:
-                text = messages.summary(incident, names, items, core.now(), await core.origin_link(incident))
-                summary = await core.client.create_post(channel.id, text)
-                await core.client.pin_post(summary.id)
+                summary = made.get("summary")
+                if summary is None:
+                    text = messages.summary(incident, names, items, core.now(), await core.origin_link(incident))
+                    summary = await core.client.create_post(channel.id, text, props=part_props(incident.number, "summary"))
+                if not summary.is_pinned:
+                    await core.client.pin_post(summary.id)
                 incident.summary_post_id = summary.id
                 async with core.store.transaction() as tx:
                     await tx.save_incident(incident)
             if incident.checklist_post_id is None and items:
-                header = await core.client.create_post(channel.id, messages.checklist_header(incident, items, names))
+                header = made.get("checklist")
+                if header is None:
+                    header = await core.client.create_post(
+                        channel.id, messages.checklist_header(incident, items, names), props=part_props(incident.number, "checklist")
+                    )
                 incident.checklist_post_id = header.id
                 async with core.store.transaction() as tx:
                     await tx.save_incident(incident)
             if incident.checklist_post_id:
                 for item in items:
                     if item.post_id is None and not item.removed:
-                        post = await core.client.create_post(
-                            channel.id, messages.checklist_item(item, names), root_id=incident.checklist_post_id
-                        )
+                        post = made.get(f"item:{item.number}")
+                        if post is None:
+                            post = await core.client.create_post(
+                                channel.id, messages.checklist_item(item, names), root_id=incident.checklist_post_id,
+                                props=part_props(incident.number, f"item:{item.number}"),
+                            )
                         item.post_id = post.id
                         async with core.store.transaction() as tx:
                             await tx.save_checklist_item(item)
@@ -164,37 +181,133 @@ class Incidents:
         log.info("incident.started", incident=incident.number, channel=incident.channel_name)
         return incident
 
+    async def _made_parts(self, incident: Incident, channel_id: str) -> dict[str, Post]:
+        """The bot's posts in the incident channel marked as parts of this incident, by part."""
+        prefix = f"{incident.number}:"
+        found: dict[str, Post] = {}
+        for post in await self.core.client.get_posts_since(channel_id, 1):
+            mark = post.props.get(PART_PROP)
+            if post.user_id == self.core.bot_id and not post.delete_at and isinstance(mark, str) and mark.startswith(prefix):
+                found.setdefault(mark[len(prefix):], post)
+        return found
+
     async def resume_unfinished(self) -> int:
         """Incidents a crash left half set up: finish them and answer their `start` once."""
         core = self.core
         async with core.store.transaction() as tx:
             starting = await tx.list_incidents_in_status([Status.STARTING])
         for incident in starting:
-            incident = await self.finish_start(incident, [])
-            if not incident.command_post_id:
-                continue
-            key = f"posted:{incident.command_post_id}"
-            async with core.store.transaction() as tx:
-                if await tx.get_reply(key) is not None:
-                    continue
-            post = await core.client.get_post(incident.command_post_id)
-            if post is None:
-                continue
-            channel = await core.client.get_channel(post.channel_id)
-            req = Request(
-                key=key, post=post, user_id=post.user_id, channel_id=post.channel_id, channel_type=channel.type,
-                team_id=channel.team_id, late_by=core.now() - post.created, incident=incident.number,
-            )
-            thread = await core.client.get_thread(req.thread_root) if not req.is_dm else await core.client.get_posts_since(post.channel_id, post.create_at)
-            mine = next((p for p in thread if p.user_id == core.bot_id and p.props.get(REPLY_PROP) == post.id), None)
-            if mine is not None:
-                async with core.store.transaction() as tx:
-                    await tx.record_reply(key, mine.id, core.now())
-                continue
-            names = await core.directory.names([incident.commander_id])
-            await core.reply(req, messages.started_reply(incident, names, [], []))
+            post = await core.client.get_post(incident.command_post_id) if incident.command_post_id else None
+            incident = await self.finish_start(incident, await self._invites_of(incident, post), resuming=True)
+            if post is not None:
+                await self._answer_start(incident, post, None)
             log.info("incident.resumed", incident=incident.number, channel=incident.channel_name)
         return len(starting)
+
+    async def resume_command(self, req: Request) -> bool:
+        """``req`` is a `start` whose incident a crash left half set up: finish it and answer.
+        False when the command started no unfinished incident."""
+        async with self.core.store.transaction() as tx:
+            incident = await tx.get_incident_by_command_post(req.post.id)
+        if incident is None or incident.status != Status.STARTING:
+            return False
+        incident = await self.finish_start(incident, await self._invites_of(incident, req.post), resuming=True)
+        await self._answer_start(incident, req.post, req)
+        log.info("incident.resumed", incident=incident.number, channel=incident.channel_name)
+        return True
+
+    async def _answer_start(self, incident: Incident, post: Post, req: Request | None) -> None:
+        core = self.core
+        key = f"posted:{post.id}"
+        async with core.store.transaction() as tx:
+            if await tx.get_reply(key) is not None:
+                return
+        if req is None:
+            channel = await core.client.get_channel(post.channel_id)
+            req = Request(key=key, post=post, user_id=post.user_id, channel_id=post.channel_id, channel_type=channel.type,
+                          team_id=channel.team_id, late_by=core.now() - post.created)
+        req.incident = incident.number
+        if req.late_by is not None and req.late_by < timedelta(seconds=2):
+            req.late_by = None
+        mine = await core.find_reply(req)
+        if mine is not None:
+            async with core.store.transaction() as tx:
+                await tx.record_reply(key, mine.id, core.now())
+            return
+        names = await core.directory.names([incident.commander_id])
+        await core.reply(req, messages.started_reply(incident, names, [], []))
+
+    async def _invites_of(self, incident: Incident, post: Post | None) -> list[str]:
+        """The users a `start` invited, read again from its post (they are not stored)."""
+        if post is None:
+            return []
+        core = self.core
+        text = re.sub(rf"^\s*@{re.escape(core.directory.bot.username)}\b[:,]?\s*", "", post.message, flags=re.IGNORECASE)
+        word, _, rest = text.strip().partition(" ")
+        if word.lower() != "start":
+            return []
+        try:
+            cmd = commands.parse("start", rest)
+        except commands.UsageError:
+            return []
+        ids = []
+        for username in cmd.invite:
+            user = await core.directory.user_by_name(username)
+            if user is not None and user.id != incident.started_by and await core.directory.in_team(incident.team_id, user.id):
+                ids.append(user.id)
+        return ids
+
+    async def repair(self) -> int:
+        """After a restart: bring every open incident's channel in line with the database.
+
+        A crash between a change and the edits that show it leaves a stale header, summary or
+        checklist post, or an item without its post; this mends them. Returns how many
+        incidents were looked at."""
+        core = self.core
+        async with core.store.transaction() as tx:
+            incidents = await tx.list_incidents_in_status([Status.ACTIVE, Status.ENDED])
+        recent = core.now() - timedelta(days=1)
+        count = 0
+        for incident in incidents:
+            if incident.status == Status.ENDED and (incident.ended_at is None or incident.ended_at < recent):
+                continue
+            count += 1
+            try:
+                await self._repair_one(incident.number)
+            except Exception as exc:  # noqa: BLE001 - one incident must not stop the others
+                log.warning("incident.repair_failed", incident=incident.number, error=type(exc).__name__, detail=str(exc)[:200])
+        return count
+
+    async def _repair_one(self, number: int) -> None:
+        core = self.core
+        async with core.lock(number):
+            async with core.store.transaction() as tx:
+                incident = await tx.get_incident(number)
+                items = await tx.list_checklist(number, include_removed=True)
+            if incident is None or incident.channel_id is None:
+                return
+            names = await core.directory.names([i.done_by for i in items] + [i.assignee_id for i in items])
+            if incident.checklist_post_id:
+                thread = {p.id: p for p in await core.client.get_thread(incident.checklist_post_id)}
+                marked = {
+                    p.props.get(PART_PROP): p for p in thread.values()
+                    if p.user_id == core.bot_id and isinstance(p.props.get(PART_PROP), str)
+                }
+                for item in items:
+                    if item.post_id is None and not item.removed:
+                        post = marked.get(f"{number}:item:{item.number}")
+                        if post is None:
+                            post = await core.client.create_post(
+                                incident.channel_id, messages.checklist_item(item, names), root_id=incident.checklist_post_id,
+                                props=part_props(number, f"item:{item.number}"),
+                            )
+                        item.post_id = post.id
+                        thread[post.id] = post
+                        async with core.store.transaction() as tx:
+                            await tx.save_checklist_item(item)
+                    if item.post_id and item.post_id in thread and thread[item.post_id].message != messages.checklist_item(item, names):
+                        await core.refresh_item(incident, item)
+            await core.refresh(incident, [i for i in items if not i.removed])
 
     async def _ensure_channel(self, incident: Incident) -> Channel:
         core = self.core
@@ -270,7 +383,8 @@ class Incidents:
             return
         if req.channel_id == incident.origin_channel_id and req.thread_root == incident.origin_post_id:
             return
-        root = "" if incident.origin_channel_id != req.channel_id and await self._is_dm(incident.origin_channel_id) else incident.origin_post_id
+        # In a DM the bot answers without threads, as it did to the `start` there.
+        root = "" if await self._is_dm(incident.origin_channel_id) else incident.origin_post_id
         await core.post_in_channel(incident.origin_channel_id, text, root_id=root)
 
     async def _is_dm(self, channel_id: str) -> bool:
@@ -302,7 +416,7 @@ class Incidents:
                 )
                 await tx.record_event(req.key, now, incident.number)
             await core.refresh(incident)
-        await core.reply(req, f"Reopened incident #{incident.number} ({messages.link(incident)}); it is active again.")
+        await core.reply(req, messages.reopened(incident))
 
     # --- read-only -------------------------------------------------------------------
 
@@ -338,7 +452,7 @@ class Incidents:
         async with core.store.transaction() as tx:
             incidents, total = await tx.list_incidents(list(teams), [Status.ENDED], limit, (page - 1) * limit)
         names = await core.directory.names([i.commander_id for i in incidents])
-        await core.reply(req, messages.history(incidents, total, page, limit, names, teams, core.now()))
+        await core.reply(req, messages.history(incidents, total, page, limit, names, teams, core.now(), team=cmd.team))
 
     # --- people and severity ------------------------------------------------------------
 

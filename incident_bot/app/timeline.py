@@ -14,7 +14,7 @@ from incident_bot.chat.models import Post, Reaction
 from incident_bot.domain import export, messages
 from incident_bot.domain.commands import Command
 from incident_bot.domain.models import Incident, Status, TimelineEvent, TimelineKind
-from incident_bot.domain.rules import format_duration, reminder_due
+from incident_bot.domain.rules import REMINDER_MIN_GAP, format_duration, reminder_due
 
 log = structlog.get_logger("incident_bot.app")
 
@@ -25,9 +25,11 @@ class Timeline:
     def __init__(self, core: Core) -> None:
         self.core = core
 
-    async def _member_incident(self, req: Request, number: int | None, command: str, what: str) -> Incident:
+    async def _member_incident(
+        self, req: Request, number: int | None, command: str, what: str, channel_only: bool = False
+    ) -> Incident:
         """Timeline, notes and exports quote the channel: members only."""
-        incident = await self.core.incident_for(req, number, command)
+        incident = await self.core.incident_for(req, number, command, channel_only=channel_only)
         if not await self.core.directory.in_channel(incident.channel_id, req.user_id):
             raise UserError(messages.not_a_member_to_read(incident, what))
         return incident
@@ -48,7 +50,7 @@ class Timeline:
 
     async def show(self, req: Request, cmd: Command) -> None:
         core = self.core
-        incident = await self._member_incident(req, None, "timeline", "timeline")
+        incident = await self._member_incident(req, None, "timeline", "timeline", channel_only=True)
         async with core.store.transaction() as tx:
             events = await tx.list_timeline(incident.number)
         names = await core.directory.names(e.actor_id for e in events)
@@ -118,6 +120,8 @@ class Timeline:
         async with core.lock(incident.number):
             async with core.store.transaction() as tx:
                 existing = await tx.get_timeline_by_post(incident.number, post.id)
+                if existing is not None and existing.data.get("post_deleted"):
+                    return "unchanged"  # the post is gone; its entry stays marked deleted
                 if pinners and existing is None:
                     await tx.add_timeline(self._pinned_event(incident, post, pinners[0], permalink))
                     return "pinned"
@@ -166,9 +170,11 @@ class Timeline:
             if existing is None:
                 return "ignored"
             if deleted:
+                # The entry stays, marked deleted (``deleted`` would take it off the timeline,
+                # as for an unpin); the words go with the post, which may have been removed
+                # because it should never have been posted.
                 existing.data = {**existing.data, "post_deleted": True}
-                existing.deleted = True
-                existing.text = existing.text
+                existing.text = ""
             else:
                 existing.text = post.message
                 existing.data = {**existing.data, "edited": True}
@@ -243,16 +249,26 @@ class Timeline:
                 minutes = core.settings.reminders.minutes_for(incident.severity)
                 incident.next_reminder_at = reminder_due(now, minutes)
                 since = incident.last_update_at or incident.started_at
+                names = await core.directory.names([incident.commander_id])
                 # Commit the next due time first: a crash after this never repeats the reminder.
                 async with core.store.transaction() as tx:
                     await tx.save_incident(incident)
+                posted = None
+                if incident.channel_id:
+                    posted = await core.post_in_channel(incident.channel_id, messages.reminder(incident, names, since, now))
+                if posted is None:
+                    # Mattermost refused or is down: not recorded as sent, and tried again in a
+                    # minute rather than an interval later (not every tick: the refusal may last).
+                    incident.next_reminder_at = now + REMINDER_MIN_GAP
+                    async with core.store.transaction() as tx:
+                        await tx.save_incident(incident)
+                    log.warning("reminder.not_sent", incident=incident.number, channel=incident.channel_name)
+                    continue
+                async with core.store.transaction() as tx:
                     await tx.add_timeline(
                         TimelineEvent(incident_number=incident.number, at=now, kind=TimelineKind.REMINDER_SENT,
                                       text=f"no update for {format_duration(now - since)}")
                     )
-                names = await core.directory.names([incident.commander_id])
-                if incident.channel_id:
-                    await core.post_in_channel(incident.channel_id, messages.reminder(incident, names, since, now))
                 sent += 1
                 log.info("reminder.sent", incident=incident.number, channel=incident.channel_name, user=incident.commander_id)
         return sent
@@ -296,9 +312,18 @@ class Timeline:
 
     async def export(self, req: Request, cmd: Command) -> None:
         core = self.core
-        if cmd.incident is None and req.is_dm:
-            raise UserError(messages.need_incident_channel("export"))
-        incident = await self._member_incident(req, cmd.incident, "export", "export")
+        if req.is_dm:
+            if cmd.incident is None:
+                raise UserError(messages.need_incident_channel("export"))
+            incident = await self._member_incident(req, cmd.incident, "export", "export")
+        else:
+            # The file quotes the incident channel: it goes there or to a DM, never to a channel
+            # (or another incident's channel) where people outside the incident would read it.
+            async with core.store.transaction() as tx:
+                here = await tx.get_incident_by_channel(req.channel_id)
+            if here is None or (cmd.incident is not None and cmd.incident != here.number):
+                raise UserError(messages.export_where(cmd.incident))
+            incident = await self._member_incident(req, None, "export", "export")
         fmt = cmd.format or "md"
         content = await self.render(incident, fmt)
         name = export.filename(incident, fmt)

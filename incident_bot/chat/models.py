@@ -58,6 +58,7 @@ class Post(_MMModel):
     edit_at: int = 0
     delete_at: int = 0
     is_pinned: bool = False
+    has_reactions: bool = False  # the server leaves it out when false
     type: str = ""  # "" for a user's post; "system_*" for system messages
     original_id: str = ""  # set on edit-history rows, which `?since=` also returns
     props: dict[str, Any] = {}

@@ -271,7 +271,14 @@ def incident_list(
 
 
 def history(
-    incidents: list[Incident], total: int, page: int, limit: int, names: Names, team_names: Mapping[str, str], now: datetime
+    incidents: list[Incident],
+    total: int,
+    page: int,
+    limit: int,
+    names: Names,
+    team_names: Mapping[str, str],
+    now: datetime,
+    team: str | None = None,
 ) -> str:
     if not incidents:
         return "No ended incidents in your teams." if page == 1 else f"No page {page}: there are {total} ended incidents."
@@ -289,12 +296,19 @@ def history(
             f"{names(incident.commander_id)} | {ended} | {team_names.get(incident.team_id, '?')} |"
         )
     if first + len(incidents) - 1 < total:
-        lines.append(f"\nMore: `{BOT} history --page {page + 1}`" + (f" --limit {limit}" if limit != 10 else ""))
+        # The next page's command, whole, with the same team and page size.
+        options = (f" --team {team}" if team else "") + f" --page {page + 1}" + (f" --limit {limit}" if limit != 10 else "")
+        lines.append(f"\nMore: `{BOT} history{options}`")
     return "\n".join(lines)
 
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _clip(text: str, limit: int) -> str:
+    """At most ``limit`` characters, with a visible mark where something was left out."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def joined(incident: Incident) -> str:
@@ -524,8 +538,8 @@ def timeline_event_text(event: TimelineEvent) -> str:
     if item is not None:
         word = f"{word} {item}"
     if event.kind == "post_pinned":
-        if event.deleted:
-            return f"Post (deleted): ~~{text}~~" if text else "Post (deleted)"
+        if event.deleted or event.data.get("post_deleted"):
+            return "Post (deleted)"
         edited = " (edited)" if event.data.get("edited") else ""
         link_ = event.data.get("permalink")
         return f"[Post]({link_}){edited}: {text}" if link_ else f"Post{edited}: {text}"
@@ -540,7 +554,7 @@ def timeline_tables(incident: Incident, events: list[TimelineEvent], names: Name
     title = f"**Timeline of incident #{incident.number}: {_cell(incident.title)}**"
     rows = [
         f"| {event.at.strftime('%Y-%m-%d %H:%M')} | {format_offset(incident.started_at, event.at)} | "
-        f"{_cell(timeline_event_text(event))[:2000]} | {names(event.actor_id) if event.actor_id else ''} |"
+        f"{_clip(_cell(timeline_event_text(event)), 2000)} | {names(event.actor_id) if event.actor_id else ''} |"
         for event in events
     ]
     posts: list[str] = []
@@ -613,6 +627,18 @@ def stats(
 
 def exported(incident: Incident, filename: str) -> str:
     return f"Postmortem starter for incident #{incident.number}: `{filename}` (attached)."
+
+
+def export_where(number: int | None) -> str:
+    example = f"export {number}" if number is not None else "export <id>"
+    return (
+        "`export` uploads the incident's record, so it works only in that incident's channel, "
+        f"or in a direct message to me: `{example}`."
+    )
+
+
+def reopened(incident: Incident) -> str:
+    return f"Reopened incident #{incident.number} ({link(incident)}); it is active again."
 
 
 def not_a_member_to_read(incident: Incident, what: str) -> str:

@@ -81,6 +81,8 @@ class BotProcess:
         self.runs = 0
         self.log_path = workdir / "bot-0.log"
         self.exit_codes: list[int] = []
+        # The bot reads this file on every clock read (see incident_bot.app.core.Clock).
+        self.skew_path = workdir / "clock-skew"
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("INCIDENT_BOT_")}
@@ -88,9 +90,16 @@ class BotProcess:
             INCIDENT_BOT_MATTERMOST_URL=self.world.url,
             INCIDENT_BOT_BOT_TOKEN=self.world.bot_token,
             INCIDENT_BOT_DATABASE=str(self.db_path),
+            INCIDENT_BOT_CLOCK_SKEW_FILE=str(self.skew_path),
             PYTHONUNBUFFERED="1",
         )
         return env
+
+    def skew(self, seconds: float) -> None:
+        """Set the bot's clock to real time + ``seconds`` (takes effect at its next clock read)."""
+        tmp = self.skew_path.with_suffix(".tmp")
+        tmp.write_text(str(seconds))
+        tmp.replace(self.skew_path)  # atomic: the bot never reads a half-written number
 
     async def start(self, wait_ready: bool = True) -> None:
         assert self.proc is None or self.proc.returncode is not None, "bot already running"
