@@ -110,7 +110,10 @@ class IncidentBot:
             handler.tracker = self.cursor
             handler.on_unfinished = self._on_unfinished
             handler.resume_start = incidents.incidents.resume_command
+            core.on_stale = self._retry_wakeup.set
+            self._repair_stale = incidents.incidents.repair_stale
             self.catchup = CatchUp(core, self.cursor, feed=handler.handle, submit=handler.queues.submit, reconcile=self._reconcile)
+            self.catchup.on_unfinished = self._on_unfinished
             self._checklists = checklist.checklists
             self._timeline = timeline.timeline
             manager.start()
@@ -219,28 +222,36 @@ class IncidentBot:
         self._retry_version += 1
         previous = self._retry.get(key)
         self._retry[key] = (min(ms, previous[0]) if previous else ms, self._retry_version)
-        self.cursor.hold(f"retry:{key}", ms)
+        self.cursor.hold(f"retry:{key}", ms)  # one hold per key in _retry, released when it leaves
+        if previous is not None:
+            self.cursor.release(f"retry:{key}")
         self._retry_wakeup.set()
 
     async def _retry_loop(self) -> None:
-        """While something is left to retry: wait (backing off), then catch up from its time."""
+        """While something failed because Mattermost did: wait (backing off), then read it
+        again from its time, and repair channels whose edits failed."""
+        assert self.core is not None
         delay = 2.0
         while True:
             await self._retry_wakeup.wait()
             self._retry_wakeup.clear()
-            while self._retry:
+            while self._retry or self.core.stale:
                 await asyncio.sleep(random.uniform(delay / 2, delay))
-                snapshot = dict(self._retry)
-                since = min(ms for ms, _ in snapshot.values())
-                log.info("bot.retrying", items=len(snapshot), since=since)
-                if await self._catch_up("retry", since):
-                    for key, (_, version) in snapshot.items():
-                        if self._retry.get(key, (0, -1))[1] == version:  # not failed again meanwhile
-                            del self._retry[key]
-                            self.cursor.release(f"retry:{key}")
-                    delay = 2.0
-                else:
-                    delay = min(delay * 2, 60.0)
+                ok = True
+                if self.core.stale:
+                    ok = await self._repair_stale()
+                if self._retry:
+                    snapshot = dict(self._retry)
+                    since = min(ms for ms, _ in snapshot.values())
+                    log.info("bot.retrying", items=len(snapshot), since=since)
+                    if await self._catch_up("retry", since):
+                        for key, (_, version) in snapshot.items():
+                            if self._retry.get(key, (0, -1))[1] == version:  # not failed again meanwhile
+                                del self._retry[key]
+                                self.cursor.release(f"retry:{key}")
+                    else:
+                        ok = False
+                delay = 2.0 if ok else min(delay * 2, 60.0)
 
     async def _reconcile(self, post: Post) -> None:
         await self._checklists.reconcile(post.id)

@@ -38,6 +38,7 @@ CURSOR_KEY = "last_event_ms"
 MARGIN_MS = 60_000  # re-read a minute before the cursor: clocks and in-flight events
 FLUSH_SECONDS = 1.0
 LATE_AFTER = timedelta(seconds=2)  # older than this when handled: the reply says it is late
+PAGE = 1000  # the most posts Mattermost answers to one ?since= request
 FUTURE_LIMIT_MS = 10 * 60_000  # an event time this far ahead of our clock is not believed
 
 
@@ -59,7 +60,7 @@ class Cursor:
         self.core = core
         self.value: int | None = None
         self._saved: int | None = None
-        self._holds: dict[str, int] = {}
+        self._holds: dict[str, tuple[int, int]] = {}  # key -> (time, how many holds)
 
     async def load(self) -> int | None:
         async with self.core.store.transaction() as tx:
@@ -77,14 +78,21 @@ class Cursor:
             self.value = ms
 
     def hold(self, key: str, ms: int) -> None:
-        """Keep the saved cursor at or before ``ms`` until ``release(key)``; the earliest hold of a key wins."""
+        """Keep the saved cursor at or before ``ms`` until ``release(key)``. Holds of one key
+        count (each hold needs its release); the earliest time wins."""
         if not self._believable(ms) or (self.value is not None and ms < self.value - 7 * 86_400_000):
             ms = self.value or wall_ms()  # no usable time: hold where we are
-        if key not in self._holds or ms < self._holds[key]:
-            self._holds[key] = ms
+        held = self._holds.get(key)
+        self._holds[key] = (min(ms, held[0]), held[1] + 1) if held else (ms, 1)
 
     def release(self, key: str) -> None:
-        self._holds.pop(key, None)
+        held = self._holds.get(key)
+        if held is None:
+            return
+        if held[1] <= 1:
+            del self._holds[key]
+        else:
+            self._holds[key] = (held[0], held[1] - 1)
 
     def held(self, key: str) -> bool:
         return key in self._holds
@@ -92,7 +100,7 @@ class Cursor:
     @property
     def safe(self) -> int | None:
         if self._holds:
-            oldest = min(self._holds.values())
+            oldest = min(ms for ms, _ in self._holds.values())
             return oldest - 1 if self.value is None else min(oldest - 1, self.value)
         return self.value
 
@@ -131,6 +139,7 @@ class CatchUp:
         self.submit = submit
         self._reconcile = reconcile
         self._lock = asyncio.Lock()
+        self.on_unfinished: Callable[[str, int], None] | None = None  # (key, ms): Mattermost failed, try later
 
     async def reconcile(self, post: Post) -> None:
         key = f"reconcile:{post.id}:{post.update_at}"
@@ -141,6 +150,8 @@ class CatchUp:
                 await self._reconcile(post)
             except Exception as exc:  # noqa: BLE001 - one post must not stop catch-up
                 log.warning("catchup.reconcile_failed", post=post.id, error=type(exc).__name__, detail=str(exc)[:200])
+                if isinstance(exc, MattermostError) and self.on_unfinished is not None:
+                    self.on_unfinished(key, post.update_at or post.create_at)  # read again once it answers
             self.cursor.release(key)
 
         self.submit(post.channel_id, work)
@@ -182,7 +193,7 @@ class CatchUp:
         complete = True
         for channel in channels:
             try:
-                posts = await self.core.client.get_posts_since(channel.id, since_ms)
+                posts = await self._posts_since(channel.id, since_ms)
             except (MattermostError, ValueError) as exc:
                 log.warning("catchup.channel_failed", channel=channel.id, error=type(exc).__name__)
                 complete = False
@@ -198,14 +209,28 @@ class CatchUp:
         log.info("catchup.done", reason=reason, channels=len(channels), posts=count, since=since_ms, complete=complete)
         return complete
 
+    async def _posts_since(self, channel_id: str, since_ms: int) -> list[Post]:
+        """Every post changed since ``since_ms``: the server answers at most PAGE per call,
+        oldest changes first, so ask again from the newest change seen until less comes."""
+        found: dict[str, Post] = {}
+        while True:
+            batch = await self.core.client.get_posts_since(channel_id, since_ms)
+            fresh = [p for p in batch if p.id not in found or found[p.id].update_at < p.update_at]
+            for post in batch:
+                found[post.id] = post
+            if len(batch) < PAGE or not fresh:
+                return sorted(found.values(), key=lambda p: (p.create_at, p.id))
+            since_ms = max(p.update_at for p in batch) - 1
+
     # Kinds of work, in the order they apply when they happened at the same millisecond.
     POSTED, EDITED, DELETED, RECONCILE = range(4)
 
     def _work_for(self, post: Post, since_ms: int) -> list[tuple[int, int, Post]]:
         """(when it happened, kind, post) for everything this post may carry that was missed."""
+        if post.original_id:
+            return []  # an edit-history row: the edited post itself comes too
         if post.delete_at:
-            # Deleted posts, and the server's edit-history rows (deleted copies): only a
-            # person's deleted post matters to the timeline.
+            # Only a person's deleted post matters (to the timeline).
             if post.user_id == self.core.bot_id or post.delete_at < since_ms:
                 return []
             return [(post.delete_at, self.DELETED, post)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import structlog
 
-from incident_bot.app.core import Core, Request, UserError, part_props
+from incident_bot.app.core import Core, Request, UserError, part_props, pending_id
 from incident_bot.chat.events import ReactionAdded
 from incident_bot.chat.models import Reaction
 from incident_bot.domain import messages
@@ -100,7 +100,10 @@ class Checklists:
         assert incident.channel_id is not None
         names = await core.directory.names([i.done_by for i in items] + [i.assignee_id for i in items])
         if incident.checklist_post_id is None:
-            header = await core.client.create_post(incident.channel_id, messages.checklist_header(incident, items, names))
+            header = await core.client.create_post(
+                incident.channel_id, messages.checklist_header(incident, items, names), props=part_props(incident.number, "checklist"),
+                pending_post_id=pending_id(incident.channel_id, "checklist"),
+            )
             incident.checklist_post_id = header.id
             async with core.store.transaction() as tx:
                 await tx.save_incident(incident)
@@ -109,6 +112,7 @@ class Checklists:
                 post = await core.client.create_post(
                     incident.channel_id, messages.checklist_item(item, names), root_id=incident.checklist_post_id,
                     props=part_props(incident.number, f"item:{item.number}"),  # found again by Incidents.repair
+                    pending_post_id=pending_id(incident.channel_id, f"item:{item.number}"),
                 )
                 item.post_id = post.id
                 async with core.store.transaction() as tx:
@@ -238,18 +242,18 @@ class Checklists:
             incident = await tx.get_incident(item.incident_number) if item else None
         if item is None or incident is None or item.removed or incident.status != Status.ACTIVE:
             return "ignored"
-        reactions = [r for r in await core.client.get_reactions(post_id) if r.emoji_name in core.settings.check_emojis]
-        members: dict[str, bool] = {}
-        ticks: list[Reaction] = []  # every member's tick reaction, oldest first
-        for r in sorted(reactions, key=lambda r: (r.create_at, r.update_at)):
-            if r.user_id != core.bot_id:
-                if r.user_id not in members:
-                    members[r.user_id] = await core.directory.in_channel(incident.channel_id, r.user_id)
-                if members[r.user_id]:
-                    ticks.append(r)
-        keys = {(r.user_id, r.emoji_name): ReactionAdded(reaction=r).dedupe_key for r in reactions}
         outcome = "unchanged"
-        async with core.lock(incident.number):
+        async with core.lock(incident.number):  # the reactions read and the change made as one step
+            reactions = [r for r in await core.client.get_reactions(post_id) if r.emoji_name in core.settings.check_emojis]
+            members: dict[str, bool] = {}
+            ticks: list[Reaction] = []  # every member's tick reaction, oldest first
+            for r in sorted(reactions, key=lambda r: (r.create_at, r.update_at)):
+                if r.user_id != core.bot_id:
+                    if r.user_id not in members:
+                        members[r.user_id] = await core.directory.in_channel(incident.channel_id, r.user_id)
+                    if members[r.user_id]:
+                        ticks.append(r)
+            keys = {(r.user_id, r.emoji_name): ReactionAdded(reaction=r).dedupe_key for r in reactions}
             async with core.store.transaction() as tx:
                 item = await tx.get_checklist_item_by_post(post_id)
                 events = await tx.list_timeline(incident.number)

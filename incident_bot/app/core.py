@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -31,6 +32,13 @@ def part_props(incident: int, part: str) -> dict[str, str]:
     """Props marking a post as one part of incident ``incident``'s channel (``summary``,
     ``checklist``, ``item:3``), so a restart finds a post it made but never noted."""
     return {PART_PROP: f"{incident}:{part}"}
+
+
+def pending_id(*what: str) -> str:
+    """The same ``pending_post_id`` for the same post, also from a restarted bot: for 30 s
+    Mattermost answers a repeat with the post already made (a request in flight when the
+    bot died). Past that, ``part_props`` and the reply's props find it."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, "incident-bot:" + ":".join(what)).hex
 
 
 class UserError(Exception):
@@ -97,6 +105,10 @@ class Core:
     directory: Directory
     clock: Clock = field(default_factory=Clock)
     _locks: dict[int, asyncio.Lock] = field(default_factory=dict)
+    # Incidents whose channel shows an older state: a change was saved but Mattermost refused
+    # the edits. Repaired as a whole once it answers again (``on_stale`` says when to try).
+    stale: set[int] = field(default_factory=set)
+    on_stale: Callable[[], None] | None = None
 
     @property
     def bot_id(self) -> str:
@@ -120,7 +132,10 @@ class Core:
         if req.late_by is not None:
             text = messages.late(text, format_short_duration(req.late_by))
         root = "" if req.is_dm else req.thread_root
-        post = await self.client.create_post(req.channel_id, text, root_id=root, props={REPLY_PROP: req.post.id}, file_ids=file_ids)
+        post = await self.client.create_post(
+            req.channel_id, text, root_id=root, props={REPLY_PROP: req.post.id}, file_ids=file_ids,
+            pending_post_id=pending_id("reply", req.key),
+        )
         req.replied = True
         async with self.store.transaction() as tx:
             await tx.record_reply(req.key, post.id, self.now())
@@ -209,10 +224,24 @@ class Core:
             return None
         return f"{self.settings.mattermost_url}/{team.name}/pl/{incident.origin_post_id}"
 
-    async def refresh(self, incident: Incident, items: list[ChecklistItem] | None = None) -> None:
-        """Bring header, pinned summary and checklist header in line with the database."""
+    async def refresh(self, incident: Incident, items: list[ChecklistItem] | None = None, *, strict: bool = False) -> None:
+        """Bring header, pinned summary and checklist header in line with the database.
+
+        A change is saved before its channel is edited: when Mattermost fails here the change
+        stands, the incident is marked stale and repaired later (``strict``: raise instead)."""
         if incident.channel_id is None:
             return
+        if not strict and incident.number in self.stale:
+            return  # repaired as a whole once Mattermost answers again
+        try:
+            await self._refresh(incident, items)
+        except MattermostError as exc:
+            if strict:
+                raise
+            self.mark_stale(incident.number, exc)
+
+    async def _refresh(self, incident: Incident, items: list[ChecklistItem] | None) -> None:
+        assert incident.channel_id is not None
         if items is None:
             async with self.store.transaction() as tx:
                 items = await tx.list_checklist(incident.number)
@@ -229,10 +258,22 @@ class Core:
         if incident.checklist_post_id:
             await self._patch(incident.checklist_post_id, messages.checklist_header(incident, items, names))
 
-    async def refresh_item(self, incident: Incident, item: ChecklistItem) -> None:
-        if item.post_id:
+    async def refresh_item(self, incident: Incident, item: ChecklistItem, *, strict: bool = False) -> None:
+        if not item.post_id or (not strict and incident.number in self.stale):
+            return
+        try:
             names = await self.directory.names([item.done_by, item.assignee_id])
             await self._patch(item.post_id, messages.checklist_item(item, names))
+        except MattermostError as exc:
+            if strict:
+                raise
+            self.mark_stale(incident.number, exc)
+
+    def mark_stale(self, number: int, exc: Exception) -> None:
+        log.warning("refresh.failed", incident=number, error=type(exc).__name__)
+        self.stale.add(number)
+        if self.on_stale is not None:
+            self.on_stale()
 
     async def _patch(self, post_id: str, text: str) -> None:
         try:

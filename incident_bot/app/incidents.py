@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import structlog
 
-from incident_bot.app.core import PART_PROP, Core, Request, UserError, part_props
+from incident_bot.app.core import PART_PROP, Core, Request, UserError, part_props, pending_id
 from incident_bot.chat.errors import ChannelNameTaken, MattermostError
 from incident_bot.chat.models import Channel, Post, Team
 from incident_bot.domain import commands, messages
@@ -143,7 +143,9 @@ class Incidents:
                 summary = made.get("summary")
                 if summary is None:
                     text = messages.summary(incident, names, items, core.now(), await core.origin_link(incident))
-                    summary = await core.client.create_post(channel.id, text, props=part_props(incident.number, "summary"))
+                    summary = await core.client.create_post(
+                        channel.id, text, props=part_props(incident.number, "summary"), pending_post_id=pending_id(channel.id, "summary")
+                    )
                 if not summary.is_pinned:
                     await core.client.pin_post(summary.id)
                 incident.summary_post_id = summary.id
@@ -153,7 +155,8 @@ class Incidents:
                 header = made.get("checklist")
                 if header is None:
                     header = await core.client.create_post(
-                        channel.id, messages.checklist_header(incident, items, names), props=part_props(incident.number, "checklist")
+                        channel.id, messages.checklist_header(incident, items, names), props=part_props(incident.number, "checklist"),
+                        pending_post_id=pending_id(channel.id, "checklist"),
                     )
                 incident.checklist_post_id = header.id
                 async with core.store.transaction() as tx:
@@ -166,6 +169,7 @@ class Incidents:
                             post = await core.client.create_post(
                                 channel.id, messages.checklist_item(item, names), root_id=incident.checklist_post_id,
                                 props=part_props(incident.number, f"item:{item.number}"),
+                                pending_post_id=pending_id(channel.id, f"item:{item.number}"),
                             )
                         item.post_id = post.id
                         async with core.store.transaction() as tx:
@@ -274,6 +278,8 @@ class Incidents:
             count += 1
             try:
                 await self._repair_one(incident.number)
+            except MattermostError as exc:
+                core.mark_stale(incident.number, exc)  # tried again while Mattermost recovers
             except Exception as exc:  # noqa: BLE001 - one incident must not stop the others
                 log.warning("incident.repair_failed", incident=incident.number, error=type(exc).__name__, detail=str(exc)[:200])
         return count
@@ -287,6 +293,17 @@ class Incidents:
             if incident is None or incident.channel_id is None:
                 return
             names = await core.directory.names([i.done_by for i in items] + [i.assignee_id for i in items])
+            live = [i for i in items if not i.removed]
+            if incident.checklist_post_id is None and live:  # the first `add` died before noting its header
+                header = (await self._made_parts(incident, incident.channel_id)).get("checklist")
+                if header is None:
+                    header = await core.client.create_post(
+                        incident.channel_id, messages.checklist_header(incident, live, names), props=part_props(number, "checklist"),
+                        pending_post_id=pending_id(incident.channel_id, "checklist"),
+                    )
+                incident.checklist_post_id = header.id
+                async with core.store.transaction() as tx:
+                    await tx.save_incident(incident)
             if incident.checklist_post_id:
                 thread = {p.id: p for p in await core.client.get_thread(incident.checklist_post_id)}
                 marked = {
@@ -300,14 +317,26 @@ class Incidents:
                             post = await core.client.create_post(
                                 incident.channel_id, messages.checklist_item(item, names), root_id=incident.checklist_post_id,
                                 props=part_props(number, f"item:{item.number}"),
+                                pending_post_id=pending_id(incident.channel_id, f"item:{item.number}"),
                             )
                         item.post_id = post.id
                         thread[post.id] = post
                         async with core.store.transaction() as tx:
                             await tx.save_checklist_item(item)
                     if item.post_id and item.post_id in thread and thread[item.post_id].message != messages.checklist_item(item, names):
-                        await core.refresh_item(incident, item)
-            await core.refresh(incident, [i for i in items if not i.removed])
+                        await core.refresh_item(incident, item, strict=True)
+            await core.refresh(incident, live, strict=True)
+            core.stale.discard(number)
+
+    async def repair_stale(self) -> bool:
+        """Repair the incidents whose channel edits failed; True when none is left."""
+        for number in sorted(self.core.stale):
+            try:
+                await self._repair_one(number)
+                log.info("incident.repaired", incident=number)
+            except MattermostError as exc:
+                log.warning("incident.repair_failed", incident=number, error=type(exc).__name__)
+        return not self.core.stale
 
     async def _ensure_channel(self, incident: Incident) -> Channel:
         core = self.core

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from datetime import datetime, timedelta
+from enum import IntEnum
 
 from incident_bot.domain.models import Incident, Status
 
@@ -105,3 +106,45 @@ def reminder_due(last: datetime, minutes: int) -> datetime | None:
     if minutes <= 0:
         return None
     return last + timedelta(minutes=minutes)
+
+
+# --- who may do what ---------------------------------------------------------------
+
+class Access(IntEnum):
+    """How close a person is to an incident."""
+
+    NONE = 0  # not in the incident's team: sees nothing, not even that it exists
+    TEAM = 1  # in the team: may read the summary (info, list, history, stats) and join
+    CHANNEL = 2  # in the incident channel: may change it and read what quotes the channel
+
+
+# Commands about one incident and the access they need. Everything that changes an
+# incident needs the channel; so do timeline, notes and export, which quote channel posts.
+REQUIRED_ACCESS: dict[str, Access] = {
+    "info": Access.TEAM,
+    "join": Access.TEAM,
+    "checklist": Access.TEAM,
+    **{
+        command: Access.CHANNEL
+        for command in (
+            "end", "reopen", "commander", "sev", "update", "check", "uncheck", "add", "remove",
+            "rename", "assign", "unassign", "note", "timeline", "export",
+        )
+    },
+}
+
+
+def access(in_team: bool, in_channel: bool) -> Access:
+    if in_channel:
+        return Access.CHANNEL
+    return Access.TEAM if in_team else Access.NONE
+
+
+def allowed(command: str, level: Access) -> bool:
+    """May someone with ``level`` run ``command`` on an incident?"""
+    return level >= REQUIRED_ACCESS.get(command, Access.CHANNEL)
+
+
+def may_react(level: Access, is_bot: bool) -> bool:
+    """Reactions count only from channel members, never from the bot itself."""
+    return level == Access.CHANNEL and not is_bot

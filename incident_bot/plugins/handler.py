@@ -199,14 +199,18 @@ class IncidentEventHandler(EventHandler):
         if done:
             self._attempts.pop(key, None)
             return True
+        log.warning("command.unanswered", key=key, channel=event.post.channel_id, attempt=self._attempts.get(key, 0) + 1)
+        return not self._try_again(key, event)
+
+    def _try_again(self, key: str, event: Posted) -> bool:
+        """Count a failed attempt; False once a command has failed MAX_ATTEMPTS times."""
         attempts = self._attempts.get(key, 0) + 1
         if attempts >= MAX_ATTEMPTS:
             self._attempts.pop(key, None)
             log.error("command.abandoned", key=key, channel=event.post.channel_id, attempts=attempts)
-            return True
+            return False
         self._attempts[key] = attempts
-        log.warning("command.unanswered", key=key, channel=event.post.channel_id, attempt=attempts)
-        return False
+        return True
 
     def _request(self, event: Posted, key: str, late_by: timedelta | None) -> Request:
         return Request(
@@ -227,7 +231,7 @@ class IncidentEventHandler(EventHandler):
             return True
         except Exception as exc:  # noqa: BLE001 - try again at the next catch-up
             log.warning("command.recover_failed", key=key, error=type(exc).__name__, detail=str(exc)[:200])
-            return False
+            return not self._try_again(key, event)
         finally:
             self._inflight.discard(key)
 

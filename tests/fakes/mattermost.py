@@ -40,6 +40,7 @@ API = "/api/v4"
 SERVER_VERSION = "10.11.0.0.fake.false"
 MAX_POST_RUNES = 16383
 DEAD_QUEUE_SIZE = 128  # events kept per connection for resume, as the real server
+PENDING_POST_ID_TTL = 30.0  # seconds a pending_post_id makes POST /posts idempotent (real: 30 s)
 SEND_QUEUE_SIZE = 256  # events queued for a disconnected connection before it is dropped
 CHANNEL_NAME_MAX = 64
 CHANNEL_DISPLAY_NAME_MAX = 64
@@ -95,6 +96,7 @@ _MESSAGES: dict[str, str] = {
     "api.web_socket_router.not_authenticated.app_error": "Connection is not authenticated. Please log in and try again.",
     "api.web_socket_router.bad_action.app_error": "Unknown WebSocket action.",
     "app.fake.injected_fault.app_error": "Injected fault.",
+    "api.post.deduplicate_create_post.pending": "Rejected post since another client made the same request.",
 }
 
 
@@ -269,6 +271,8 @@ class FakeMattermost:
         self._posts: dict[str, dict[str, Any]] = {}
         self._reactions: dict[str, list[dict[str, Any]]] = {}
         self._files: dict[str, dict[str, Any]] = {}
+        # pending_post_id -> (post id, or "" while the request is in flight; when; that request)
+        self._pending_ids: dict[str, tuple[str, float, Any]] = {}
         self._file_content: dict[str, bytes] = {}
         self.bot_user_id: str | None = None
 
@@ -1303,6 +1307,33 @@ class FakeMattermost:
     async def _handle_rest(self, request: web.Request, request_id: str,
                            user_id: str | None) -> tuple[web.StreamResponse, Any]:
         method, path = request.method, request.path
+        claim = await self._claim_pending(request) if method == "POST" and path == API + "/posts" else None
+        try:
+            response, body = await self._handle_rest_claimed(request, request_id, user_id)
+        finally:
+            entry = self._pending_ids.get(claim) if claim else None
+            if entry is not None and not entry[0] and entry[2] is request:
+                del self._pending_ids[claim]  # real: a failed create lets the client retry
+        return response, body
+
+    async def _claim_pending(self, request: web.Request) -> str | None:
+        """Real: the pending id is claimed as the request comes in, before the post is saved."""
+        try:
+            body = json.loads(await request.read() or b"null")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        pending = body.get("pending_post_id") if isinstance(body, dict) else None
+        if not isinstance(pending, str) or not pending:
+            return None
+        seen = self._pending_ids.get(pending)
+        if seen is not None and time.monotonic() - seen[1] < PENDING_POST_ID_TTL:
+            return None  # someone else's claim, or a post already made
+        self._pending_ids[pending] = ("", time.monotonic(), request)
+        return pending
+
+    async def _handle_rest_claimed(self, request: web.Request, request_id: str,
+                                   user_id: str | None) -> tuple[web.StreamResponse, Any]:
+        method, path = request.method, request.path
         for rule in self._faults:
             if rule.kind == "delay" and rule.matches(method, path, user_id):
                 rule.take()
@@ -1731,13 +1762,22 @@ class FakeMattermost:
         if type_.startswith("system_"):
             raise ApiFailure(400, "api.context.invalid_param.app_error", name="post.type")
         pending = body.get("pending_post_id") or ""
-        if pending:
-            for p in self._posts.values():
-                if p["pending_post_id"] == pending and p["user_id"] == ctx.user_id:
-                    return 201, self.post_json(p)  # real: a retry with the same pending id is idempotent
+        if isinstance(pending, str) and pending:
+            # Real (app/post.go deduplicateCreatePost): a pending id seen in the last 30 s (one
+            # cache for the whole server) answers the post it made, or 500 while the first
+            # request is still saving; after 30 s it is forgotten.
+            seen = self._pending_ids.get(pending)
+            if seen is not None and time.monotonic() - seen[1] < PENDING_POST_ID_TTL:
+                if not seen[0] and seen[2] is not ctx.request:
+                    raise ApiFailure(500, "api.post.deduplicate_create_post.pending")
+                p = self._posts.get(seen[0])
+                if p is not None and not p["delete_at"]:
+                    return 201, self.post_json(p)
         create_at = body.get("create_at") if self._is_admin(ctx.user_id) else None
         post = self._create_post(self.users[ctx.user_id], ch, body, type_=type_,
                                  create_at=create_at if isinstance(create_at, int) else None)
+        if isinstance(pending, str) and pending:
+            self._pending_ids[pending] = (post["id"], time.monotonic(), None)
         return 201, self.post_json(post)
 
     def _live_post(self, post_id: str) -> dict[str, Any] | None:

@@ -632,3 +632,30 @@ async def test_world_bootstrap(world: World) -> None:
     admin = await world.admin.me()
     assert "system_admin" in admin["roles"]
     assert world.alice.bot_user_id == world.bot_user_id
+
+
+async def test_pending_post_id_dedupes_for_30_seconds_and_while_in_flight(world: World, bot: Person, monkeypatch) -> None:
+    import tests.fakes.mattermost as fake_module
+
+    fake = fake_of(world)
+    ch = world.channel_ids["ops/incidents"]
+    body = {"channel_id": ch, "message": "once", "pending_post_id": "p-1"}
+    first = await bot.request("POST", "/posts", json_body=body)
+    again = await bot.request("POST", "/posts", json_body={**body, "message": "twice"})
+    assert again["id"] == first["id"] and again["message"] == "once"
+    # while the first request with an id is still being handled, a second one is refused (500)
+    fake.delay("POST", r"^/api/v4/posts$", 0.5)
+    slow = asyncio.create_task(bot.request("POST", "/posts", json_body={**body, "pending_post_id": "p-2"}))
+    await asyncio.sleep(0.1)
+    with pytest.raises(ApiError) as refused:
+        await bot.request("POST", "/posts", json_body={**body, "pending_post_id": "p-2"})
+    assert refused.value.status == 500 and refused.value.id == "api.post.deduplicate_create_post.pending"
+    made = await slow
+    assert (await bot.request("POST", "/posts", json_body={**body, "pending_post_id": "p-2"}))["id"] == made["id"]
+    # a failed create frees the id at once; after 30 s the id is forgotten
+    fake.fail_next("POST", r"^/api/v4/posts$", 503)
+    with pytest.raises(ApiError):
+        await bot.request("POST", "/posts", json_body={**body, "pending_post_id": "p-3"})
+    assert (await bot.request("POST", "/posts", json_body={**body, "pending_post_id": "p-3"}))["message"] == "once"
+    monkeypatch.setattr(fake_module, "PENDING_POST_ID_TTL", 0.0)
+    assert (await bot.request("POST", "/posts", json_body=body))["id"] != first["id"]

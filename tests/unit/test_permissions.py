@@ -1,0 +1,36 @@
+"""Who may do what with an incident."""
+
+import pytest
+
+from incident_bot.domain.rules import REQUIRED_ACCESS, Access, access, allowed, may_react
+
+
+def test_access_levels():
+    assert access(in_team=False, in_channel=False) is Access.NONE
+    assert access(in_team=True, in_channel=False) is Access.TEAM
+    assert access(in_team=True, in_channel=True) is Access.CHANNEL
+
+
+@pytest.mark.parametrize("command", ["info", "join", "checklist"])
+def test_team_members_may_read_and_join(command):
+    assert allowed(command, Access.TEAM)
+    assert not allowed(command, Access.NONE)
+
+
+@pytest.mark.parametrize("command", ["end", "reopen", "commander", "sev", "update", "check", "uncheck", "add",
+                                     "remove", "rename", "assign", "unassign", "note", "timeline", "export"])
+def test_changes_and_channel_quotes_need_the_channel(command):
+    assert allowed(command, Access.CHANNEL)
+    assert not allowed(command, Access.TEAM)
+    assert not allowed(command, Access.NONE)
+
+
+def test_unknown_commands_default_to_the_strictest():
+    assert "frob" not in REQUIRED_ACCESS
+    assert not allowed("frob", Access.TEAM)
+
+
+def test_reactions_only_from_members_never_the_bot():
+    assert may_react(Access.CHANNEL, is_bot=False)
+    assert not may_react(Access.TEAM, is_bot=False)
+    assert not may_react(Access.CHANNEL, is_bot=True)
