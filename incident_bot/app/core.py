@@ -17,7 +17,7 @@ from incident_bot.chat.client import MattermostClient
 from incident_bot.chat.errors import MattermostError, NotFound
 from incident_bot.chat.models import Post
 from incident_bot.config import Settings
-from incident_bot.domain import messages
+from incident_bot.domain import messages, rules
 from incident_bot.domain.models import ChecklistItem, Incident, Playbook, Status, utcnow
 from incident_bot.domain.rules import RuleError, format_short_duration
 from incident_bot.store.base import Store, Transaction
@@ -195,8 +195,11 @@ class Core:
             if number is not None and number != incident.number:
                 raise UserError(messages.need_incident_channel_only(command))
         req.incident = incident.number
-        if member_action and not await self.directory.in_channel(incident.channel_id, req.user_id):
-            raise UserError(messages.not_a_member(incident, member_action))
+        if member_action:
+            # The requester is in the team here (found by channel, or checked above).
+            level = rules.access(in_team=True, in_channel=await self.directory.in_channel(incident.channel_id, req.user_id))
+            if not rules.allowed(command, level):
+                raise UserError(messages.not_a_member(incident, member_action))
         return incident
 
     async def playbooks(self, team_id: str) -> list[Playbook]:
