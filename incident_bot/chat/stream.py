@@ -146,6 +146,12 @@ class EventStream:
                     raise
                 except Exception as exc:
                     self._log_connect_failure(exc)
+                    if getattr(exc, "status", None) == 400 and self._connection_id:
+                        # The server refused our resume parameters: start a fresh connection
+                        # (the app then catches up over REST) instead of asking forever.
+                        log.warning("mattermost.ws.resume_refused", connection=self._connection_id)
+                        self._connection_id = ""
+                        self._next_seq = None
                 finally:
                     self._conn_task = None
                 if self._stopping:
