@@ -18,7 +18,7 @@ from incident_bot.chat.errors import MattermostError, NotFound
 from incident_bot.chat.models import Post
 from incident_bot.config import Settings
 from incident_bot.domain import messages, rules
-from incident_bot.domain.models import ChecklistItem, Incident, Playbook, Status, utcnow
+from incident_bot.domain.models import ChecklistItem, Incident, Playbook, Status, TimelineEvent, utcnow
 from incident_bot.domain.rules import RuleError, format_short_duration
 from incident_bot.store.base import Store, Transaction
 
@@ -164,6 +164,20 @@ class Core:
             return "found"
         await self.reply(req, messages.recovered(command_text))
         return "answered"
+
+    async def fresh(self, incident: Incident) -> Incident:
+        """The incident as the database has it now (call under its lock)."""
+        async with self.store.transaction() as tx:
+            return await tx.get_incident(incident.number) or incident
+
+    async def commit_change(self, key: str, incident: Incident, event: TimelineEvent) -> list[ChecklistItem]:
+        """Save the incident, its timeline event and the command's dedupe key in one
+        transaction; returns the checklist for the refresh that follows."""
+        async with self.store.transaction() as tx:
+            await tx.save_incident(incident)
+            await tx.add_timeline(event)
+            await tx.record_event(key, event.at, incident.number)
+            return await tx.list_checklist(incident.number)
 
     # --- lookups with the visibility rules -------------------------------------------
 

@@ -103,10 +103,10 @@ class Incidents:
             await tx.set_state(f"team:{team.id}", team.name)
             await tx.add_timeline(
                 TimelineEvent(
-                    incident_number=incident.number,
+                incident_number=incident.number,
                     at=now,
                     kind=TimelineKind.STARTED,
-                    actor_id=req.user_id,
+                actor_id=req.user_id,
                     text=title,
                     data={"severity": severity, "playbook": incident.playbook},
                 )
@@ -377,8 +377,7 @@ class Incidents:
         core = self.core
         incident = await core.incident_for(req, cmd.incident, "end", member_action="end")
         async with core.lock(incident.number):
-            async with core.store.transaction() as tx:
-                incident = await tx.get_incident(incident.number) or incident
+            incident = await core.fresh(incident)
             if incident.status == Status.ENDED:
                 raise UserError(messages.already_ended(incident))
             now = core.now()
@@ -387,16 +386,10 @@ class Incidents:
             incident.ended_by = req.user_id
             incident.resolution = cmd.text or None
             incident.next_reminder_at = None
-            async with core.store.transaction() as tx:
-                await tx.save_incident(incident)
-                await tx.add_timeline(
-                    TimelineEvent(
-                        incident_number=incident.number, at=now, kind=TimelineKind.ENDED,
-                        actor_id=req.user_id, text=cmd.text,
-                    )
-                )
-                await tx.record_event(req.key, now, incident.number)
-                items = await tx.list_checklist(incident.number)
+            items = await core.commit_change(req.key, incident, TimelineEvent(
+                incident_number=incident.number, at=now, kind=TimelineKind.ENDED,
+                actor_id=req.user_id, text=cmd.text,
+            ))
             await core.refresh(incident, items)
         names = await core.directory.names([incident.commander_id, incident.ended_by])
         if incident.channel_id:
@@ -427,8 +420,7 @@ class Incidents:
         core = self.core
         incident = await core.incident_for(req, cmd.incident, "reopen", member_action="reopen")
         async with core.lock(incident.number):
-            async with core.store.transaction() as tx:
-                incident = await tx.get_incident(incident.number) or incident
+            incident = await core.fresh(incident)
             if incident.status != Status.ENDED:
                 raise UserError(messages.not_ended(incident))
             now = core.now()
@@ -438,13 +430,11 @@ class Incidents:
             incident.resolution = None
             incident.last_update_at = now
             incident.next_reminder_at = reminder_due(now, core.settings.reminders.minutes_for(incident.severity))
-            async with core.store.transaction() as tx:
-                await tx.save_incident(incident)
-                await tx.add_timeline(
-                    TimelineEvent(incident_number=incident.number, at=now, kind=TimelineKind.REOPENED, actor_id=req.user_id, text=cmd.text)
-                )
-                await tx.record_event(req.key, now, incident.number)
-            await core.refresh(incident)
+            items = await core.commit_change(
+                req.key, incident,
+                TimelineEvent(incident_number=incident.number, at=now, kind=TimelineKind.REOPENED, actor_id=req.user_id, text=cmd.text),
+            )
+            await core.refresh(incident, items)
         await core.reply(req, messages.reopened(incident))
 
     # --- read-only -------------------------------------------------------------------
@@ -515,8 +505,7 @@ class Incidents:
         if not await core.directory.in_team(incident.team_id, user.id):
             raise UserError(messages.user_not_in_team(user.username, incident))
         async with core.lock(incident.number):
-            async with core.store.transaction() as tx:
-                incident = await tx.get_incident(incident.number) or incident
+            incident = await core.fresh(incident)
             if incident.status == Status.ENDED:
                 raise UserError(messages.already_ended(incident))
             names = await core.directory.names([user.id, incident.commander_id])
@@ -527,17 +516,12 @@ class Incidents:
             previous = incident.commander_id
             incident.commander_id = user.id
             now = core.now()
-            async with core.store.transaction() as tx:
-                await tx.save_incident(incident)
-                await tx.add_timeline(
-                    TimelineEvent(
-                        incident_number=incident.number, at=now, kind=TimelineKind.COMMANDER_CHANGED,
-                        actor_id=req.user_id, data={"from": previous, "to": user.id},
-                        text=f"{names(previous)} → {names(user.id)}",
-                    )
-                )
-                await tx.record_event(req.key, now, incident.number)
-            await core.refresh(incident)
+            items = await core.commit_change(req.key, incident, TimelineEvent(
+                incident_number=incident.number, at=now, kind=TimelineKind.COMMANDER_CHANGED,
+                actor_id=req.user_id, data={"from": previous, "to": user.id},
+                text=f"{names(previous)} → {names(user.id)}",
+            ))
+            await core.refresh(incident, items)
         await core.reply(req, messages.commander_changed(incident, names, previous))
 
     async def sev(self, req: Request, cmd: Command) -> None:
@@ -545,8 +529,7 @@ class Incidents:
         incident = await core.incident_for(req, cmd.incident, "sev", member_action="change the severity of", channel_only=True)
         assert cmd.severity is not None
         async with core.lock(incident.number):
-            async with core.store.transaction() as tx:
-                incident = await tx.get_incident(incident.number) or incident
+            incident = await core.fresh(incident)
             if incident.status == Status.ENDED:
                 raise UserError(messages.already_ended(incident))
             if incident.severity == cmd.severity:
@@ -556,15 +539,10 @@ class Incidents:
             now = core.now()
             last = incident.last_update_at or incident.started_at
             incident.next_reminder_at = reminder_due(last, core.settings.reminders.minutes_for(incident.severity))
-            async with core.store.transaction() as tx:
-                await tx.save_incident(incident)
-                await tx.add_timeline(
-                    TimelineEvent(
-                        incident_number=incident.number, at=now, kind=TimelineKind.SEVERITY_CHANGED,
-                        actor_id=req.user_id, data={"from": previous, "to": cmd.severity},
-                        text=f"Sev {previous} → Sev {cmd.severity}",
-                    )
-                )
-                await tx.record_event(req.key, now, incident.number)
-            await core.refresh(incident)
+            items = await core.commit_change(req.key, incident, TimelineEvent(
+                incident_number=incident.number, at=now, kind=TimelineKind.SEVERITY_CHANGED,
+                actor_id=req.user_id, data={"from": previous, "to": cmd.severity},
+                text=f"Sev {previous} → Sev {cmd.severity}",
+            ))
+            await core.refresh(incident, items)
         await core.reply(req, messages.severity_changed(incident, previous))

@@ -191,15 +191,13 @@ class Timeline:
             raise UserError(messages.already_ended(incident))
         async with core.lock(incident.number):
             now = core.now()
-            incident = await self._fresh(incident)
+            incident = await core.fresh(incident)
             incident.last_update_at = now
             incident.next_reminder_at = reminder_due(now, core.settings.reminders.minutes_for(incident.severity))
-            async with core.store.transaction() as tx:
-                await tx.save_incident(incident)
-                await tx.add_timeline(
-                    TimelineEvent(incident_number=incident.number, at=now, kind=TimelineKind.STATUS_UPDATE, actor_id=req.user_id, text=cmd.text)
-                )
-                await tx.record_event(req.key, now, incident.number)
+            await core.commit_change(
+                req.key, incident,
+                TimelineEvent(incident_number=incident.number, at=now, kind=TimelineKind.STATUS_UPDATE, actor_id=req.user_id, text=cmd.text),
+            )
         names = await core.directory.names([incident.commander_id, req.user_id])
         text = messages.status_update(incident, names, req.user_id, cmd.text, now)
         assert incident.channel_id is not None
@@ -209,10 +207,6 @@ class Timeline:
             await core.post_in_channel(incident.origin_channel_id, text, root_id=root)
         await self._announce(incident, text)
         await core.reply(req, messages.update_posted(incident, incident.next_reminder_at))
-
-    async def _fresh(self, incident: Incident) -> Incident:
-        async with self.core.store.transaction() as tx:
-            return await tx.get_incident(incident.number) or incident
 
     async def _is_dm(self, channel_id: str) -> bool:
         try:
@@ -243,7 +237,7 @@ class Timeline:
         sent = 0
         for incident in due:
             async with core.lock(incident.number):
-                incident = await self._fresh(incident)
+                incident = await core.fresh(incident)
                 if incident.status != Status.ACTIVE or incident.next_reminder_at is None or incident.next_reminder_at > now:
                     continue
                 minutes = core.settings.reminders.minutes_for(incident.severity)
