@@ -45,11 +45,11 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 async def _run(settings: Settings) -> int:
-    from incident_bot.app.bot import IncidentBot, StartupError
+    from incident_bot.runtime import Runtime, StartupError
     from incident_bot.store.base import SchemaTooNew
 
     try:
-        await IncidentBot(settings).run()
+        await Runtime(settings).run()
     except (StartupError, SchemaTooNew) as exc:
         return _fail(str(exc))
     return 0

@@ -7,7 +7,8 @@ import time
 from collections.abc import Iterable
 
 from incident_bot.chat.client import MattermostClient
-from incident_bot.chat.models import Team, User
+from incident_bot.chat.models import Reaction, Team, User
+from incident_bot.domain.messages import Names
 from incident_bot.store.base import Store
 
 _TEAM_TTL = 60.0  # seconds a bot-team list is trusted
@@ -46,7 +47,7 @@ class Directory:
             await self._learn([user])
         return user
 
-    async def names(self, user_ids: Iterable[str | None]):  # -> messages.Names
+    async def names(self, user_ids: Iterable[str | None]) -> Names:
         """A sync ``id -> "@name"`` function with every given id looked up in one call."""
         missing = sorted({uid for uid in user_ids if uid and uid not in self._users})
         if missing:
@@ -66,9 +67,6 @@ class Directory:
             self._bot_teams = (now, await self.client.get_user_teams("me"))
         return self._bot_teams[1]
 
-    async def team_names(self) -> dict[str, str]:
-        return {team.id: team.name for team in await self.bot_teams()}
-
     async def shared_teams(self, user_id: str) -> list[Team]:
         """Teams both the user and the bot are in."""
         # A bot may not list another user's teams; it may ask each of its own teams.
@@ -83,3 +81,18 @@ class Directory:
         if not channel_id:
             return False
         return await self.client.is_channel_member(channel_id, user_id)
+
+    async def member_reactions(self, post_id: str, emojis: Iterable[str], channel_id: str | None) -> list[Reaction]:
+        """The reactions with one of ``emojis`` on a post made by members of ``channel_id``
+        (never the bot), oldest first: the ones that count for ticks and pins."""
+        wanted = set(emojis)
+        member: dict[str, bool] = {}
+        found = []
+        for reaction in sorted(await self.client.get_reactions(post_id), key=lambda r: (r.create_at, r.update_at)):
+            if reaction.emoji_name not in wanted or reaction.user_id == self.bot.id:
+                continue
+            if reaction.user_id not in member:
+                member[reaction.user_id] = await self.in_channel(channel_id, reaction.user_id)
+            if member[reaction.user_id]:
+                found.append(reaction)
+        return found

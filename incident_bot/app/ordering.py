@@ -48,6 +48,11 @@ class ChannelQueues:
     def pending(self) -> int:
         return len(self._tasks)
 
+    async def settled(self) -> None:
+        """Wait until nothing is queued (work queued meanwhile is waited for too)."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+
     async def drain(self, timeout: float) -> bool:
         """Stop accepting and wait (bounded) for what is in flight; True when all finished."""
         self.accepting = False

@@ -117,6 +117,14 @@ def empty_title() -> str:
     return "An incident needs a title (or start it as a reply to the alert post)."
 
 
+def no_free_channel_name(incident: Incident) -> str:
+    return f"Could not find a free channel name for incident #{incident.number}."
+
+
+def still_starting(incident: Incident) -> str:
+    return f"Incident #{incident.number} is still being set up; try again in a moment."
+
+
 def already_member(incident: Incident) -> str:
     return f"You are already in {link(incident)} (incident #{incident.number})."
 

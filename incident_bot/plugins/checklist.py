@@ -4,18 +4,24 @@ from __future__ import annotations
 
 from mmpy_bot import listen_to
 
+import structlog
+
 from incident_bot.app.checklists import Checklists
-from incident_bot.app.core import Core
-from incident_bot.plugins.base import FLAGS, IncidentBotPlugin, command, log
+from incident_bot.app.runner import Runner
+from incident_bot.plugins.base import FLAGS, IncidentBotPlugin, command, guarded
 from incident_bot.plugins.framework import IncidentMessage, ReactionEvent, listen_to_reaction
+
+
+log = structlog.get_logger("incident_bot.reactions")
 
 
 class ChecklistPlugin(IncidentBotPlugin):
     """Tick, edit and assign checklist items."""
 
-    def __init__(self, core: Core) -> None:
-        super().__init__(core)
-        self.checklists = Checklists(core)
+    def __init__(self, runner: Runner, checklists: Checklists, tick_emojis: list[str]) -> None:
+        super().__init__(runner)
+        self.checklists = checklists
+        self.tick_emojis = set(tick_emojis)
 
     @listen_to(command("checklist"), FLAGS)
     async def show(self, message: IncidentMessage, rest: str | None = None) -> None:
@@ -25,12 +31,12 @@ class ChecklistPlugin(IncidentBotPlugin):
     @listen_to(command("check"), FLAGS)
     async def check(self, message: IncidentMessage, rest: str | None = None) -> None:
         """Tick an item."""
-        await self.run(message, "check", rest, lambda req, cmd: self.checklists.check(req, cmd, True))
+        await self.run(message, "check", rest, self.checklists.check)
 
     @listen_to(command("uncheck"), FLAGS)
     async def uncheck(self, message: IncidentMessage, rest: str | None = None) -> None:
         """Untick an item."""
-        await self.run(message, "uncheck", rest, lambda req, cmd: self.checklists.check(req, cmd, False))
+        await self.run(message, "uncheck", rest, self.checklists.uncheck)
 
     @listen_to(command("add"), FLAGS)
     async def add(self, message: IncidentMessage, rest: str | None = None) -> None:
@@ -68,11 +74,8 @@ class ChecklistPlugin(IncidentBotPlugin):
         await self._reaction(event)
 
     async def _reaction(self, event: ReactionEvent) -> None:
-        if event.emoji not in self.core.settings.check_emojis:
+        if event.emoji not in self.tick_emojis:
             return
-        try:
-            outcome = await self.checklists.reaction(event.key, event.reaction, event.added)
-        except Exception as exc:  # noqa: BLE001 - a reaction must never stop the bot
-            outcome = f"error:{type(exc).__name__}"
-        log.info("reaction.handled", channel=event.event.channel_id, emoji=event.emoji, added=event.added, post=event.reaction.post_id,
-                 user=event.reaction.user_id, outcome=outcome)
+        outcome = await guarded(lambda: self.checklists.reaction(event.key, event.reaction, event.added))
+        log.info("reaction.handled", channel=event.event.channel_id, emoji=event.emoji, added=event.added,
+                 post=event.reaction.post_id, user=event.reaction.user_id, outcome=outcome)

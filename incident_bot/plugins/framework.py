@@ -17,21 +17,33 @@ from mmpy_bot.function import Function, MessageFunction
 from mmpy_bot.plugins import PluginManager
 from mmpy_bot.wrappers import Message
 
+from incident_bot.app.request import Request
 from incident_bot.chat.events import PostDeleted, PostEdited, Posted, ReactionAdded, ReactionRemoved
+from incident_bot.chat.models import Post, Reaction
 
 
 class IncidentMessage(Message):
-    """A posted message plus what the bot learnt about it on the way in."""
+    """A posted message addressed to the bot: mmpy_bot's Message plus the request it carries."""
 
-    def __init__(self, body: dict[str, Any], event: Posted, key: str, command_text: str) -> None:
-        super().__init__(body)
-        self.event = event
-        self.key = key
+    def __init__(self, event: Posted, request: Request, command_text: str, bot_id: str) -> None:
+        super().__init__({
+            "event": "posted",
+            "data": {
+                "post": event.post.model_dump(),
+                "channel_type": event.channel_type,
+                "channel_name": event.channel_name,
+                "sender_name": event.sender_name,
+                "team_id": event.team_id,
+                # A DM or a leading mention addresses the bot, whatever the server listed.
+                "mentions": [*event.mentions, bot_id],
+            },
+            "seq": event.seq,
+        })
+        self.request = request
         self.command_text = command_text
-        self.late_by = None
 
     @property
-    def text(self) -> str:  # type: ignore[override]
+    def text(self) -> str:  # type: ignore[override]  # mmpy_bot's is a plain attribute; ours is the text after the mention
         return self.command_text
 
 
@@ -44,7 +56,7 @@ class ReactionEvent:
     added: bool
 
     @property
-    def reaction(self):  # -> chat.models.Reaction
+    def reaction(self) -> Reaction:
         return self.event.reaction
 
     @property
@@ -81,7 +93,7 @@ class PostChangeEvent:
     key: str
 
     @property
-    def post(self):  # -> chat.models.Post
+    def post(self) -> Post:
         return self.event.post
 
     @property

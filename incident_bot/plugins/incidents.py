@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from mmpy_bot import listen_to
 
-from incident_bot.app.core import Core, Request
 from incident_bot.app.incidents import Incidents
-from incident_bot.domain import commands, messages
+from incident_bot.app.runner import Help, Runner
+from incident_bot.domain import commands
 from incident_bot.plugins.base import FLAGS, IncidentBotPlugin, command
 from incident_bot.plugins.framework import IncidentMessage
 
@@ -16,9 +16,10 @@ _KNOWN = "|".join(commands.COMMAND_WORDS)
 class IncidentPlugin(IncidentBotPlugin):
     """Start, end and look after incidents."""
 
-    def __init__(self, core: Core) -> None:
-        super().__init__(core)
-        self.incidents = Incidents(core)
+    def __init__(self, runner: Runner, incidents: Incidents, help: Help) -> None:
+        super().__init__(runner)
+        self.incidents = incidents
+        self.helps = help
 
     @listen_to(command("start"), FLAGS)
     async def start(self, message: IncidentMessage, rest: str | None = None) -> None:
@@ -68,19 +69,9 @@ class IncidentPlugin(IncidentBotPlugin):
     @listen_to(command("help"), FLAGS)
     async def help(self, message: IncidentMessage, rest: str | None = None) -> None:
         """What each command does."""
-        await self.run(message, "help", rest, self._help)
+        await self.run(message, "help", rest, self.helps.help)
 
     @listen_to(rf"^(?!(?:{_KNOWN})(?:\s|$))(\S*)", FLAGS)
     async def unknown(self, message: IncidentMessage, word: str | None = None) -> None:
         """Anything addressed to the bot that is not a command."""
-        req = self.request(message)
-        req.outcome = "unknown" if word else "help"
-        await self.core.reply(req, messages.unknown_command(word) if word else messages.help_all())
-
-    async def _help(self, req: Request, cmd: commands.Command) -> None:
-        if not cmd.text:
-            await self.core.reply(req, messages.help_all())
-        elif cmd.text in commands.SPECS:
-            await self.core.reply(req, messages.help_one(cmd.text))
-        else:
-            await self.core.reply(req, messages.help_unknown(cmd.text))
+        await self.run(message, "unknown", word, self.helps.unknown)

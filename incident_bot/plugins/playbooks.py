@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from mmpy_bot import listen_to
 
-from incident_bot.app.core import Core
 from incident_bot.app.playbooks import Playbooks
+from incident_bot.app.runner import Runner
 from incident_bot.plugins.base import FLAGS, IncidentBotPlugin, command
 from incident_bot.plugins.framework import IncidentMessage
 
@@ -13,9 +13,9 @@ from incident_bot.plugins.framework import IncidentMessage
 class PlaybookPlugin(IncidentBotPlugin):
     """Predefined checklists."""
 
-    def __init__(self, core: Core) -> None:
-        super().__init__(core)
-        self.playbooks = Playbooks(core)
+    def __init__(self, runner: Runner, playbooks: Playbooks) -> None:
+        super().__init__(runner)
+        self.playbooks = playbooks
 
     @listen_to(command("playbooks"), FLAGS)
     async def list_playbooks(self, message: IncidentMessage, rest: str | None = None) -> None:

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 from mmpy_bot import listen_to
 
-from incident_bot.app.core import Core
+import structlog
+
+from incident_bot.app.reports import Reports
+from incident_bot.app.runner import Runner
 from incident_bot.app.timeline import Timeline
-from incident_bot.plugins.base import FLAGS, IncidentBotPlugin, command, log
+from incident_bot.plugins.base import FLAGS, IncidentBotPlugin, command, guarded
 from incident_bot.plugins.framework import IncidentMessage, PostChangeEvent, ReactionEvent, listen_to_post_change, listen_to_reaction
+
+
+log = structlog.get_logger("incident_bot.reactions")
 
 
 class TimelinePlugin(IncidentBotPlugin):
     """The incident's record."""
 
-    def __init__(self, core: Core) -> None:
-        super().__init__(core)
-        self.timeline = Timeline(core)
+    def __init__(self, runner: Runner, timeline: Timeline, reports: Reports, pin_emoji: str) -> None:
+        super().__init__(runner)
+        self.timeline = timeline
+        self.reports = reports
+        self.pin_emoji = pin_emoji
 
     @listen_to(command("note"), FLAGS)
     async def note(self, message: IncidentMessage, rest: str | None = None) -> None:
@@ -35,12 +43,12 @@ class TimelinePlugin(IncidentBotPlugin):
     @listen_to(command("stats"), FLAGS)
     async def stats(self, message: IncidentMessage, rest: str | None = None) -> None:
         """Incident counts and time to resolve."""
-        await self.run(message, "stats", rest, self.timeline.stats)
+        await self.run(message, "stats", rest, self.reports.stats)
 
     @listen_to(command("export"), FLAGS)
     async def export(self, message: IncidentMessage, rest: str | None = None) -> None:
         """Upload the postmortem starter."""
-        await self.run(message, "export", rest, self.timeline.export)
+        await self.run(message, "export", rest, self.reports.export)
 
     @listen_to_reaction(r"[a-z0-9_+-]+", added=True)
     async def pinned(self, event: ReactionEvent) -> None:
@@ -53,20 +61,15 @@ class TimelinePlugin(IncidentBotPlugin):
         await self._pin(event)
 
     async def _pin(self, event: ReactionEvent) -> None:
-        if event.emoji != self.core.settings.timeline_emoji:
+        if event.emoji != self.pin_emoji:
             return
-        try:
-            outcome = await self.timeline.pin_reaction(event.key, event.reaction, event.added)
-        except Exception as exc:  # noqa: BLE001 - a reaction must never stop the bot
-            outcome = f"error:{type(exc).__name__}"
-        log.info("pin.handled", channel=event.event.channel_id, added=event.added, post=event.reaction.post_id, user=event.reaction.user_id, outcome=outcome)
+        outcome = await guarded(lambda: self.timeline.pin_reaction(event.key, event.reaction, event.added))
+        log.info("pin.handled", channel=event.event.channel_id, added=event.added, post=event.reaction.post_id,
+                 user=event.reaction.user_id, outcome=outcome)
 
     @listen_to_post_change()
     async def post_changed(self, event: PostChangeEvent) -> None:
         """An edited or deleted post: a timeline entry quoting it follows."""
-        try:
-            outcome = await self.timeline.post_changed(event.key, event.post, event.deleted)
-        except Exception as exc:  # noqa: BLE001
-            outcome = f"error:{type(exc).__name__}"
+        outcome = await guarded(lambda: self.timeline.post_changed(event.key, event.post, event.deleted))
         if outcome != "ignored":
             log.info("post_change.handled", post=event.post.id, deleted=event.deleted, outcome=outcome)

@@ -1,0 +1,208 @@
+"""The one writer of what the bot shows in and around an incident channel: the header, the
+pinned summary, the checklist header and item posts, notices in the channel, the origin
+thread and the announcement channel, and links to posts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import structlog
+
+from incident_bot.app.backlog import Backlog
+from incident_bot.app.core import Core, pending_id
+from incident_bot.chat.errors import MattermostError, NotFound
+from incident_bot.chat.models import Post
+from incident_bot.domain import messages
+from incident_bot.domain.messages import Names
+from incident_bot.domain.models import ChecklistItem, Incident
+
+log = structlog.get_logger("incident_bot.channel")
+
+PART_PROP = "incident_bot_part"  # which part of an incident channel a bot post is: found again after a crash
+
+
+def part_props(incident: int, part: str) -> dict[str, str]:
+    """Props marking a post as one part of incident ``incident``'s channel (``summary``,
+    ``checklist``, ``item:3``), so a restart finds a post it made but never noted."""
+    return {PART_PROP: f"{incident}:{part}"}
+
+
+def item_names(items: list[ChecklistItem]) -> list[str | None]:
+    """The people an item post names: who ticked it and who it is assigned to."""
+    return [i.done_by for i in items] + [i.assignee_id for i in items]
+
+
+class ChannelWriter:
+    def __init__(self, core: Core, backlog: Backlog) -> None:
+        self.core = core
+        self.chat = core.chat
+        self.backlog = backlog
+
+    # --- links and places -----------------------------------------------------------------
+
+    async def permalink(self, team_id: str, post_id: str) -> str | None:
+        try:
+            team = await self.chat.get_team(team_id)
+        except MattermostError:
+            return None
+        return f"{self.core.settings.mattermost_url}/{team.name}/pl/{post_id}"
+
+    async def origin_link(self, incident: Incident) -> str | None:
+        if not incident.origin_post_id or incident.origin_channel_id == incident.channel_id:
+            return None
+        return await self.permalink(incident.team_id, incident.origin_post_id)
+
+    async def is_dm(self, channel_id: str) -> bool:
+        try:
+            channel = await self.chat.get_channel(channel_id)
+        except MattermostError:
+            return False
+        return channel.type in ("D", "G")
+
+    # --- posts that follow a change -----------------------------------------------------
+
+    async def post(self, channel_id: str, text: str, root_id: str = "") -> Post | None:
+        """A notice; None when Mattermost refused it (logged)."""
+        try:
+            return await self.chat.create_post(channel_id, text, root_id=root_id)
+        except MattermostError as exc:
+            log.warning("post.failed", channel=channel_id, status=exc.status, error=exc.error_id)
+            return None
+
+    async def notify_origin(self, incident: Incident, text: str, *, unless_in: tuple[str, str] | None = None) -> None:
+        """Tell the thread the incident was started from (unless that is ``unless_in``, a
+        (channel, thread root) the text is already answered in)."""
+        if not incident.origin_post_id or incident.origin_channel_id == incident.channel_id:
+            return
+        if unless_in == (incident.origin_channel_id, incident.origin_post_id):
+            return
+        # In a DM the bot answers without threads, as it did to the `start` there.
+        root = "" if await self.is_dm(incident.origin_channel_id) else incident.origin_post_id
+        await self.post(incident.origin_channel_id, text, root_id=root)
+
+    async def announce(self, incident: Incident, text: str) -> None:
+        """Post to the team's announcement channel, when one is configured."""
+        try:
+            team = await self.chat.get_team(incident.team_id)
+        except MattermostError:
+            return
+        name = self.core.settings.announcement_channels.get(team.name.lower())
+        if not name:
+            return
+        try:
+            channel = await self.chat.get_channel_by_name(team.id, name)
+        except MattermostError:
+            channel = None
+        if channel is None:
+            log.warning("announce.channel_missing", team=team.name, channel=name)
+            return
+        await self.post(channel.id, text)
+
+    # --- the incident channel's own posts ------------------------------------------------
+
+    async def made_parts(self, incident: Incident) -> dict[str, Post]:
+        """The bot's posts in the incident channel marked as parts of this incident, by part."""
+        assert incident.channel_id is not None
+        prefix = f"{incident.number}:"
+        found: dict[str, Post] = {}
+        for post in await self.chat.get_posts_since(incident.channel_id, 1):
+            mark = post.props.get(PART_PROP)
+            if post.user_id == self.core.bot_id and not post.delete_at and isinstance(mark, str) and mark.startswith(prefix):
+                found.setdefault(mark[len(prefix) :], post)
+        return found
+
+    async def _part(self, incident: Incident, part: str, text: str, made: Mapping[str, Post], root_id: str = "") -> Post:
+        """A part of the channel: the one made before (``made``) or a new post."""
+        post = made.get(part)
+        if post is None:
+            assert incident.channel_id is not None
+            post = await self.chat.create_post(
+                incident.channel_id, text, root_id=root_id, props=part_props(incident.number, part),
+                pending_post_id=pending_id(incident.channel_id, part),
+            )
+        return post
+
+    async def ensure_summary(self, incident: Incident, items: list[ChecklistItem], names: Names, made: Mapping[str, Post]) -> None:
+        """The pinned summary, made and pinned once; noted on the incident."""
+        if incident.summary_post_id is not None:
+            return
+        text = messages.summary(incident, names, items, self.core.now(), await self.origin_link(incident))
+        summary = await self._part(incident, "summary", text, made)
+        if not summary.is_pinned:
+            await self.chat.pin_post(summary.id)
+        incident.summary_post_id = summary.id
+        await self.core.commit(None, incident=incident)
+
+    async def ensure_checklist(self, incident: Incident, items: list[ChecklistItem], made: Mapping[str, Post]) -> dict[str, Post]:
+        """The checklist header and one reply per live item, made where missing (found in
+        ``made`` when an earlier run made them but died before noting them). Returns the
+        item posts it made, by id."""
+        live = [i for i in items if not i.removed]
+        created: dict[str, Post] = {}
+        if incident.checklist_post_id is None and not live:
+            return created
+        names = await self.core.directory.names([incident.commander_id, *item_names(items)])
+        if incident.checklist_post_id is None:
+            header = await self._part(incident, "checklist", messages.checklist_header(incident, live, names), made)
+            incident.checklist_post_id = header.id
+            await self.core.commit(None, incident=incident)
+        for item in live:
+            if item.post_id is None:
+                part = f"item:{item.number}"
+                post = await self._part(incident, part, messages.checklist_item(item, names), made, root_id=incident.checklist_post_id)
+                item.post_id = post.id
+                created[post.id] = post
+                await self.core.commit(None, item=item)
+        return created
+
+    # --- keeping it current ---------------------------------------------------------------
+
+    async def refresh(self, incident: Incident, items: list[ChecklistItem] | None = None, *, strict: bool = False) -> None:
+        """Bring header, pinned summary and checklist header in line with the database.
+
+        A change is saved before its channel is edited: when Mattermost fails here the change
+        stands, the incident is marked stale and repaired later (``strict``: raise instead)."""
+        if incident.channel_id is None or (not strict and incident.number in self.backlog.stale):
+            return  # stale: repaired as a whole once Mattermost answers again
+        try:
+            if items is None:
+                items = await self.core.checklist(incident.number)
+            names = await self.core.directory.names([incident.commander_id, incident.started_by, incident.ended_by, *item_names(items)])
+            await self.chat.patch_channel(incident.channel_id, header=messages.header(incident, names))
+            if incident.summary_post_id:
+                text = messages.summary(incident, names, items, self.core.now(), await self.origin_link(incident))
+                await self._patch(incident.summary_post_id, text)
+            if incident.checklist_post_id:
+                await self._patch(incident.checklist_post_id, messages.checklist_header(incident, items, names))
+        except MattermostError as exc:
+            if strict:
+                raise
+            self.backlog.mark_stale(incident.number, exc)
+
+    async def refresh_item(self, incident: Incident, item: ChecklistItem, *, strict: bool = False, shown: str | None = None) -> bool:
+        """Rewrite an item's post (only when it differs from ``shown``, when given); True when written."""
+        if not item.post_id or (not strict and incident.number in self.backlog.stale):
+            return False
+        try:
+            names = await self.core.directory.names([item.done_by, item.assignee_id])
+            text = messages.checklist_item(item, names)
+            if text == shown:
+                return False
+            await self._patch(item.post_id, text)
+        except MattermostError as exc:
+            if strict:
+                raise
+            self.backlog.mark_stale(incident.number, exc)
+        return True
+
+    async def show_change(self, incident: Incident, items: list[ChecklistItem], item: ChecklistItem | None = None) -> None:
+        """After a committed change: the item's post, then header, summary and checklist header."""
+        if item is not None:
+            await self.refresh_item(incident, item)
+        await self.refresh(incident, items)
+
+    async def _patch(self, post_id: str, text: str) -> None:
+        try:
+            await self.chat.patch_post(post_id, message=text)
+        except NotFound:
+            log.warning("post.gone", post=post_id)

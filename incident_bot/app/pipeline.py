@@ -1,0 +1,247 @@
+"""The one way in for events: typed event -> dedupe and claim -> per-channel order ->
+listeners, and what happens when they could not finish (answer late, try again, give up)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from enum import StrEnum
+from typing import Protocol
+
+import structlog
+
+from incident_bot.app.backlog import Backlog
+from incident_bot.app.cursor import Cursor
+from incident_bot.app.core import Core
+from incident_bot.app.ordering import ChannelQueues
+from incident_bot.app.request import Request
+from incident_bot.chat.events import Event, Malformed, PostDeleted, PostEdited, Posted, ReactionAdded, ReactionRemoved
+
+log = structlog.get_logger("incident_bot.events")
+
+MAX_ATTEMPTS = 5  # a command that gets no answer is tried again at most this often
+
+
+class Claim(StrEnum):
+    NEW = "new"  # now ours to handle
+    BUSY = "busy"  # being handled
+    DONE = "done"  # handled and, for a command, answered
+    UNANSWERED = "unanswered"  # its effect committed, its reply never sent: the bot stopped in between
+
+
+class Listeners(Protocol):
+    """What the plugin layer offers: run the listeners an event matches."""
+
+    async def command(self, req: Request, text: str, event: Posted) -> None: ...
+
+    def wants_reaction(self, emoji: str, added: bool) -> bool: ...
+
+    async def reaction(self, key: str, event: ReactionAdded | ReactionRemoved) -> None: ...
+
+    async def post_change(self, key: str, event: PostEdited | PostDeleted) -> None: ...
+
+
+ResumeStart = Callable[[Request], Awaitable[bool]]
+
+
+class Pipeline:
+    """Events of one channel are applied one after another in arrival order (channels in
+    parallel); each is claimed by its dedupe key first, so a redelivered event does nothing.
+    Every event holds the cursor until its work is done (or handed to the backlog)."""
+
+    def __init__(
+        self, core: Core, listeners: Listeners, cursor: Cursor, backlog: Backlog, resume_start: ResumeStart
+    ) -> None:
+        self.core = core
+        self.listeners = listeners
+        self.cursor = cursor
+        self.backlog = backlog
+        self.resume_start = resume_start  # finishes a `start` a crash left half set up, and answers it
+        self.queues = ChannelQueues()
+        self._inflight: set[str] = set()
+        self._attempts: dict[str, int] = {}
+        name = re.escape(core.directory.bot.username)
+        self._mention = re.compile(rf"^\s*@{name}\b[:,]?\s*", re.IGNORECASE)
+
+    # --- the way in ------------------------------------------------------------------
+
+    def handle(self, event: Event, late_by: timedelta | None = None, *, replayed: bool = False) -> None:
+        """Called by the stream (and by catch-up, ``replayed``) for every event, in arrival
+        order; returns at once. The event's work is queued behind its channel's."""
+        work: Callable[[], Awaitable[bool]]
+        if isinstance(event, Malformed):
+            log.warning("event.malformed", reason=event.reason, frame=event.raw[:200])
+            return
+        if isinstance(event, Posted):
+            key, channel, ms = event.dedupe_key, event.post.channel_id, event.post.create_at
+            posted = event
+
+            def work() -> Awaitable[bool]:
+                return self._posted(posted, late_by, replayed)
+        elif isinstance(event, (ReactionAdded, ReactionRemoved)):
+            r = event.reaction
+            key, channel = event.dedupe_key, event.channel_id or f"post:{r.post_id}"
+            ms = max(r.update_at, r.create_at, r.delete_at)
+            reacted = event
+
+            def work() -> Awaitable[bool]:
+                return self._reaction(reacted)
+        elif isinstance(event, (PostEdited, PostDeleted)):
+            key, channel = event.dedupe_key, event.post.channel_id
+            ms = max(event.post.update_at, event.post.create_at, event.post.delete_at)
+            changed = event
+
+            def work() -> Awaitable[bool]:
+                return self._post_change(changed)
+        else:
+            return
+        self.submit(channel, key, ms, work)
+
+    def submit(self, channel: str, key: str, ms: int, work: Callable[[], Awaitable[bool]]) -> None:
+        """Queue ``work`` behind the channel's; the cursor is held at ``ms`` until it has run
+        (and, when it returns False, the backlog holds it until it is tried again)."""
+        self.cursor.hold(key, ms)
+
+        async def tracked() -> None:
+            if not await work():
+                self.backlog.unfinished(key, ms)
+            self.cursor.release(key)
+
+        self.queues.submit(channel, tracked)  # refused while stopping: the hold stays, read again next start
+
+    async def _claim(self, key: str) -> Claim:
+        if key in self._inflight:
+            return Claim.BUSY
+        async with self.core.store.transaction() as tx:
+            replied = await tx.get_reply(key) is not None
+            seen = replied or await tx.event_seen(key)
+        if replied:
+            return Claim.DONE
+        if seen:
+            return Claim.UNANSWERED
+        self._inflight.add(key)
+        return Claim.NEW
+
+    # --- posts -----------------------------------------------------------------------
+
+    def command_text(self, event: Posted) -> str | None:
+        """The command in a post, or None when the post is not addressed to the bot."""
+        post = event.post
+        if post.user_id == self.core.bot_id or post.type:  # our own posts, system messages
+            return None
+        match = self._mention.match(post.message)
+        if match:
+            return post.message[match.end() :].strip()
+        if event.channel_type == "D":
+            return post.message.strip()
+        return None
+
+    async def _posted(self, event: Posted, late_by: timedelta | None, replayed: bool) -> bool:
+        """False when the command got no answer and its effect was not applied: try again later."""
+        text = self.command_text(event)
+        if text is None:
+            return True
+        req = Request.of(event.post, event.channel_type, event.team_id, late_by)
+        claim = await self._claim(req.key)
+        if claim == Claim.UNANSWERED:
+            return await self._answer_late(req, text)
+        if claim != Claim.NEW:
+            log.info("event.duplicate", key=req.key, channel=req.channel_id, user=req.user_id)
+            return True
+        try:
+            if replayed and await self._answered_before(req):
+                return True
+            await self.listeners.command(req, text, event)
+            return await self._finished(req)
+        finally:
+            self._inflight.discard(req.key)
+
+    async def _answered_before(self, req: Request) -> bool:
+        """A command read again by catch-up that the bot never noted: did a reply go out
+        before the bot stopped? Then note it and leave the command alone."""
+        try:
+            reply = await self.core.find_reply(req)
+        except Exception as exc:  # noqa: BLE001 - cannot tell: answer it (at worst a second time)
+            log.warning("command.find_reply_failed", key=req.key, error=type(exc).__name__)
+            return False
+        if reply is None:
+            return False
+        await self.core.note_reply(req, reply, applied=True)
+        log.info("command.already_answered", key=req.key, reply=reply.id)
+        return True
+
+    async def _finished(self, req: Request) -> bool:
+        """After the listeners ran: answered (or applied), or to be tried again."""
+        async with self.core.store.transaction() as tx:
+            done = await tx.get_reply(req.key) is not None or await tx.event_seen(req.key)
+        if done:
+            self._attempts.pop(req.key, None)
+            return True
+        log.warning("command.unanswered", key=req.key, channel=req.channel_id, attempt=self._attempts.get(req.key, 0) + 1)
+        return not self._try_again(req)
+
+    def _try_again(self, req: Request) -> bool:
+        """Count a failed attempt; False once a command has failed MAX_ATTEMPTS times."""
+        attempts = self._attempts.get(req.key, 0) + 1
+        if attempts >= MAX_ATTEMPTS:
+            self._attempts.pop(req.key, None)
+            log.error("command.abandoned", key=req.key, channel=req.channel_id, attempts=attempts)
+            return False
+        self._attempts[req.key] = attempts
+        return True
+
+    async def _answer_late(self, req: Request, text: str) -> bool:
+        """A command applied before a crash but never answered: finish it, find its reply or send one."""
+        self._inflight.add(req.key)
+        try:
+            if await self.resume_start(req):
+                outcome = "resumed"
+            else:
+                outcome = await self.core.recover_reply(req, text)
+            log.info("command.recovered", key=req.key, channel=req.channel_id, user=req.user_id, outcome=outcome)
+            return True
+        except Exception as exc:  # noqa: BLE001 - try again at the next catch-up
+            log.warning("command.recover_failed", key=req.key, error=type(exc).__name__, detail=str(exc)[:200])
+            return not self._try_again(req)
+        finally:
+            self._inflight.discard(req.key)
+
+    # --- reactions -------------------------------------------------------------------
+
+    async def _reaction(self, event: ReactionAdded | ReactionRemoved) -> bool:
+        """False when a tick on a checklist item could not be applied: reconcile it later."""
+        reaction = event.reaction
+        added = isinstance(event, ReactionAdded)
+        if reaction.user_id == self.core.bot_id or not self.listeners.wants_reaction(reaction.emoji_name, added):
+            return True
+        key = event.dedupe_key
+        if await self._claim(key) != Claim.NEW:
+            log.info("event.duplicate", key=key, user=reaction.user_id)
+            return True
+        try:
+            await self.listeners.reaction(key, event)
+        finally:
+            self._inflight.discard(key)
+        if reaction.emoji_name not in self.core.settings.check_emojis:
+            return True
+        # Every outcome on a live checklist item records the key; none means it failed.
+        async with self.core.store.transaction() as tx:
+            if await tx.event_seen(key):
+                return True
+            item = await tx.get_checklist_item_by_post(reaction.post_id)
+        if item is None or item.removed:
+            return True
+        log.warning("reaction.unfinished", key=key, post=reaction.post_id)
+        return False
+
+    # --- edits and deletions -----------------------------------------------------------
+
+    async def _post_change(self, event: PostEdited | PostDeleted) -> bool:
+        if event.post.user_id != self.core.bot_id:
+            await self.listeners.post_change(event.dedupe_key, event)
+        return True
+
+    async def drain(self, timeout: float) -> bool:
+        """Stop taking events and wait (bounded) for those in flight; True when all finished."""
+        return await self.queues.drain(timeout)

@@ -1,0 +1,89 @@
+"""Running one command: parse it by the command table, call its use case, and make sure
+exactly one reply goes out, whatever happens; one log line per command."""
+
+from __future__ import annotations
+
+import secrets
+import traceback
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from incident_bot.app.core import Core
+from incident_bot.app.request import Request, UserError
+from incident_bot.domain import commands, messages
+from incident_bot.domain.commands import Command
+
+log = structlog.get_logger("incident_bot.commands")
+
+UseCase = Callable[[Request, Command], Awaitable[None]]
+
+
+class Runner:
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    async def run(self, req: Request, name: str, rest: str | None, use_case: UseCase) -> None:
+        """Parse ``rest`` as command ``name``'s arguments, run the use case, reply once."""
+        try:
+            cmd = commands.parse(name, rest or "") if name in commands.SPECS else Command(name=name, text=rest or "")
+            await use_case(req, cmd)
+            if not req.replied:  # a use case must reply; a missing one is a bug worth seeing
+                log.error("command.no_reply", command=name, key=req.key)
+        except commands.UsageError as exc:
+            req.outcome = "usage"
+            await self._safe_reply(req, messages.bad_arguments(exc.command, exc.reason))
+        except UserError as exc:
+            req.outcome = "refused"
+            await self._safe_reply(req, exc.text)
+        except Exception as exc:  # noqa: BLE001 - the bot must survive anything
+            req.outcome = "error"
+            ref = secrets.token_hex(3)
+            frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+            log.error(
+                "command.failed",
+                ref=ref,
+                command=name,
+                incident=req.incident,
+                error=type(exc).__name__,
+                detail=str(exc)[:300],
+                where=f"{frame.filename}:{frame.lineno}" if frame else None,
+            )
+            await self._safe_reply(req, messages.internal_error(ref))
+        log.info(
+            "command.handled",
+            command=name,
+            incident=req.incident,
+            channel=req.channel_id,
+            user=req.user_id,
+            outcome=req.outcome,
+            late=bool(req.late_by),
+        )
+
+    async def _safe_reply(self, req: Request, text: str) -> None:
+        if req.replied:
+            return
+        try:
+            await self.core.reply(req, text)
+        except Exception as exc:  # noqa: BLE001 - Mattermost may be the thing that is down
+            log.warning("reply.failed", key=req.key, error=type(exc).__name__)
+
+
+class Help:
+    """`help`, and anything addressed to the bot that is no command."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    async def help(self, req: Request, cmd: Command) -> None:
+        if not cmd.text:
+            await self.core.reply(req, messages.help_all())
+        elif cmd.text in commands.SPECS:
+            await self.core.reply(req, messages.help_one(cmd.text))
+        else:
+            await self.core.reply(req, messages.help_unknown(cmd.text))
+
+    async def unknown(self, req: Request, cmd: Command) -> None:
+        """``cmd.text`` is the first word (empty: the bot was only mentioned, so it helps)."""
+        req.outcome = "unknown" if cmd.text else "help"
+        await self.core.reply(req, messages.unknown_command(cmd.text) if cmd.text else messages.help_all())

@@ -1,0 +1,179 @@
+"""The composition root: log in, build store, chat, use cases, plugins, pipeline and stream
+by their constructors, run until asked to stop, and stop cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Coroutine
+from typing import Any
+
+import structlog
+from mmpy_bot.settings import Settings as MMSettings
+
+from incident_bot.app.backlog import Backlog
+from incident_bot.app.catchup import CatchUp
+from incident_bot.app.channel import ChannelWriter
+from incident_bot.app.checklists import Checklists
+from incident_bot.app.core import Core
+from incident_bot.app.cursor import Cursor
+from incident_bot.app.directory import Directory
+from incident_bot.app.incidents import Incidents
+from incident_bot.app.pipeline import Pipeline
+from incident_bot.app.playbooks import Playbooks
+from incident_bot.app.reports import Reports
+from incident_bot.app.resync import Resync
+from incident_bot.app.runner import Help, Runner
+from incident_bot.app.teams import Teams
+from incident_bot.app.timeline import Timeline
+from incident_bot.chat.client import MattermostClient
+from incident_bot.chat.errors import MattermostError, ServerUnavailable, Unauthorized
+from incident_bot.chat.models import User
+from incident_bot.chat.stream import EventStream
+from incident_bot.config import Settings
+from incident_bot.plugins.checklist import ChecklistPlugin
+from incident_bot.plugins.framework import IncidentPluginManager
+from incident_bot.plugins.handler import BotDriver, IncidentEventHandler
+from incident_bot.plugins.incidents import IncidentPlugin
+from incident_bot.plugins.playbooks import PlaybookPlugin
+from incident_bot.plugins.timeline import TimelinePlugin
+from incident_bot.store.sqlite import SQLiteStore
+
+log = structlog.get_logger("incident_bot.bot")
+
+LOGIN_FIRST_WAIT = 1.0
+LOGIN_MAX_WAIT = 30.0
+
+
+class StartupError(Exception):
+    """The bot cannot start; the message says why (for the operator)."""
+
+
+class Bot:
+    """Everything the running bot is made of, wired once the bot knows who it is."""
+
+    def __init__(self, settings: Settings, store: SQLiteStore, chat: MattermostClient, me: User) -> None:
+        self.settings = settings
+        self.core = core = Core(settings, store, chat, Directory(chat, me, store))
+        self.cursor = Cursor(store)
+        self.backlog = Backlog(self.cursor)
+        channel = ChannelWriter(core, self.backlog)
+        teams = Teams(core)
+        runner = Runner(core)
+        self.incidents = Incidents(core, channel, teams, self.backlog)
+        checklists = Checklists(core, channel)
+        self.timeline = Timeline(core, channel)
+        plugins = [
+            IncidentPlugin(runner, self.incidents, Help(core)),
+            ChecklistPlugin(runner, checklists, settings.check_emojis),
+            PlaybookPlugin(runner, Playbooks(core, teams)),
+            TimelinePlugin(runner, self.timeline, Reports(core, teams, self.timeline), settings.timeline_emoji),
+        ]
+        self.manager = IncidentPluginManager(plugins)
+        mm_settings = MMSettings(MATTERMOST_URL=settings.mattermost_url, BOT_TOKEN="unused")  # noqa: S106 - not a secret: our own client holds the token
+        driver = BotDriver(me)
+        self.manager.initialize(driver, mm_settings)
+        handler = IncidentEventHandler(driver, mm_settings, self.manager)
+        self.pipeline = Pipeline(core, handler, self.cursor, self.backlog, resume_start=self.incidents.resume_command)
+        catchup = CatchUp(core, self.cursor, self.pipeline, checklists, self.timeline)
+        self.resync = Resync(self.pipeline, catchup, self.cursor, self.backlog, repair_stale=self.incidents.repair_stale)
+        self.stream = EventStream(
+            settings.mattermost_url,
+            settings.token(),
+            on_event=self.resync.on_event,
+            on_connect=self.resync.on_connect,
+            on_gap=self.resync.on_gap,
+        )
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = SQLiteStore(settings.database)
+        self.chat = MattermostClient(settings.mattermost_url, settings.token())
+        self._stopping = asyncio.Event()
+        self._background: set[asyncio.Task[Any]] = set()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def _login(self) -> User:
+        """Who am I; waits for a server that is down rather than giving up."""
+        delay = LOGIN_FIRST_WAIT
+        while True:
+            try:
+                return await self.chat.get_me()
+            except Unauthorized:
+                raise StartupError("bot_token: Mattermost refused the token (401); check the bot's access token") from None
+            except (ServerUnavailable, MattermostError) as exc:
+                log.warning("mattermost.unreachable", url=self.settings.mattermost_url, error=type(exc).__name__, retry_in=delay)
+            try:
+                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+            except TimeoutError:
+                pass
+            if self._stopping.is_set():
+                raise StartupError("stopped before Mattermost was reachable")
+            delay = min(delay * 2, LOGIN_MAX_WAIT)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self.request_stop)
+            except (NotImplementedError, RuntimeError):
+                pass
+        await self.store.open()
+        try:
+            try:
+                me = await self._login()
+            except StartupError:
+                if self._stopping.is_set():  # asked to stop while waiting for Mattermost: a clean stop
+                    log.info("bot.stopped", clean=True, connected=False)
+                    return
+                raise
+            await self._serve(Bot(self.settings, self.store, self.chat, me), me)
+        finally:
+            await self.chat.close()
+            await self.store.close()
+
+    async def _serve(self, bot: Bot, me: User) -> None:
+        await bot.cursor.load()
+        bot.manager.start()
+        try:
+            resumed = await bot.incidents.resume_unfinished()
+            if resumed:
+                log.info("bot.resumed_starts", incidents=resumed)
+        except Exception as exc:  # noqa: BLE001 - finished when its command is read again
+            log.warning("bot.resume_failed", error=type(exc).__name__, detail=str(exc)[:200])
+        log.info("bot.starting", user=me.username, database=str(self.settings.database))
+        stream_task = self._spawn(bot.stream.run())
+        self._spawn(bot.timeline.run_reminders(self._stopping))
+        self._spawn(bot.cursor.run(self._stopping))
+        self._spawn(bot.resync.run_retries())
+        self._spawn(self._repair(bot))
+        await asyncio.wait({stream_task, self._spawn(self._stopping.wait())}, return_when=asyncio.FIRST_COMPLETED)
+        log.info("bot.stopping", in_flight=bot.pipeline.queues.pending)
+        self._stopping.set()
+        await bot.stream.stop()
+        finished = await bot.pipeline.drain(self.settings.shutdown_grace_seconds)
+        await bot.resync.stop()
+        for task in list(self._background):
+            if task is not stream_task:
+                task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await bot.cursor.flush()  # never past work left unfinished: read again next start
+        bot.manager.stop()
+        log.info("bot.stopped", clean=finished)
+
+    async def _repair(self, bot: Bot) -> None:
+        try:
+            count = await bot.incidents.repair()
+            log.info("bot.repaired", incidents=count)
+        except Exception as exc:  # noqa: BLE001 - repaired at the next start
+            log.warning("bot.repair_failed", error=type(exc).__name__, detail=str(exc)[:200])
