@@ -42,10 +42,10 @@ class Directory:
         for user in self._users.values():
             if user.username.lower() == username.lower():
                 return user
-        user = await self.client.get_user_by_username(username.lower())
-        if user is not None:
-            await self._learn([user])
-        return user
+        found = await self.client.get_user_by_username(username.lower())
+        if found is not None:
+            await self._learn([found])
+        return found
 
     async def names(self, user_ids: Iterable[str | None]) -> Names:
         """A sync ``id -> "@name"`` function with every given id looked up in one call."""

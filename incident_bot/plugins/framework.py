@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +44,7 @@ class IncidentMessage(Message):
         self.command_text = command_text
 
     @property
-    def text(self) -> str:  # type: ignore[override]  # mmpy_bot's is a plain attribute; ours is the text after the mention
+    def text(self) -> str:  # mmpy_bot sets a plain attribute; ours is the text after the mention
         return self.command_text
 
 
@@ -76,7 +77,7 @@ class ReactionFunction(Function):
         return self.function(self.plugin, event, *args)
 
 
-def listen_to_reaction(emoji_regexp: str, *, added: bool = True, **metadata: Any):
+def listen_to_reaction(emoji_regexp: str, *, added: bool = True, **metadata: Any) -> Callable[[Any], ReactionFunction]:
     """Like mmpy_bot's ``listen_to``, for reactions: ``added=False`` listens to removals."""
 
     def wrapped(func: Any) -> ReactionFunction:
@@ -112,7 +113,7 @@ class PostChangeFunction(Function):
         return self.function(self.plugin, event, *args)
 
 
-def listen_to_post_change(**metadata: Any):
+def listen_to_post_change(**metadata: Any) -> Callable[[Any], PostChangeFunction]:
     """Listen to ``post_edited`` and ``post_deleted`` events."""
 
     def wrapped(func: Any) -> PostChangeFunction:

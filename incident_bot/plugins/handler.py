@@ -27,7 +27,7 @@ class IncidentEventHandler(EventHandler):
     fed by our pipeline instead of its synchronous driver."""
 
     def __init__(self, driver: BotDriver, settings: MMSettings, plugin_manager: IncidentPluginManager) -> None:
-        super().__init__(driver, settings=settings, plugin_manager=plugin_manager)  # type: ignore[arg-type]  # duck-typed Driver
+        super().__init__(driver, settings=settings, plugin_manager=plugin_manager)  # BotDriver stands in for its Driver
         self.manager = plugin_manager
         self.bot_id = driver.user_id
 
