@@ -23,7 +23,7 @@ import json
 import uuid
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import structlog
@@ -38,6 +38,9 @@ from incident_bot.chat.errors import (
 )
 from incident_bot.chat.models import Channel, FileInfo, Post, Reaction, Team, User
 from incident_bot.chat.retry import Backoff, rate_limit_hint
+
+if TYPE_CHECKING:
+    from incident_bot.chat.port import ChatPort
 
 log = structlog.get_logger(__name__)
 
@@ -453,3 +456,8 @@ def _sorted_posts(post_list: Any) -> list[Post]:
     parsed.sort(key=lambda p: (p.create_at, p.id))
     return parsed
 
+
+if TYPE_CHECKING:
+
+    def _implements_chat_port(client: MattermostClient) -> ChatPort:
+        return client  # mypy checks every ChatPort method's signature against the client's
