@@ -141,7 +141,7 @@ async def mm(server: Server) -> AsyncIterator[MattermostClient]:
 async def test_429_with_retry_after_is_retried_then_succeeds(
     server: Server, mm: MattermostClient, waits: list[float]
 ) -> None:
-    limited = lambda: web.Response(status=429, text="limit exceeded", headers={"Retry-After": "2"})  # noqa: E731
+    limited = lambda: web.Response(status=429, text="limit exceeded", headers={"Retry-After": "2"})
     server.on("GET", "/users/me", sequence(limited, lambda: web.json_response(USER)))
     with capture_logs() as logs:
         me = await mm.get_me()
@@ -156,7 +156,7 @@ async def test_429_with_only_ratelimit_reset_as_unix_time(
     server: Server, mm: MattermostClient, waits: list[float]
 ) -> None:
     reset = str(int(time.time()) + 3)
-    limited = lambda: web.Response(status=429, headers={"X-RateLimit-Reset": reset})  # noqa: E731
+    limited = lambda: web.Response(status=429, headers={"X-RateLimit-Reset": reset})
     server.on("GET", "/users/me", sequence(limited, lambda: web.json_response(USER)))
     assert (await mm.get_me()).id == "u1"
     assert len(waits) == 1 and 1.0 <= waits[0] <= 3.5
@@ -192,7 +192,7 @@ async def test_429_retries_outlast_5xx_retries_then_raise_rate_limited(
 
 
 async def test_503_twice_then_200_succeeds(server: Server, mm: MattermostClient, waits: list[float]) -> None:
-    unavailable = lambda: web.Response(status=503, text="<html>bad gateway</html>")  # noqa: E731
+    unavailable = lambda: web.Response(status=503, text="<html>bad gateway</html>")
     server.on("GET", "/users/me", sequence(unavailable, unavailable, lambda: web.json_response(USER)))
     with capture_logs() as logs:
         assert (await mm.get_me()).id == "u1"
