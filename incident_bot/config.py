@@ -83,9 +83,7 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     default_severity: int = Field(default=3, ge=1, le=4)
     announcement_channels: dict[str, str] = Field(default_factory=dict)
-    check_emojis: list[str] = Field(
-        default_factory=lambda: ["white_check_mark", "heavy_check_mark", "ballot_box_with_check"]
-    )
+    check_emojis: list[str] = Field(default_factory=lambda: ["white_check_mark", "heavy_check_mark", "ballot_box_with_check"])
     timeline_emoji: str = "pushpin"
     reminders: ReminderSettings = Field(default_factory=ReminderSettings)
     default_playbook: str | None = None
@@ -113,7 +111,7 @@ class Settings(BaseSettings):
     def _emojis(cls, value: list[str]) -> list[str]:
         cleaned = [emoji.strip().strip(":") for emoji in value if emoji.strip().strip(":")]
         if not cleaned:
-            raise ValueError("expected at least one emoji name, e.g. [\"white_check_mark\"]")
+            raise ValueError('expected at least one emoji name, e.g. ["white_check_mark"]')
         return cleaned
 
     @model_validator(mode="after")

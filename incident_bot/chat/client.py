@@ -168,9 +168,7 @@ class MattermostClient:
                         limited = True
                         hint = rate_limit_hint(resp.headers)
                     elif status < 500:
-                        raise error_from_response(
-                            status, self._scrub_body(body), method=method, path=path
-                        )
+                        raise error_from_response(status, self._scrub_body(body), method=method, path=path)
                     else:
                         failure = error_from_response(status, self._scrub_body(body)).message
                         failure = failure or f"HTTP {status}"
@@ -323,9 +321,7 @@ class MattermostClient:
         return data is not None
 
     async def add_channel_member(self, channel_id: str, user_id: str) -> None:
-        await self._request(
-            "POST", f"/channels/{channel_id}/members", json_body={"user_id": user_id}
-        )
+        await self._request("POST", f"/channels/{channel_id}/members", json_body={"user_id": user_id})
 
     async def get_channel_member_ids(self, channel_id: str) -> list[str]:
         """Every member's user id, reading page after page."""
@@ -382,9 +378,7 @@ class MattermostClient:
         data = await self._get_or_none(f"/posts/{post_id}")
         return None if data is None else Post.model_validate(data)
 
-    async def patch_post(
-        self, post_id: str, message: str | None = None, props: dict[str, Any] | None = None
-    ) -> Post:
+    async def patch_post(self, post_id: str, message: str | None = None, props: dict[str, Any] | None = None) -> Post:
         """Change the message and/or props (props replace the whole props map)."""
         body: dict[str, Any] = {}
         if message is not None:
@@ -412,9 +406,7 @@ class MattermostClient:
 
     async def get_posts_page(self, channel_id: str, page: int, per_page: int) -> list[Post]:
         """One page of the channel's posts (page 0 holds the newest), oldest first within it."""
-        data = await self._get(
-            f"/channels/{channel_id}/posts", {"page": page, "per_page": per_page}
-        )
+        data = await self._get(f"/channels/{channel_id}/posts", {"page": page, "per_page": per_page})
         return _sorted_posts(data)
 
     # --- reactions -------------------------------------------------------------------
@@ -429,9 +421,7 @@ class MattermostClient:
 
     # --- files -----------------------------------------------------------------------
 
-    async def upload_file(
-        self, channel_id: str, filename: str, content: bytes, mime: str = "text/markdown"
-    ) -> FileInfo:
+    async def upload_file(self, channel_id: str, filename: str, content: bytes, mime: str = "text/markdown") -> FileInfo:
         """Upload one file to the channel; attach it with create_post(file_ids=[info.id])."""
 
         def form() -> aiohttp.FormData:
@@ -443,9 +433,7 @@ class MattermostClient:
         answer = await self._request("POST", "/files", form=form)
         infos = (answer or {}).get("file_infos") or []
         if not infos:
-            raise MattermostError(
-                0, "upload answered no file_infos", method="POST", path="/files"
-            )
+            raise MattermostError(0, "upload answered no file_infos", method="POST", path="/files")
         return FileInfo.model_validate(infos[0])
 
 

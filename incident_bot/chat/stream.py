@@ -116,9 +116,7 @@ class EventStream:
 
     def _connect_url(self) -> str:
         if self._connection_id and self._next_seq is not None:
-            query = urlencode(
-                {"connection_id": self._connection_id, "sequence_number": self._next_seq}
-            )
+            query = urlencode({"connection_id": self._connection_id, "sequence_number": self._next_seq})
             return f"{self.url}?{query}"
         return self.url
 
@@ -234,9 +232,7 @@ class EventStream:
                     if receiving is None:
                         receiving = asyncio.ensure_future(ws.receive())
                     if self._awaiting_resume:
-                        done, _ = await asyncio.wait(
-                            {receiving}, timeout=max(0.0, deadline - loop.time())
-                        )
+                        done, _ = await asyncio.wait({receiving}, timeout=max(0.0, deadline - loop.time()))
                         if not done:  # quiet: a lossless resume sends nothing at all
                             await self._resumed_without_hello()
                             healthy = True

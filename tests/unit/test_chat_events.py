@@ -56,8 +56,16 @@ def frame(event: str, data: Any, seq: int = 5, broadcast: dict[str, Any] | None 
 
 
 def reaction(**changes: Any) -> str:
-    body = {"user_id": "u1", "post_id": "p1", "emoji_name": "white_check_mark",
-            "create_at": 1000, "update_at": 1000, "delete_at": 0, "remote_id": "", "channel_id": "c1"}
+    body = {
+        "user_id": "u1",
+        "post_id": "p1",
+        "emoji_name": "white_check_mark",
+        "create_at": 1000,
+        "update_at": 1000,
+        "delete_at": 0,
+        "remote_id": "",
+        "channel_id": "c1",
+    }
     body.update(changes)
     return json.dumps(body)
 
@@ -67,8 +75,12 @@ def reaction(**changes: Any) -> str:
 
 def test_hello() -> None:
     event = parse_frame(
-        frame("hello", {"server_version": "9.11.0.1.abc.true", "connection_id": "conn1",
-                        "server_hostname": "mm"}, seq=0, broadcast={"user_id": "bot"})
+        frame(
+            "hello",
+            {"server_version": "9.11.0.1.abc.true", "connection_id": "conn1", "server_hostname": "mm"},
+            seq=0,
+            broadcast={"user_id": "bot"},
+        )
     )
     assert event == Hello(connection_id="conn1", server_version="9.11.0.1.abc.true", seq=0)
 
@@ -131,9 +143,7 @@ def test_reaction_added_and_removed() -> None:
     assert added.dedupe_key == "reaction+:u1:p1:white_check_mark:1000"
 
     # A removal event is built from the URL: create_at 0, update_at = removal time.
-    removed = parse_frame(
-        frame("reaction_removed", {"reaction": reaction(create_at=0, update_at=1500)})
-    )
+    removed = parse_frame(frame("reaction_removed", {"reaction": reaction(create_at=0, update_at=1500)}))
     assert isinstance(removed, ReactionRemoved)
     assert removed.dedupe_key == "reaction-:u1:p1:white_check_mark:1500"
 
@@ -231,7 +241,7 @@ def test_odd_envelopes() -> None:
     assert isinstance(parse_frame('{"event": 5, "data": {}}'), Malformed)
     assert isinstance(parse_frame('{"event": "posted", "data": {}, "seq": "x"}'), Malformed)
     assert isinstance(parse_frame('{"event": "posted", "data": [1]}'), Malformed)
-    assert isinstance(parse_frame('{}'), Malformed)
+    assert isinstance(parse_frame("{}"), Malformed)
     assert isinstance(parse_frame(""), Malformed)
     assert isinstance(parse_frame("null"), Malformed)
 
@@ -253,8 +263,9 @@ def test_raw_is_truncated() -> None:
         ).map(json.dumps),
         st.fixed_dictionaries(
             {
-                "event": st.sampled_from(["hello", "posted", "post_edited", "post_deleted",
-                                          "reaction_added", "reaction_removed", "typing"]),
+                "event": st.sampled_from(
+                    ["hello", "posted", "post_edited", "post_deleted", "reaction_added", "reaction_removed", "typing"]
+                ),
                 "data": st.dictionaries(
                     st.sampled_from(["post", "reaction", "mentions", "connection_id", "team_id"]),
                     st.one_of(st.text(max_size=30), st.integers(), st.none(), st.just(json.dumps(POST))),
