@@ -8,12 +8,14 @@ into exit code 2 without a stack trace.
 
 from __future__ import annotations
 
+import contextvars
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -115,7 +117,7 @@ class Settings(BaseSettings):
         return cleaned
 
     @model_validator(mode="after")
-    def _token_and_playbooks(self) -> "Settings":
+    def _token_and_playbooks(self) -> Settings:
         if self.bot_token is None and self.bot_token_file is None:
             raise ValueError("bot_token: missing; set bot_token (or INCIDENT_BOT_BOT_TOKEN) or bot_token_file")
         if self.bot_token is not None:
@@ -168,16 +170,14 @@ class Settings(BaseSettings):
 
 
 # The TOML path is chosen at load time; a context variable keeps Settings a plain class.
-import contextvars  # noqa: E402
-
 _toml_path_var: contextvars.ContextVar[Path | None] = contextvars.ContextVar("toml_path")
 
 
-def _describe(error: dict[str, Any]) -> str:
-    key = ".".join(str(part) for part in error.get("loc", ())) or "config"
-    message = str(error.get("msg", "invalid value"))
+def _describe(error: ErrorDetails) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or "config"
+    message = error["msg"] or "invalid value"
     message = message.removeprefix("Value error, ")
-    if error.get("type") == "missing":
+    if error["type"] == "missing":
         env = "INCIDENT_BOT_" + key.upper().replace(".", "__")
         return f"{key}: missing; set it in the config file or as {env}"
     if message.startswith(f"{key}:") or ":" in message.split(" ")[0]:
@@ -198,7 +198,7 @@ def load_settings(config_path: str | os.PathLike[str] | None = None) -> Settings
     token = _toml_path_var.set(path if path.is_file() else None)
     env_backup = os.environ.pop("INCIDENT_BOT_CONFIG", None)
     try:
-        return Settings()  # type: ignore[call-arg]
+        return Settings()
     except ValidationError as exc:
         lines = [_describe(error) for error in exc.errors(include_url=False, include_input=False)]
         raise ConfigError("; ".join(lines)) from None

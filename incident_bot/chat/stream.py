@@ -141,7 +141,7 @@ class EventStream:
                     if self._stopping() and task is not None and not task.cancelling():
                         break  # stop() cancelled a connection attempt
                     raise
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - whatever ended this connection, the stream reconnects
                     self._log_connect_failure(exc)
                     if getattr(exc, "status", None) == 400 and self._connection_id:
                         # The server refused our resume parameters: start a fresh connection

@@ -11,7 +11,7 @@ import json
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
 from typing import Any, get_args
@@ -49,9 +49,11 @@ def to_db_time(value: datetime | None) -> str | None:
 
 
 def from_db_time(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    return datetime.fromisoformat(value).astimezone(timezone.utc)
+    return None if value is None else db_time(value)
+
+
+def db_time(value: str) -> datetime:
+    return datetime.fromisoformat(value).astimezone(UTC)
 
 
 def _to_json(value: Any) -> str:
@@ -96,7 +98,7 @@ def _timeline(row: sqlite3.Row) -> TimelineEvent:
     return TimelineEvent(
         id=row["id"],
         incident_number=row["incident_number"],
-        at=from_db_time(row["at"]),
+        at=db_time(row["at"]),
         kind=row["kind"],
         actor_id=row["actor_id"],
         text=row["text"],

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import aiosqlite
@@ -20,7 +20,7 @@ from incident_bot.store.base import SchemaTooNew, Store
 from incident_bot.store.sqlite import SQLiteStore, from_db_time, to_db_time
 from tests.store.conftest import Backend, SQLiteBackend
 
-T0 = datetime(2026, 11, 26, 14, 2, 0, 123000, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 26, 14, 2, 0, 123000, tzinfo=UTC)
 CEST = timezone(timedelta(hours=2))
 
 
@@ -340,10 +340,10 @@ async def test_lookup_by_channel_and_command_post(store: Store) -> None:
 
 async def test_channel_id_is_unique(store: Store) -> None:
     await create(store, channel_id="ch-a")
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 - the Store protocol names no error for a duplicate; each backend raises its own
         await create(store, channel_id="ch-a")
     async with store.transaction() as tx:
-        incidents, total = await tx.list_incidents(["team-ops"], list(Status), 10)
+        _incidents, total = await tx.list_incidents(["team-ops"], list(Status), 10)
     assert total == 1
 
 
@@ -515,7 +515,7 @@ async def test_checklist_post_id_is_unique(store: Store) -> None:
         a = await tx.add_checklist_item(n, "a")
         b = await tx.add_checklist_item(n, "b")
         await tx.save_checklist_item(a.model_copy(update={"post_id": "p-1"}))
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 - the Store protocol names no error for a duplicate; each backend raises its own
         async with store.transaction() as tx:
             await tx.save_checklist_item(b.model_copy(update={"post_id": "p-1"}))
 
@@ -597,7 +597,7 @@ async def test_state(store: Store) -> None:
         (T0.astimezone(CEST), T0),  # another zone: same instant, back in UTC
         (T0.replace(tzinfo=None), T0),  # naive counts as UTC
         (T0.replace(microsecond=123999), T0),  # finer than a millisecond is dropped
-        (datetime(2026, 1, 1, 0, 0, 0, 999000, tzinfo=timezone.utc), datetime(2026, 1, 1, 0, 0, 0, 999000, tzinfo=timezone.utc)),
+        (datetime(2026, 1, 1, 0, 0, 0, 999000, tzinfo=UTC), datetime(2026, 1, 1, 0, 0, 0, 999000, tzinfo=UTC)),
     ],
 )
 async def test_times_round_trip_in_utc_to_the_millisecond(store: Store, given: datetime, expected: datetime) -> None:
@@ -621,7 +621,7 @@ async def test_times_round_trip_in_utc_to_the_millisecond(store: Store, given: d
     ):
         assert value == expected
         assert value is not None and value.utcoffset() == timedelta(0)
-        assert value.tzinfo == timezone.utc
+        assert value.tzinfo == UTC
 
 
 # --- SQLite only ------------------------------------------------------------------------------------
@@ -723,7 +723,7 @@ async def test_sqlite_migration_files_must_be_numbered_without_gaps(tmp_path: Pa
         migrations.load_migrations(folder)
     (folder / "0009_skipped.sql").unlink()
     (folder / "2-bad-name.sql").write_text("SELECT 1;")
-    with pytest.raises(migrations.MigrationError, match="NNNN_name.sql"):
+    with pytest.raises(migrations.MigrationError, match=r"NNNN_name\.sql"):
         migrations.load_migrations(folder)
 
 

@@ -294,9 +294,8 @@ async def test_error_text_never_holds_the_token(server: Server, mm: MattermostCl
             status=401,
         ),
     )
-    with capture_logs() as logs:
-        with pytest.raises(MattermostError) as caught:
-            await mm.get_me()
+    with capture_logs() as logs, pytest.raises(MattermostError) as caught:
+        await mm.get_me()
     assert caught.value.status == 401
     for text in (str(caught.value), repr(caught.value), caught.value.message, caught.value.detailed_error):
         assert TOKEN not in text

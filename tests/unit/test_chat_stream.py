@@ -171,7 +171,6 @@ async def test_slow_consumer_still_gets_events_in_order(server: WSServer) -> Non
         await hold(ws, record)
 
     server.scripts = [script]
-    rec = Recorder()
     seen: list[str] = []
 
     async def slow(event: Event) -> None:
