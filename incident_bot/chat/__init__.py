@@ -24,7 +24,7 @@ from incident_bot.chat.events import (
     ReactionRemoved,
     parse_frame,
 )
-from incident_bot.chat.models import Channel, ChannelMember, FileInfo, Post, Reaction, Team, User
+from incident_bot.chat.models import Channel, FileInfo, Post, Reaction, Team, User
 from incident_bot.chat.port import ChatPort
 from incident_bot.chat.retry import Backoff, rate_limit_hint
 from incident_bot.chat.stream import EventStream
@@ -33,7 +33,6 @@ __all__ = [
     "Backoff",
     "BadRequest",
     "Channel",
-    "ChannelMember",
     "ChannelNameTaken",
     "ChatPort",
     "Event",

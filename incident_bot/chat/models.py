@@ -42,11 +42,6 @@ class Channel(_MMModel):
     creator_id: str = ""
 
 
-class ChannelMember(_MMModel):
-    channel_id: str
-    user_id: str
-
-
 class Post(_MMModel):
     id: str
     channel_id: str
