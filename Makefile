@@ -1,12 +1,12 @@
-# incident-bot: `make run` runs the bot, `make test` runs the tests. Both install what is
-# missing into .venv first.
+# incident-bot: `make run` runs the bot, `make test` runs the tests, `make lint` checks style and
+# types. All install what is missing into .venv first.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-integration bench chaos check clean
+.PHONY: install run test lint format test-integration bench chaos check clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "incident-bot needs Python >= 3.11 (found " + sys.version.split()[0] + "); set PYTHON=python3.11")'
@@ -25,6 +25,15 @@ check: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not integration and not slow and not bench" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check incident_bot tests
+	$(VENV)/bin/ruff format --check incident_bot tests
+	$(VENV)/bin/mypy incident_bot
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix incident_bot tests
+	$(VENV)/bin/ruff format incident_bot tests
 
 test-integration: $(STAMP)
 	bash tests/integration/run.sh $(PYTEST_ARGS)

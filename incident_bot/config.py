@@ -8,12 +8,14 @@ into exit code 2 without a stack trace.
 
 from __future__ import annotations
 
+import contextvars
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -83,9 +85,7 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     default_severity: int = Field(default=3, ge=1, le=4)
     announcement_channels: dict[str, str] = Field(default_factory=dict)
-    check_emojis: list[str] = Field(
-        default_factory=lambda: ["white_check_mark", "heavy_check_mark", "ballot_box_with_check"]
-    )
+    check_emojis: list[str] = Field(default_factory=lambda: ["white_check_mark", "heavy_check_mark", "ballot_box_with_check"])
     timeline_emoji: str = "pushpin"
     reminders: ReminderSettings = Field(default_factory=ReminderSettings)
     default_playbook: str | None = None
@@ -113,11 +113,11 @@ class Settings(BaseSettings):
     def _emojis(cls, value: list[str]) -> list[str]:
         cleaned = [emoji.strip().strip(":") for emoji in value if emoji.strip().strip(":")]
         if not cleaned:
-            raise ValueError("expected at least one emoji name, e.g. [\"white_check_mark\"]")
+            raise ValueError('expected at least one emoji name, e.g. ["white_check_mark"]')
         return cleaned
 
     @model_validator(mode="after")
-    def _token_and_playbooks(self) -> "Settings":
+    def _token_and_playbooks(self) -> Settings:
         if self.bot_token is None and self.bot_token_file is None:
             raise ValueError("bot_token: missing; set bot_token (or INCIDENT_BOT_BOT_TOKEN) or bot_token_file")
         if self.bot_token is not None:
@@ -170,16 +170,14 @@ class Settings(BaseSettings):
 
 
 # The TOML path is chosen at load time; a context variable keeps Settings a plain class.
-import contextvars  # noqa: E402
-
 _toml_path_var: contextvars.ContextVar[Path | None] = contextvars.ContextVar("toml_path")
 
 
-def _describe(error: dict[str, Any]) -> str:
-    key = ".".join(str(part) for part in error.get("loc", ())) or "config"
-    message = str(error.get("msg", "invalid value"))
+def _describe(error: ErrorDetails) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or "config"
+    message = error["msg"] or "invalid value"
     message = message.removeprefix("Value error, ")
-    if error.get("type") == "missing":
+    if error["type"] == "missing":
         env = "INCIDENT_BOT_" + key.upper().replace(".", "__")
         return f"{key}: missing; set it in the config file or as {env}"
     if message.startswith(f"{key}:") or ":" in message.split(" ")[0]:
@@ -200,7 +198,7 @@ def load_settings(config_path: str | os.PathLike[str] | None = None) -> Settings
     token = _toml_path_var.set(path if path.is_file() else None)
     env_backup = os.environ.pop("INCIDENT_BOT_CONFIG", None)
     try:
-        return Settings()  # type: ignore[call-arg]
+        return Settings()
     except ValidationError as exc:
         lines = [_describe(error) for error in exc.errors(include_url=False, include_input=False)]
         raise ConfigError("; ".join(lines)) from None

@@ -8,6 +8,7 @@ import sys
 from typing import Any, TextIO
 
 import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 _secrets: list[str] = []
@@ -33,7 +34,7 @@ def _scrub(value: Any) -> Any:
     return value
 
 
-def _redact(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _redact(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
     for key in list(event_dict):
         if key.lower() in ("token", "authorization", "bot_token", "password"):
             event_dict[key] = "[redacted]"
@@ -46,7 +47,7 @@ def setup_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None 
     """Configure structlog (and route stdlib logging, e.g. aiohttp's, through it)."""
     stream = stream or sys.stderr
     use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
-    shared: list[Any] = [
+    shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

@@ -1,4 +1,4 @@
-"""Mattermost transport: async REST client, WebSocket event stream, typed events."""
+"""Mattermost transport: the chat port, async REST client, WebSocket event stream, typed events, retry policy."""
 
 from incident_bot.chat.client import MattermostClient
 from incident_bot.chat.errors import (
@@ -24,14 +24,17 @@ from incident_bot.chat.events import (
     ReactionRemoved,
     parse_frame,
 )
-from incident_bot.chat.models import Channel, ChannelMember, FileInfo, Post, Reaction, Team, User
+from incident_bot.chat.models import Channel, FileInfo, Post, Reaction, Team, User
+from incident_bot.chat.port import ChatPort
+from incident_bot.chat.retry import Backoff, rate_limit_hint
 from incident_bot.chat.stream import EventStream
 
 __all__ = [
+    "Backoff",
     "BadRequest",
     "Channel",
-    "ChannelMember",
     "ChannelNameTaken",
+    "ChatPort",
     "Event",
     "EventStream",
     "FileInfo",
@@ -47,13 +50,14 @@ __all__ = [
     "PostDeleted",
     "PostEdited",
     "Posted",
+    "RateLimited",
     "Reaction",
     "ReactionAdded",
     "ReactionRemoved",
-    "RateLimited",
     "ServerUnavailable",
     "Team",
     "Unauthorized",
     "User",
     "parse_frame",
+    "rate_limit_hint",
 ]

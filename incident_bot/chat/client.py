@@ -4,7 +4,7 @@ We use a thin aiohttp client rather than mmpy_bot's stock (synchronous) ``Driver
 generated driver: it gives us control of retries, 429 handling and the reliable-WebSocket
 resume parameters, and keeps every call on the event loop.
 
-Retry policy (one place, ``_request``):
+Retry policy (``_request``, with the delays of ``incident_bot.chat.retry.Backoff``):
 
 - 429: wait as ``Retry-After`` says, else as ``X-RateLimit-Reset`` says, else back off;
   every wait is capped at ``max_backoff``. Up to ``retries * 2`` such retries.
@@ -20,13 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
-import time
 import uuid
 from collections.abc import Callable
-from email.utils import parsedate_to_datetime
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import structlog
@@ -40,12 +37,12 @@ from incident_bot.chat.errors import (
     error_from_response,
 )
 from incident_bot.chat.models import Channel, FileInfo, Post, Reaction, Team, User
+from incident_bot.chat.retry import Backoff, rate_limit_hint
+
+if TYPE_CHECKING:
+    from incident_bot.chat.port import ChatPort
 
 log = structlog.get_logger(__name__)
-
-# A header value above this is an absolute unix time, below it a number of seconds.
-# Mattermost's limiter (throttled) sends seconds-until-reset; other proxies send unix time.
-_UNIX_TIME_THRESHOLD = 1_000_000_000
 
 _RETRYABLE_EXCEPTIONS = (
     aiohttp.ClientConnectionError,  # refused, reset, server disconnected, DNS …
@@ -127,17 +124,9 @@ class MattermostClient:
     def _scrub(self, text: str) -> str:
         return text.replace(self._token, "***") if self._token else text
 
-    def _backoff_wait(self, attempt: int) -> float:
-        """Full jitter: uniform in [0, min(max_backoff, backoff * 2**attempt)]."""
-        return random.uniform(0, min(self.max_backoff, self.backoff * (2**attempt)))
-
-    def _rate_limit_wait(self, headers: Any, attempt: int) -> float:
-        wait = _retry_after_seconds(headers.get("Retry-After"))
-        if wait is None:
-            wait = _reset_seconds(headers.get("X-RateLimit-Reset"))
-        if wait is None:
-            wait = self._backoff_wait(attempt)
-        return min(max(wait, 0.0), self.max_backoff)
+    def _new_backoff(self) -> Backoff:
+        """A fresh policy for one call: full jitter, doubling from ``backoff`` up to ``max_backoff``."""
+        return Backoff(self.backoff, cap=self.max_backoff, jitter="full")
 
     async def _request(
         self,
@@ -153,12 +142,14 @@ class MattermostClient:
         ``form`` builds a fresh multipart body per attempt (aiohttp bodies are single-use).
         """
         url = f"{self.api_url}{path}"
-        server_errors = 0
-        rate_limited = 0
+        # 429s get their own, larger budget: being told to wait is not an outage.
+        server_errors = self._new_backoff()
+        rate_limited = self._new_backoff()
         while True:
             status = 0
             failure = ""
-            rate_limit_wait: float | None = None
+            limited = False
+            hint: float | None = None
             try:
                 async with self._get_session().request(
                     method,
@@ -174,11 +165,10 @@ class MattermostClient:
                     if 200 <= status < 300:
                         return self._decode(body, status, method, path)
                     if status == 429:
-                        rate_limit_wait = self._rate_limit_wait(resp.headers, rate_limited)
+                        limited = True
+                        hint = rate_limit_hint(resp.headers)
                     elif status < 500:
-                        raise error_from_response(
-                            status, self._scrub_body(body), method=method, path=path
-                        )
+                        raise error_from_response(status, self._scrub_body(body), method=method, path=path)
                     else:
                         failure = error_from_response(status, self._scrub_body(body)).message
                         failure = failure or f"HTTP {status}"
@@ -186,30 +176,27 @@ class MattermostClient:
                 failure = type(exc).__name__
                 status = 0
 
-            if rate_limit_wait is not None:
-                # 429s get their own, larger budget: being told to wait is not an outage.
-                if rate_limited >= self.retries * 2:
+            if limited:
+                if rate_limited.attempts >= self.retries * 2:
                     raise RateLimited(
                         status,
-                        f"still rate limited after {rate_limited} retries",
+                        f"still rate limited after {rate_limited.attempts} retries",
                         method=method,
                         path=path,
                     )
-                rate_limited += 1
-                wait = rate_limit_wait
-                attempt = rate_limited
+                wait = rate_limited.next_delay(hint)
+                attempt = rate_limited.attempts
             else:
                 # A 5xx or a network failure: back off, or give up.
-                if server_errors >= self.retries:
+                if server_errors.attempts >= self.retries:
                     raise ServerUnavailable(
                         status,
-                        f"gave up after {server_errors + 1} attempts: {self._scrub(failure)}",
+                        f"gave up after {server_errors.attempts + 1} attempts: {self._scrub(failure)}",
                         method=method,
                         path=path,
                     )
-                wait = self._backoff_wait(server_errors)
-                server_errors += 1
-                attempt = server_errors
+                wait = server_errors.next_delay()
+                attempt = server_errors.attempts
             log.warning(
                 "mattermost.retry",
                 method=method,
@@ -334,9 +321,7 @@ class MattermostClient:
         return data is not None
 
     async def add_channel_member(self, channel_id: str, user_id: str) -> None:
-        await self._request(
-            "POST", f"/channels/{channel_id}/members", json_body={"user_id": user_id}
-        )
+        await self._request("POST", f"/channels/{channel_id}/members", json_body={"user_id": user_id})
 
     async def get_channel_member_ids(self, channel_id: str) -> list[str]:
         """Every member's user id, reading page after page."""
@@ -393,9 +378,7 @@ class MattermostClient:
         data = await self._get_or_none(f"/posts/{post_id}")
         return None if data is None else Post.model_validate(data)
 
-    async def patch_post(
-        self, post_id: str, message: str | None = None, props: dict[str, Any] | None = None
-    ) -> Post:
+    async def patch_post(self, post_id: str, message: str | None = None, props: dict[str, Any] | None = None) -> Post:
         """Change the message and/or props (props replace the whole props map)."""
         body: dict[str, Any] = {}
         if message is not None:
@@ -423,9 +406,7 @@ class MattermostClient:
 
     async def get_posts_page(self, channel_id: str, page: int, per_page: int) -> list[Post]:
         """One page of the channel's posts (page 0 holds the newest), oldest first within it."""
-        data = await self._get(
-            f"/channels/{channel_id}/posts", {"page": page, "per_page": per_page}
-        )
+        data = await self._get(f"/channels/{channel_id}/posts", {"page": page, "per_page": per_page})
         return _sorted_posts(data)
 
     # --- reactions -------------------------------------------------------------------
@@ -440,9 +421,7 @@ class MattermostClient:
 
     # --- files -----------------------------------------------------------------------
 
-    async def upload_file(
-        self, channel_id: str, filename: str, content: bytes, mime: str = "text/markdown"
-    ) -> FileInfo:
+    async def upload_file(self, channel_id: str, filename: str, content: bytes, mime: str = "text/markdown") -> FileInfo:
         """Upload one file to the channel; attach it with create_post(file_ids=[info.id])."""
 
         def form() -> aiohttp.FormData:
@@ -454,9 +433,7 @@ class MattermostClient:
         answer = await self._request("POST", "/files", form=form)
         infos = (answer or {}).get("file_infos") or []
         if not infos:
-            raise MattermostError(
-                0, "upload answered no file_infos", method="POST", path="/files"
-            )
+            raise MattermostError(0, "upload answered no file_infos", method="POST", path="/files")
         return FileInfo.model_validate(infos[0])
 
 
@@ -468,30 +445,7 @@ def _sorted_posts(post_list: Any) -> list[Post]:
     return parsed
 
 
-def _retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as seconds: a number, or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return when.timestamp() - time.time()
+if TYPE_CHECKING:
 
-
-def _reset_seconds(value: str | None) -> float | None:
-    """X-RateLimit-Reset as seconds to wait: unix time when large, else a delay."""
-    if not value:
-        return None
-    try:
-        number = float(value.strip())
-    except ValueError:
-        return None
-    if number > _UNIX_TIME_THRESHOLD:
-        return number - time.time()
-    return number
+    def _implements_chat_port(client: MattermostClient) -> ChatPort:
+        return client  # mypy checks every ChatPort method's signature against the client's

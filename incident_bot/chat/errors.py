@@ -96,9 +96,7 @@ _BY_STATUS: dict[int, type[MattermostError]] = {
 }
 
 
-def error_from_response(
-    status: int, body: bytes | str, *, method: str = "", path: str = ""
-) -> MattermostError:
+def error_from_response(status: int, body: bytes | str, *, method: str = "", path: str = "") -> MattermostError:
     """Build the error for a non-2xx answer from its body (JSON or not)."""
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
     payload: Any = None

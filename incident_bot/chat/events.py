@@ -26,7 +26,7 @@ redelivered (reliable-WebSocket replay, REST catch-up) gives the same key:
 from __future__ import annotations
 
 import json
-from typing import Any, Union
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -132,8 +132,8 @@ class Reply(_Event):
     error_message: str = ""
 
 
-KeyedEvent = Union[Posted, PostEdited, PostDeleted, ReactionAdded, ReactionRemoved]
-Event = Union[Hello, Posted, PostEdited, PostDeleted, ReactionAdded, ReactionRemoved, OtherEvent, Malformed]
+KeyedEvent = Posted | PostEdited | PostDeleted | ReactionAdded | ReactionRemoved
+Event = Hello | Posted | PostEdited | PostDeleted | ReactionAdded | ReactionRemoved | OtherEvent | Malformed
 
 
 class _Bad(Exception):
@@ -160,14 +160,16 @@ def parse_reply(text: str | bytes) -> Reply | None:
         obj = json.loads(text)
         if not isinstance(obj, dict) or "event" in obj or not isinstance(obj.get("seq_reply"), int):
             return None
-        error = obj.get("error") if isinstance(obj.get("error"), dict) else {}
+        error = obj.get("error")
+        if not isinstance(error, dict):
+            error = {}
         return Reply(
             seq_reply=obj["seq_reply"],
             status=str(obj.get("status") or ""),
             error_id=str(error.get("id") or ""),
             error_message=str(error.get("message") or ""),
         )
-    except Exception:
+    except Exception:  # noqa: BLE001 - "never raises": any frame we cannot read (even a RecursionError) is not a reply
         return None
 
 
@@ -177,7 +179,7 @@ def parse_frame(text: str | bytes) -> Event | None:
         return _parse(text)
     except _Bad as bad:
         return Malformed(raw=_truncate(text), reason=bad.reason)
-    except Exception as exc:  # a bug here must not kill the stream
+    except Exception as exc:  # noqa: BLE001 - a bug in parsing must not kill the stream; the frame is kept as Malformed
         return Malformed(raw=_truncate(text), reason=f"unexpected {type(exc).__name__}")
 
 

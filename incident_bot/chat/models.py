@@ -6,7 +6,7 @@ parsing. Timestamps are what Mattermost sends: integer milliseconds since the ep
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, field_validator
@@ -42,11 +42,6 @@ class Channel(_MMModel):
     creator_id: str = ""
 
 
-class ChannelMember(_MMModel):
-    channel_id: str
-    user_id: str
-
-
 class Post(_MMModel):
     id: str
     channel_id: str
@@ -78,7 +73,7 @@ class Post(_MMModel):
     @property
     def created(self) -> datetime:
         """When the post was created, as an aware UTC datetime."""
-        return datetime.fromtimestamp(self.create_at / 1000, tz=timezone.utc)
+        return datetime.fromtimestamp(self.create_at / 1000, tz=UTC)
 
 
 class Reaction(_MMModel):

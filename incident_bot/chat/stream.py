@@ -20,9 +20,7 @@ header. A ``seq`` jump on a live connection calls ``on_gap(expected, received)``
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import random
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlencode
 
@@ -31,6 +29,7 @@ import structlog
 
 from incident_bot import __version__
 from incident_bot.chat.events import Event, Hello, Malformed, parse_frame, parse_reply
+from incident_bot.chat.retry import Backoff
 
 log = structlog.get_logger(__name__)
 
@@ -81,6 +80,8 @@ class EventStream:
         self._on_gap = on_gap
         self.backoff = backoff
         self.max_backoff = max_backoff
+        # Reconnects never give up; a connection that got as far as an event resets the delay.
+        self._reconnect = Backoff(backoff, cap=max_backoff, jitter="full")
         self.heartbeat = heartbeat
         self.resume_grace = resume_grace
         self._session = session
@@ -91,9 +92,8 @@ class EventStream:
         self._next_seq: int | None = None  # the seq the server should send next
         self._awaiting_resume = False  # reconnected, not yet told whether resumed
 
-        self._stopping = False
         self._running = False
-        self._stop_event = asyncio.Event()
+        self._stop_event = asyncio.Event()  # set by stop(); never cleared
         self._done = asyncio.Event()
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._conn_task: asyncio.Task[bool] | None = None
@@ -116,9 +116,7 @@ class EventStream:
 
     def _connect_url(self) -> str:
         if self._connection_id and self._next_seq is not None:
-            query = urlencode(
-                {"connection_id": self._connection_id, "sequence_number": self._next_seq}
-            )
+            query = urlencode({"connection_id": self._connection_id, "sequence_number": self._next_seq})
             return f"{self.url}?{query}"
         return self.url
 
@@ -132,19 +130,18 @@ class EventStream:
         self._done.clear()
         self._run_task = asyncio.current_task()
         session = self._session or aiohttp.ClientSession()
-        failures = 0
         try:
-            while not self._stopping:
+            while not self._stopping():
                 self._conn_task = asyncio.create_task(self._connect_once(session))
                 healthy = False
                 try:
                     healthy = await self._conn_task
                 except asyncio.CancelledError:
                     task = asyncio.current_task()
-                    if self._stopping and task is not None and not task.cancelling():
+                    if self._stopping() and task is not None and not task.cancelling():
                         break  # stop() cancelled a connection attempt
                     raise
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - whatever ended this connection, the stream reconnects
                     self._log_connect_failure(exc)
                     if getattr(exc, "status", None) == 400 and self._connection_id:
                         # The server refused our resume parameters: start a fresh connection
@@ -154,13 +151,14 @@ class EventStream:
                         self._next_seq = None
                 finally:
                     self._conn_task = None
-                if self._stopping:
+                if self._stopping():
                     break
-                failures = 0 if healthy else failures + 1
-                wait = random.uniform(0, min(self.max_backoff, self.backoff * (2**failures)))
+                if healthy:
+                    self._reconnect.reset()
+                failures = self._reconnect.attempts  # connections in a row that never got an event
+                wait = self._reconnect.next_delay()
                 log.info("mattermost.ws.reconnect", wait=round(wait, 3), failures=failures)
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._stop_event.wait(), timeout=wait)
+                await self._reconnect.pause(wait, self._stop_event)
         finally:
             if self._session is None:
                 await session.close()
@@ -170,7 +168,6 @@ class EventStream:
 
     async def stop(self) -> None:
         """Close the socket and make ``run()`` return; safe to call from a callback."""
-        self._stopping = True
         self._stop_event.set()
         current = asyncio.current_task()
         ws = self._ws
@@ -180,6 +177,9 @@ class EventStream:
             self._conn_task.cancel()  # still connecting
         if self._running and current is not self._run_task and current is not self._conn_task:
             await self._done.wait()
+
+    def _stopping(self) -> bool:
+        return self._stop_event.is_set()
 
     def _log_connect_failure(self, exc: Exception) -> None:
         status = getattr(exc, "status", None)
@@ -215,7 +215,7 @@ class EventStream:
             )
             receiving: asyncio.Future[aiohttp.WSMessage] | None = None
             try:
-                if self._stopping:
+                if self._stopping():
                     return False
                 await ws.send_str(
                     json.dumps(
@@ -232,9 +232,7 @@ class EventStream:
                     if receiving is None:
                         receiving = asyncio.ensure_future(ws.receive())
                     if self._awaiting_resume:
-                        done, _ = await asyncio.wait(
-                            {receiving}, timeout=max(0.0, deadline - loop.time())
-                        )
+                        done, _ = await asyncio.wait({receiving}, timeout=max(0.0, deadline - loop.time()))
                         if not done:  # quiet: a lossless resume sends nothing at all
                             await self._resumed_without_hello()
                             healthy = True
@@ -255,7 +253,7 @@ class EventStream:
                     receiving.cancel()
                 self._ws = None
                 self._awaiting_resume = False
-            log.info("mattermost.ws.closed", code=ws.close_code, stopping=self._stopping)
+            log.info("mattermost.ws.closed", code=ws.close_code, stopping=self._stopping())
         return healthy
 
     async def _handle_text(self, text: str) -> bool:

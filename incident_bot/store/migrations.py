@@ -107,8 +107,7 @@ def load_migrations(directory: Traversable | Path | None = None) -> list[Migrati
     for expected, migration in enumerate(found, start=1):
         if migration.version != expected:
             raise MigrationError(
-                f"migration versions must run 1, 2, 3… without gaps or repeats; "
-                f"expected {expected:04d}, found {migration.name}"
+                f"migration versions must run 1, 2, 3… without gaps or repeats; expected {expected:04d}, found {migration.name}"
             )
     return found
 
@@ -145,9 +144,7 @@ async def upgrade(conn: aiosqlite.Connection, database: str, migrations: Sequenc
             _refuse_newer(version, newest, database)
             for statement in migration.statements:
                 await conn.execute(statement)
-            await conn.execute(
-                "INSERT INTO schema_version (version, name) VALUES (?, ?)", (migration.version, migration.name)
-            )
+            await conn.execute("INSERT INTO schema_version (version, name) VALUES (?, ?)", (migration.version, migration.name))
             await conn.execute("COMMIT")
         except BaseException as exc:
             try:
@@ -156,8 +153,7 @@ async def upgrade(conn: aiosqlite.Connection, database: str, migrations: Sequenc
                 pass  # SQLite already rolled back on its own (e.g. disk full)
             if isinstance(exc, sqlite3.Error):
                 raise MigrationError(
-                    f"migration {migration.name} failed on {database}: {exc}; "
-                    f"the database stays at schema version {version}"
+                    f"migration {migration.name} failed on {database}: {exc}; the database stays at schema version {version}"
                 ) from exc
             raise
         version = migration.version

@@ -11,7 +11,7 @@ import json
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
 from typing import Any, get_args
@@ -49,9 +49,11 @@ def to_db_time(value: datetime | None) -> str | None:
 
 
 def from_db_time(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    return datetime.fromisoformat(value).astimezone(timezone.utc)
+    return None if value is None else db_time(value)
+
+
+def db_time(value: str) -> datetime:
+    return datetime.fromisoformat(value).astimezone(UTC)
 
 
 def _to_json(value: Any) -> str:
@@ -96,7 +98,7 @@ def _timeline(row: sqlite3.Row) -> TimelineEvent:
     return TimelineEvent(
         id=row["id"],
         incident_number=row["incident_number"],
-        at=from_db_time(row["at"]),
+        at=db_time(row["at"]),
         kind=row["kind"],
         actor_id=row["actor_id"],
         text=row["text"],
@@ -229,8 +231,7 @@ class SQLiteStore:
         async with self._lock:
             conn = self._require_conn()
             return {
-                name: await self._pragma(conn, name)
-                for name in ("journal_mode", "foreign_keys", "busy_timeout", "synchronous")
+                name: await self._pragma(conn, name) for name in ("journal_mode", "foreign_keys", "busy_timeout", "synchronous")
             }
 
     @staticmethod
@@ -302,8 +303,7 @@ class _SQLiteTransaction:
 
     async def create_incident(self, incident: Incident) -> Incident:
         row = await self._one(
-            f"INSERT INTO incidents ({', '.join(_INCIDENT_COLUMNS)}) VALUES ({_marks(_INCIDENT_COLUMNS)}) "
-            "RETURNING number",
+            f"INSERT INTO incidents ({', '.join(_INCIDENT_COLUMNS)}) VALUES ({_marks(_INCIDENT_COLUMNS)}) RETURNING number",
             _incident_params(incident),
         )
         assert row is not None
@@ -327,9 +327,7 @@ class _SQLiteTransaction:
         return _incident(row) if row else None
 
     async def get_incident_by_command_post(self, post_id: str) -> Incident | None:
-        row = await self._one(
-            "SELECT * FROM incidents WHERE command_post_id = ? ORDER BY number LIMIT 1", (post_id,)
-        )
+        row = await self._one("SELECT * FROM incidents WHERE command_post_id = ? ORDER BY number LIMIT 1", (post_id,))
         return _incident(row) if row else None
 
     async def list_incidents(
@@ -405,9 +403,7 @@ class _SQLiteTransaction:
 
     async def list_timeline(self, incident_number: int, include_deleted: bool = False) -> list[TimelineEvent]:
         live = "" if include_deleted else "AND deleted = 0"
-        rows = await self._all(
-            f"SELECT * FROM timeline WHERE incident_number = ? {live} ORDER BY at, id", (incident_number,)
-        )
+        rows = await self._all(f"SELECT * FROM timeline WHERE incident_number = ? {live} ORDER BY at, id", (incident_number,))
         return [_timeline(row) for row in rows]
 
     async def get_timeline_by_post(self, incident_number: int, post_id: str) -> TimelineEvent | None:

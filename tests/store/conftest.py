@@ -46,9 +46,7 @@ class SQLiteBackend(Backend):
 
     async def set_schema_version(self, version: int) -> None:
         async with aiosqlite.connect(self.path) as conn:
-            await conn.execute(
-                "INSERT INTO schema_version (version, name) VALUES (?, ?)", (version, f"{version:04d}_future.sql")
-            )
+            await conn.execute("INSERT INTO schema_version (version, name) VALUES (?, ?)", (version, f"{version:04d}_future.sql"))
             await conn.commit()
 
 

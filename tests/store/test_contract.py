@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import aiosqlite
@@ -20,7 +20,7 @@ from incident_bot.store.base import SchemaTooNew, Store
 from incident_bot.store.sqlite import SQLiteStore, from_db_time, to_db_time
 from tests.store.conftest import Backend, SQLiteBackend
 
-T0 = datetime(2026, 11, 26, 14, 2, 0, 123000, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 26, 14, 2, 0, 123000, tzinfo=UTC)
 CEST = timezone(timedelta(hours=2))
 
 
@@ -340,10 +340,10 @@ async def test_lookup_by_channel_and_command_post(store: Store) -> None:
 
 async def test_channel_id_is_unique(store: Store) -> None:
     await create(store, channel_id="ch-a")
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 - the Store protocol names no error for a duplicate; each backend raises its own
         await create(store, channel_id="ch-a")
     async with store.transaction() as tx:
-        incidents, total = await tx.list_incidents(["team-ops"], list(Status), 10)
+        _incidents, total = await tx.list_incidents(["team-ops"], list(Status), 10)
     assert total == 1
 
 
@@ -398,14 +398,24 @@ async def test_timeline_add_list_update(store: Store) -> None:
     async with store.transaction() as tx:
         started = await tx.add_timeline(
             TimelineEvent(
-                incident_number=n, at=T0, kind=TimelineKind.STARTED, actor_id="u-alice", text="DB down",
+                incident_number=n,
+                at=T0,
+                kind=TimelineKind.STARTED,
+                actor_id="u-alice",
+                text="DB down",
                 data={"severity": 2, "playbook": None, "nested": {"list": [1, "two", 3.5, True]}},
             )
         )
-        later = await tx.add_timeline(TimelineEvent(incident_number=n, at=T0 + timedelta(minutes=5), kind=TimelineKind.NOTE, text="a"))
+        later = await tx.add_timeline(
+            TimelineEvent(incident_number=n, at=T0 + timedelta(minutes=5), kind=TimelineKind.NOTE, text="a")
+        )
         # Added after, but happened earlier: listed by time; equal times by id.
-        earlier = await tx.add_timeline(TimelineEvent(incident_number=n, at=T0 + timedelta(minutes=1), kind=TimelineKind.NOTE, text="b"))
-        same_time = await tx.add_timeline(TimelineEvent(incident_number=n, at=T0 + timedelta(minutes=5), kind=TimelineKind.NOTE, text="c"))
+        earlier = await tx.add_timeline(
+            TimelineEvent(incident_number=n, at=T0 + timedelta(minutes=1), kind=TimelineKind.NOTE, text="b")
+        )
+        same_time = await tx.add_timeline(
+            TimelineEvent(incident_number=n, at=T0 + timedelta(minutes=5), kind=TimelineKind.NOTE, text="c")
+        )
     assert 0 < started.id < later.id < earlier.id < same_time.id
     async with store.transaction() as tx:
         events = await tx.list_timeline(n)
@@ -467,7 +477,10 @@ async def test_checklist_numbers_are_never_reused(store: Store) -> None:
         assert four == ChecklistItem(incident_number=n, number=4, text="four")
         assert [i.number for i in await tx.list_checklist(n)] == [1, 4]
         assert [(i.number, i.removed) for i in await tx.list_checklist(n, include_removed=True)] == [
-            (1, False), (2, True), (3, True), (4, False)
+            (1, False),
+            (2, True),
+            (3, True),
+            (4, False),
         ]
 
 
@@ -502,7 +515,7 @@ async def test_checklist_post_id_is_unique(store: Store) -> None:
         a = await tx.add_checklist_item(n, "a")
         b = await tx.add_checklist_item(n, "b")
         await tx.save_checklist_item(a.model_copy(update={"post_id": "p-1"}))
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 - the Store protocol names no error for a duplicate; each backend raises its own
         async with store.transaction() as tx:
             await tx.save_checklist_item(b.model_copy(update={"post_id": "p-1"}))
 
@@ -511,7 +524,9 @@ async def test_checklist_post_id_is_unique(store: Store) -> None:
 
 
 async def test_playbooks(store: Store) -> None:
-    db = Playbook(team_id="team-ops", name="Database", description="DB outages", default_severity=2, items=["Page DBA", "Check replicas"])
+    db = Playbook(
+        team_id="team-ops", name="Database", description="DB outages", default_severity=2, items=["Page DBA", "Check replicas"]
+    )
     async with store.transaction() as tx:
         await tx.save_playbook(db)
         await tx.save_playbook(Playbook(team_id="team-ops", name="api", items=[]))
@@ -582,7 +597,7 @@ async def test_state(store: Store) -> None:
         (T0.astimezone(CEST), T0),  # another zone: same instant, back in UTC
         (T0.replace(tzinfo=None), T0),  # naive counts as UTC
         (T0.replace(microsecond=123999), T0),  # finer than a millisecond is dropped
-        (datetime(2026, 1, 1, 0, 0, 0, 999000, tzinfo=timezone.utc), datetime(2026, 1, 1, 0, 0, 0, 999000, tzinfo=timezone.utc)),
+        (datetime(2026, 1, 1, 0, 0, 0, 999000, tzinfo=UTC), datetime(2026, 1, 1, 0, 0, 0, 999000, tzinfo=UTC)),
     ],
 )
 async def test_times_round_trip_in_utc_to_the_millisecond(store: Store, given: datetime, expected: datetime) -> None:
@@ -596,10 +611,17 @@ async def test_times_round_trip_in_utc_to_the_millisecond(store: Store, given: d
         (event,) = await tx.list_timeline(n)
         (item,) = await tx.list_checklist(n)
     assert incident is not None and item.done_at is not None
-    for value in (incident.started_at, incident.ended_at, incident.last_update_at, incident.next_reminder_at, event.at, item.done_at):
+    for value in (
+        incident.started_at,
+        incident.ended_at,
+        incident.last_update_at,
+        incident.next_reminder_at,
+        event.at,
+        item.done_at,
+    ):
         assert value == expected
         assert value is not None and value.utcoffset() == timedelta(0)
-        assert value.tzinfo == timezone.utc
+        assert value.tzinfo == UTC
 
 
 # --- SQLite only ------------------------------------------------------------------------------------
@@ -617,7 +639,16 @@ async def test_sqlite_schema(sqlite_store: SQLiteStore, sqlite_backend: SQLiteBa
         tables = {r[0] for r in await conn.execute_fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")}
         indexes = {r[0] for r in await conn.execute_fetchall("SELECT name FROM sqlite_master WHERE type = 'index'")}
         fks = list(await conn.execute_fetchall("PRAGMA foreign_key_list(checklist_items)"))
-    assert {"incidents", "timeline", "checklist_items", "playbooks", "processed_events", "replies", "bot_state", "schema_version"} <= tables
+    assert {
+        "incidents",
+        "timeline",
+        "checklist_items",
+        "playbooks",
+        "processed_events",
+        "replies",
+        "bot_state",
+        "schema_version",
+    } <= tables
     assert {"incidents_command_post", "incidents_team_status"} <= indexes
     assert [(fk[2], fk[3], fk[4]) for fk in fks] == [("incidents", "incident_number", "number")]
 
@@ -635,7 +666,10 @@ async def test_sqlite_keeps_times_as_utc_text_with_milliseconds(sqlite_store: SQ
 async def test_sqlite_reopen_does_not_run_migrations_again(sqlite_store: SQLiteStore, sqlite_backend: SQLiteBackend) -> None:
     async def applied() -> list[tuple[int, str, str]]:
         async with aiosqlite.connect(sqlite_backend.path) as conn:
-            return [tuple(r) for r in await conn.execute_fetchall("SELECT version, name, applied_at FROM schema_version ORDER BY version")]
+            return [
+                tuple(r)
+                for r in await conn.execute_fetchall("SELECT version, name, applied_at FROM schema_version ORDER BY version")
+            ]
 
     before = await applied()
     assert [v for v, _, _ in before] == list(range(1, sqlite_backend.latest_version + 1))
@@ -689,14 +723,16 @@ async def test_sqlite_migration_files_must_be_numbered_without_gaps(tmp_path: Pa
         migrations.load_migrations(folder)
     (folder / "0009_skipped.sql").unlink()
     (folder / "2-bad-name.sql").write_text("SELECT 1;")
-    with pytest.raises(migrations.MigrationError, match="NNNN_name.sql"):
+    with pytest.raises(migrations.MigrationError, match=r"NNNN_name\.sql"):
         migrations.load_migrations(folder)
 
 
 def test_sqlite_split_statements() -> None:
     assert migrations.split_statements("-- only a comment\n") == []
     assert migrations.split_statements("SELECT 1; SELECT ';'; /* c; */ SELECT 2;\n-- end\n") == [
-        "SELECT 1;", "SELECT ';';", "/* c; */ SELECT 2;"
+        "SELECT 1;",
+        "SELECT ';';",
+        "/* c; */ SELECT 2;",
     ]
     with pytest.raises(migrations.MigrationError, match="does not end"):
         migrations.split_statements("SELECT 1; SELECT 2")

@@ -138,10 +138,8 @@ async def mm(server: Server) -> AsyncIterator[MattermostClient]:
 # --- retries ----------------------------------------------------------------------------
 
 
-async def test_429_with_retry_after_is_retried_then_succeeds(
-    server: Server, mm: MattermostClient, waits: list[float]
-) -> None:
-    limited = lambda: web.Response(status=429, text="limit exceeded", headers={"Retry-After": "2"})  # noqa: E731
+async def test_429_with_retry_after_is_retried_then_succeeds(server: Server, mm: MattermostClient, waits: list[float]) -> None:
+    limited = lambda: web.Response(status=429, text="limit exceeded", headers={"Retry-After": "2"})
     server.on("GET", "/users/me", sequence(limited, lambda: web.json_response(USER)))
     with capture_logs() as logs:
         me = await mm.get_me()
@@ -152,11 +150,9 @@ async def test_429_with_retry_after_is_retried_then_succeeds(
     assert retry and retry[0]["status"] == 429 and retry[0]["path"] == "/users/me"
 
 
-async def test_429_with_only_ratelimit_reset_as_unix_time(
-    server: Server, mm: MattermostClient, waits: list[float]
-) -> None:
+async def test_429_with_only_ratelimit_reset_as_unix_time(server: Server, mm: MattermostClient, waits: list[float]) -> None:
     reset = str(int(time.time()) + 3)
-    limited = lambda: web.Response(status=429, headers={"X-RateLimit-Reset": reset})  # noqa: E731
+    limited = lambda: web.Response(status=429, headers={"X-RateLimit-Reset": reset})
     server.on("GET", "/users/me", sequence(limited, lambda: web.json_response(USER)))
     assert (await mm.get_me()).id == "u1"
     assert len(waits) == 1 and 1.0 <= waits[0] <= 3.5
@@ -192,7 +188,7 @@ async def test_429_retries_outlast_5xx_retries_then_raise_rate_limited(
 
 
 async def test_503_twice_then_200_succeeds(server: Server, mm: MattermostClient, waits: list[float]) -> None:
-    unavailable = lambda: web.Response(status=503, text="<html>bad gateway</html>")  # noqa: E731
+    unavailable = lambda: web.Response(status=503, text="<html>bad gateway</html>")
     server.on("GET", "/users/me", sequence(unavailable, unavailable, lambda: web.json_response(USER)))
     with capture_logs() as logs:
         assert (await mm.get_me()).id == "u1"
@@ -214,9 +210,7 @@ async def test_503_forever_raises_server_unavailable_after_retries(
     assert len(waits) == 3
 
 
-async def test_retried_post_keeps_one_pending_post_id(
-    server: Server, mm: MattermostClient, waits: list[float]
-) -> None:
+async def test_retried_post_keeps_one_pending_post_id(server: Server, mm: MattermostClient, waits: list[float]) -> None:
     server.on(
         "POST",
         "/posts",
@@ -259,9 +253,7 @@ async def test_timeout_is_retried(server: Server, waits: list[float]) -> None:
 # --- errors -----------------------------------------------------------------------------
 
 
-async def test_403_is_not_retried_and_raises_forbidden(
-    server: Server, mm: MattermostClient, waits: list[float]
-) -> None:
+async def test_403_is_not_retried_and_raises_forbidden(server: Server, mm: MattermostClient, waits: list[float]) -> None:
     server.on(
         "POST",
         "/channels/c1/members",
@@ -286,19 +278,24 @@ async def test_403_is_not_retried_and_raises_forbidden(
     assert waits == []
 
 
-async def test_error_text_never_holds_the_token(
-    server: Server, mm: MattermostClient, waits: list[float]
-) -> None:
+async def test_error_text_never_holds_the_token(server: Server, mm: MattermostClient, waits: list[float]) -> None:
     # Even a server that echoes the token back does not get it into our messages or logs.
     server.on(
         "GET",
         "/users/me",
-        ok({"id": "api.context.session_expired.app_error", "message": f"bad token={TOKEN}",
-            "detailed_error": f"token={TOKEN}", "request_id": "r", "status_code": 401}, status=401),
+        ok(
+            {
+                "id": "api.context.session_expired.app_error",
+                "message": f"bad token={TOKEN}",
+                "detailed_error": f"token={TOKEN}",
+                "request_id": "r",
+                "status_code": 401,
+            },
+            status=401,
+        ),
     )
-    with capture_logs() as logs:
-        with pytest.raises(MattermostError) as caught:
-            await mm.get_me()
+    with capture_logs() as logs, pytest.raises(MattermostError) as caught:
+        await mm.get_me()
     assert caught.value.status == 401
     for text in (str(caught.value), repr(caught.value), caught.value.message, caught.value.detailed_error):
         assert TOKEN not in text
@@ -347,14 +344,22 @@ async def test_other_400_is_plain_bad_request(server: Server, mm: MattermostClie
 
 
 async def test_create_channel_sends_fields_and_parses(server: Server, mm: MattermostClient) -> None:
-    channel = {"id": "c9", "team_id": "t1", "name": "inc-1", "display_name": "Incident 1", "type": "P",
-               "header": "h", "purpose": "p", "creator_id": "bot", "extra_field": 1}
+    channel = {
+        "id": "c9",
+        "team_id": "t1",
+        "name": "inc-1",
+        "display_name": "Incident 1",
+        "type": "P",
+        "header": "h",
+        "purpose": "p",
+        "creator_id": "bot",
+        "extra_field": 1,
+    }
     server.on("POST", "/channels", ok(channel, 201))
     created = await mm.create_channel("t1", "inc-1", "Incident 1", header="h", purpose="p")
     assert created.id == "c9" and created.type == "P"
     sent = json.loads(server.requests[0]["body"])
-    assert sent == {"team_id": "t1", "name": "inc-1", "display_name": "Incident 1", "type": "P",
-                    "header": "h", "purpose": "p"}
+    assert sent == {"team_id": "t1", "name": "inc-1", "display_name": "Incident 1", "type": "P", "header": "h", "purpose": "p"}
 
 
 async def test_not_found_lookups_give_none(server: Server, mm: MattermostClient) -> None:
@@ -408,10 +413,19 @@ async def test_posts_since_are_oldest_first_and_keep_deleted(server: Server, mm:
 
 
 async def test_thread_and_empty_lists(server: Server, mm: MattermostClient) -> None:
-    server.on("GET", "/posts/r/thread", ok({"order": [], "posts": {
-        "x": {**POST, "id": "x", "root_id": "r", "create_at": 5},
-        "r": {**POST, "id": "r", "create_at": 1},
-    }}))
+    server.on(
+        "GET",
+        "/posts/r/thread",
+        ok(
+            {
+                "order": [],
+                "posts": {
+                    "x": {**POST, "id": "x", "root_id": "r", "create_at": 5},
+                    "r": {**POST, "id": "r", "create_at": 1},
+                },
+            }
+        ),
+    )
     server.on("GET", "/posts/r/reactions", ok(None))
     assert [p.id for p in await mm.get_thread("r")] == ["r", "x"]
     assert await mm.get_reactions("r") == []
@@ -426,9 +440,7 @@ async def test_patch_post_sends_only_given_fields(server: Server, mm: Mattermost
     assert json.loads(server.requests[-1]["body"]) == {"message": "new"}
 
 
-async def test_upload_file_is_multipart_and_rebuilt_on_retry(
-    server: Server, mm: MattermostClient, waits: list[float]
-) -> None:
+async def test_upload_file_is_multipart_and_rebuilt_on_retry(server: Server, mm: MattermostClient, waits: list[float]) -> None:
     seen: list[dict[str, Any]] = []
     calls = {"n": 0}
 
@@ -448,8 +460,7 @@ async def test_upload_file_is_multipart_and_rebuilt_on_retry(
         if calls["n"] == 1:
             return web.Response(status=500)
         return web.json_response(
-            {"file_infos": [{"id": "f1", "name": upload.filename, "size": 5, "mime_type": "text/markdown"}],
-             "client_ids": []},
+            {"file_infos": [{"id": "f1", "name": upload.filename, "size": 5, "mime_type": "text/markdown"}], "client_ids": []},
             status=201,
         )
 

@@ -21,18 +21,33 @@ Script = Callable[[web.WebSocketResponse, dict[str, Any]], Awaitable[None]]
 
 
 def post(post_id: str, message: str = "hi") -> str:
-    return json.dumps({"id": post_id, "channel_id": "c1", "user_id": "u1", "message": message,
-                       "create_at": 1_700_000_000_000, "update_at": 1_700_000_000_000})
+    return json.dumps(
+        {
+            "id": post_id,
+            "channel_id": "c1",
+            "user_id": "u1",
+            "message": message,
+            "create_at": 1_700_000_000_000,
+            "update_at": 1_700_000_000_000,
+        }
+    )
 
 
 def hello(connection_id: str, seq: int = 0) -> str:
-    return json.dumps({"event": "hello", "data": {"connection_id": connection_id, "server_version": "9.11.0"},
-                       "broadcast": {"user_id": "bot"}, "seq": seq})
+    return json.dumps(
+        {
+            "event": "hello",
+            "data": {"connection_id": connection_id, "server_version": "9.11.0"},
+            "broadcast": {"user_id": "bot"},
+            "seq": seq,
+        }
+    )
 
 
 def posted(seq: int, post_id: str) -> str:
-    return json.dumps({"event": "posted", "data": {"post": post(post_id), "channel_type": "O"},
-                       "broadcast": {"channel_id": "c1"}, "seq": seq})
+    return json.dumps(
+        {"event": "posted", "data": {"post": post(post_id), "channel_type": "O"}, "broadcast": {"channel_id": "c1"}, "seq": seq}
+    )
 
 
 async def hold(ws: web.WebSocketResponse, record: dict[str, Any]) -> None:
@@ -104,8 +119,7 @@ async def until(condition: Callable[[], bool], timeout: float = 3.0) -> None:
 def make_stream(server: WSServer, rec: Recorder, **kwargs: Any) -> EventStream:
     params: dict[str, Any] = {"backoff": 0.01, "max_backoff": 0.05, "heartbeat": 5.0, "resume_grace": 0.2}
     params.update(kwargs)
-    return EventStream(server.url, TOKEN, on_event=rec.on_event, on_connect=rec.on_connect,
-                       on_gap=rec.on_gap, **params)
+    return EventStream(server.url, TOKEN, on_event=rec.on_event, on_connect=rec.on_connect, on_gap=rec.on_gap, **params)
 
 
 async def run_until(stream: EventStream, condition: Callable[[], bool]) -> None:
@@ -157,7 +171,6 @@ async def test_slow_consumer_still_gets_events_in_order(server: WSServer) -> Non
         await hold(ws, record)
 
     server.scripts = [script]
-    rec = Recorder()
     seen: list[str] = []
 
     async def slow(event: Event) -> None:
@@ -367,8 +380,7 @@ async def test_unauthorized_upgrade_is_retried_with_backoff(server: WSServer) ->
     await test_server.start_server()
     try:
         rec = Recorder()
-        stream = EventStream(str(test_server.make_url("")), TOKEN, on_event=rec.on_event,
-                             backoff=0.01, max_backoff=0.02)
+        stream = EventStream(str(test_server.make_url("")), TOKEN, on_event=rec.on_event, backoff=0.01, max_backoff=0.02)
         with capture_logs() as logs:
             await run_until(stream, lambda: calls["n"] >= 3)
         assert any(e["event"] == "mattermost.ws.unauthorized" for e in logs)
