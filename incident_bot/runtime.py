@@ -27,8 +27,10 @@ from incident_bot.app.runner import Help, Runner
 from incident_bot.app.teams import Teams
 from incident_bot.app.timeline import Timeline
 from incident_bot.chat.client import MattermostClient
-from incident_bot.chat.errors import MattermostError, ServerUnavailable, Unauthorized
+from incident_bot.chat.errors import MattermostError, Unauthorized
 from incident_bot.chat.models import User
+from incident_bot.chat.port import ChatPort
+from incident_bot.chat.retry import Backoff
 from incident_bot.chat.stream import EventStream
 from incident_bot.config import Settings
 from incident_bot.plugins.checklist import ChecklistPlugin
@@ -37,6 +39,7 @@ from incident_bot.plugins.handler import BotDriver, IncidentEventHandler
 from incident_bot.plugins.incidents import IncidentPlugin
 from incident_bot.plugins.playbooks import PlaybookPlugin
 from incident_bot.plugins.timeline import TimelinePlugin
+from incident_bot.store.base import Store
 from incident_bot.store.sqlite import SQLiteStore
 
 log = structlog.get_logger("incident_bot.bot")
@@ -52,7 +55,7 @@ class StartupError(Exception):
 class Bot:
     """Everything the running bot is made of, wired once the bot knows who it is."""
 
-    def __init__(self, settings: Settings, store: SQLiteStore, chat: MattermostClient, me: User) -> None:
+    def __init__(self, settings: Settings, store: Store, chat: ChatPort, me: User) -> None:
         self.settings = settings
         self.core = core = Core(settings, store, chat, Directory(chat, me, store))
         self.cursor = Cursor(store)
@@ -70,7 +73,7 @@ class Bot:
             TimelinePlugin(runner, self.timeline, Reports(core, teams, self.timeline), settings.timeline_emoji),
         ]
         self.manager = IncidentPluginManager(plugins)
-        mm_settings = MMSettings(MATTERMOST_URL=settings.mattermost_url, BOT_TOKEN="unused")  # noqa: S106 - not a secret: our own client holds the token
+        mm_settings = MMSettings(MATTERMOST_URL=settings.mattermost_url, BOT_TOKEN="unused")
         driver = BotDriver(me)
         self.manager.initialize(driver, mm_settings)
         handler = IncidentEventHandler(driver, mm_settings, self.manager)
@@ -99,21 +102,17 @@ class Runtime:
 
     async def _login(self) -> User:
         """Who am I; waits for a server that is down rather than giving up."""
-        delay = LOGIN_FIRST_WAIT
+        backoff = Backoff(LOGIN_FIRST_WAIT, cap=LOGIN_MAX_WAIT, jitter="none")
         while True:
             try:
                 return await self.chat.get_me()
             except Unauthorized:
                 raise StartupError("bot_token: Mattermost refused the token (401); check the bot's access token") from None
-            except (ServerUnavailable, MattermostError) as exc:
+            except MattermostError as exc:
+                delay = backoff.next_delay()
                 log.warning("mattermost.unreachable", url=self.settings.mattermost_url, error=type(exc).__name__, retry_in=delay)
-            try:
-                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
-            except TimeoutError:
-                pass
-            if self._stopping.is_set():
-                raise StartupError("stopped before Mattermost was reachable")
-            delay = min(delay * 2, LOGIN_MAX_WAIT)
+                if not await backoff.pause(delay, self._stopping):
+                    raise StartupError("stopped before Mattermost was reachable") from None
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)

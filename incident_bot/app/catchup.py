@@ -32,7 +32,7 @@ from incident_bot.app.cursor import Cursor
 from incident_bot.app.pipeline import Pipeline
 from incident_bot.app.timeline import Timeline
 from incident_bot.chat.errors import MattermostError
-from incident_bot.chat.events import PostDeleted, PostEdited, Posted
+from incident_bot.chat.events import PostDeleted, Posted, PostEdited
 from incident_bot.chat.models import Channel, Post
 
 log = structlog.get_logger("incident_bot.catchup")

@@ -117,12 +117,17 @@ class ChannelWriter:
         if post is None:
             assert incident.channel_id is not None
             post = await self.chat.create_post(
-                incident.channel_id, text, root_id=root_id, props=part_props(incident.number, part),
+                incident.channel_id,
+                text,
+                root_id=root_id,
+                props=part_props(incident.number, part),
                 pending_post_id=pending_id(incident.channel_id, part),
             )
         return post
 
-    async def ensure_summary(self, incident: Incident, items: list[ChecklistItem], names: Names, made: Mapping[str, Post]) -> None:
+    async def ensure_summary(
+        self, incident: Incident, items: list[ChecklistItem], names: Names, made: Mapping[str, Post]
+    ) -> None:
         """The pinned summary, made and pinned once; noted on the incident."""
         if incident.summary_post_id is not None:
             return
@@ -149,7 +154,9 @@ class ChannelWriter:
         for item in live:
             if item.post_id is None:
                 part = f"item:{item.number}"
-                post = await self._part(incident, part, messages.checklist_item(item, names), made, root_id=incident.checklist_post_id)
+                post = await self._part(
+                    incident, part, messages.checklist_item(item, names), made, root_id=incident.checklist_post_id
+                )
                 item.post_id = post.id
                 created[post.id] = post
                 await self.core.commit(None, item=item)
@@ -167,7 +174,9 @@ class ChannelWriter:
         try:
             if items is None:
                 items = await self.core.checklist(incident.number)
-            names = await self.core.directory.names([incident.commander_id, incident.started_by, incident.ended_by, *item_names(items)])
+            names = await self.core.directory.names(
+                [incident.commander_id, incident.started_by, incident.ended_by, *item_names(items)]
+            )
             await self.chat.patch_channel(incident.channel_id, header=messages.header(incident, names))
             if incident.summary_post_id:
                 text = messages.summary(incident, names, items, self.core.now(), await self.origin_link(incident))
@@ -179,7 +188,9 @@ class ChannelWriter:
                 raise
             self.backlog.mark_stale(incident.number, exc)
 
-    async def refresh_item(self, incident: Incident, item: ChecklistItem, *, strict: bool = False, shown: str | None = None) -> bool:
+    async def refresh_item(
+        self, incident: Incident, item: ChecklistItem, *, strict: bool = False, shown: str | None = None
+    ) -> bool:
         """Rewrite an item's post (only when it differs from ``shown``, when given); True when written."""
         if not item.post_id or (not strict and incident.number in self.backlog.stale):
             return False

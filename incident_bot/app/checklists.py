@@ -41,14 +41,29 @@ class Checklists:
         return incident
 
     async def _change(
-        self, key: str | None, incident: Incident, item: ChecklistItem, kind: TimelineKind, actor: str, text: str,
+        self,
+        key: str | None,
+        incident: Incident,
+        item: ChecklistItem,
+        kind: TimelineKind,
+        actor: str,
+        text: str,
         via: str = "command",
     ) -> list[ChecklistItem]:
         """Commit a change of one item with its timeline event, then show it."""
-        items = await self.core.commit(key, incident.number, item=item, event=TimelineEvent(
-            incident_number=incident.number, at=self.core.now(), kind=kind, actor_id=actor, text=text,
-            data={"item": item.number, "via": via},
-        ))
+        items = await self.core.commit(
+            key,
+            incident.number,
+            item=item,
+            event=TimelineEvent(
+                incident_number=incident.number,
+                at=self.core.now(),
+                kind=kind,
+                actor_id=actor,
+                text=text,
+                data={"item": item.number, "via": via},
+            ),
+        )
         await self.channel.show_change(incident, items, item)
         return items
 
@@ -94,10 +109,16 @@ class Checklists:
             async def add_item(tx: Transaction) -> None:
                 item = await tx.add_checklist_item(incident.number, cmd.text)
                 added.append(item)
-                await tx.add_timeline(TimelineEvent(
-                    incident_number=incident.number, at=now, kind=TimelineKind.CHECKLIST_ADDED,
-                    actor_id=req.user_id, text=item.text, data={"item": item.number},
-                ))
+                await tx.add_timeline(
+                    TimelineEvent(
+                        incident_number=incident.number,
+                        at=now,
+                        kind=TimelineKind.CHECKLIST_ADDED,
+                        actor_id=req.user_id,
+                        text=item.text,
+                        data={"item": item.number},
+                    )
+                )
 
             items = await core.commit(req.key, incident.number, write=add_item)
             await self.channel.ensure_checklist(incident, items, {})
@@ -188,7 +209,8 @@ class Checklists:
                 if added:
                     names = await core.directory.names([reaction.user_id])
                     await self.channel.post(
-                        incident.channel_id or "", messages.tick_refused_ended(incident, names, reaction.user_id),
+                        incident.channel_id or "",
+                        messages.tick_refused_ended(incident, names, reaction.user_id),
                         root_id=incident.checklist_post_id or "",
                     )
                 await core.commit(key, incident.number)
@@ -198,7 +220,9 @@ class Checklists:
                     await core.commit(key, incident.number)
                     return "unchanged"
                 self._tick(item, reaction.user_id)
-                await self._change(key, incident, item, TimelineKind.CHECKLIST_CHECKED, reaction.user_id, item.text, via="reaction")
+                await self._change(
+                    key, incident, item, TimelineKind.CHECKLIST_CHECKED, reaction.user_id, item.text, via="reaction"
+                )
                 return "checked"
             if not item.done:
                 await core.commit(key, incident.number)
@@ -257,7 +281,12 @@ class Checklists:
                 outcome = "checked"
             elif item.done and not ticks:
                 last = next(
-                    (e for e in reversed(events) if e.kind == TimelineKind.CHECKLIST_CHECKED and e.data.get("item") == item.number), None
+                    (
+                        e
+                        for e in reversed(events)
+                        if e.kind == TimelineKind.CHECKLIST_CHECKED and e.data.get("item") == item.number
+                    ),
+                    None,
                 )
                 if last is not None and last.data.get("via") == "reaction":
                     key = f"reconcile-:{post_id}:{_ms(item.done_at)}"

@@ -12,8 +12,8 @@ import structlog
 
 from incident_bot.app.directory import Directory
 from incident_bot.app.request import Clock, Request, UserError
-from incident_bot.chat.client import MattermostClient
 from incident_bot.chat.models import Post
+from incident_bot.chat.port import ChatPort
 from incident_bot.config import Settings
 from incident_bot.domain import messages, rules
 from incident_bot.domain.models import ChecklistItem, Incident, Playbook, TimelineEvent
@@ -44,7 +44,7 @@ def rule(check: Callable[[], None]) -> None:
 
 class Core:
     def __init__(
-        self, settings: Settings, store: Store, chat: MattermostClient, directory: Directory, clock: Clock | None = None
+        self, settings: Settings, store: Store, chat: ChatPort, directory: Directory, clock: Clock | None = None
     ) -> None:
         self.settings = settings
         self.store = store
@@ -114,7 +114,11 @@ class Core:
             text = messages.late(text, format_short_duration(req.late_by))
         root = "" if req.is_dm else req.thread_root
         post = await self.chat.create_post(
-            req.channel_id, text, root_id=root, props={REPLY_PROP: req.post.id}, file_ids=file_ids,
+            req.channel_id,
+            text,
+            root_id=root,
+            props={REPLY_PROP: req.post.id},
+            file_ids=file_ids,
             pending_post_id=pending_id("reply", req.key),
         )
         req.replied = True

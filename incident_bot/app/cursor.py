@@ -7,6 +7,7 @@ import time
 
 import structlog
 
+from incident_bot.chat.retry import sleep_unless_stopped
 from incident_bot.store.base import Store
 
 log = structlog.get_logger("incident_bot.cursor")
@@ -84,10 +85,7 @@ class Cursor:
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=FLUSH_SECONDS)
-            except TimeoutError:
-                pass
+            await sleep_unless_stopped(FLUSH_SECONDS, stop)
             try:
                 await self.flush()
             except Exception as exc:  # noqa: BLE001 - try again next second

@@ -6,8 +6,8 @@ import asyncio
 import time
 from collections.abc import Iterable
 
-from incident_bot.chat.client import MattermostClient
 from incident_bot.chat.models import Reaction, Team, User
+from incident_bot.chat.port import ChatPort
 from incident_bot.domain.messages import Names
 from incident_bot.store.base import Store
 
@@ -17,7 +17,7 @@ _TEAM_TTL = 60.0  # seconds a bot-team list is trusted
 class Directory:
     """Caches usernames (they rarely change) and the bot's teams; membership is always asked live."""
 
-    def __init__(self, client: MattermostClient, bot: User, store: Store | None = None) -> None:
+    def __init__(self, client: ChatPort, bot: User, store: Store | None = None) -> None:
         self.client = client
         self.bot = bot
         self.store = store
@@ -72,7 +72,7 @@ class Directory:
         # A bot may not list another user's teams; it may ask each of its own teams.
         mine = await self.bot_teams()
         flags = await asyncio.gather(*(self.client.is_team_member(team.id, user_id) for team in mine))
-        return [team for team, member in zip(mine, flags) if member]
+        return [team for team, member in zip(mine, flags, strict=True) if member]
 
     async def in_team(self, team_id: str, user_id: str) -> bool:
         return await self.client.is_team_member(team_id, user_id)

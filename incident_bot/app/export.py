@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 
@@ -21,7 +22,7 @@ async def cli_export(config: str | None, number: int, fmt: str, db: str | None) 
             return 2
     else:
         database = Path(db)
-    if not Path(database).is_file():
+    if not await asyncio.to_thread(Path(database).is_file):
         print(f"incident-bot: no database at {database}", file=sys.stderr)
         return 2
     store = SQLiteStore(database)

@@ -17,8 +17,8 @@ from incident_bot.chat.models import Channel, Post
 from incident_bot.domain import commands, messages
 from incident_bot.domain.commands import Command
 from incident_bot.domain.models import Incident, Status, TimelineEvent, TimelineKind
-from incident_bot.store.base import Transaction
 from incident_bot.domain.rules import channel_name, clean_title, display_name, reminder_due
+from incident_bot.store.base import Transaction
 
 log = structlog.get_logger("incident_bot.app")
 
@@ -26,6 +26,7 @@ LIST_LIMIT = 20
 HISTORY_LIMIT = 10
 CHANNEL_PURPOSE = "Incident #{n}, managed by incident-bot"
 REPAIR_ENDED_WITHIN = timedelta(days=1)  # ended incidents whose channel a restart still mends
+
 
 class Incidents:
     def __init__(self, core: Core, channel: ChannelWriter, teams: Teams, backlog: Backlog) -> None:
@@ -90,10 +91,16 @@ class Incidents:
             await tx.set_state(f"team:{team.id}", team.name)
             for item_text in playbook.items if playbook else []:
                 await tx.add_checklist_item(made.number, item_text)
-            await tx.add_timeline(TimelineEvent(
-                incident_number=made.number, at=now, kind=TimelineKind.STARTED, actor_id=req.user_id, text=title,
-                data={"severity": severity, "playbook": made.playbook},
-            ))
+            await tx.add_timeline(
+                TimelineEvent(
+                    incident_number=made.number,
+                    at=now,
+                    kind=TimelineKind.STARTED,
+                    actor_id=req.user_id,
+                    text=title,
+                    data={"severity": severity, "playbook": made.playbook},
+                )
+            )
             await tx.record_event(req.key, now, made.number)
 
         await core.commit(None, write=create)
@@ -289,9 +296,17 @@ class Incidents:
             incident.ended_by = req.user_id
             incident.resolution = cmd.text or None
             incident.next_reminder_at = None
-            items = await core.commit(req.key, incident=incident, event=TimelineEvent(
-                incident_number=incident.number, at=now, kind=TimelineKind.ENDED, actor_id=req.user_id, text=cmd.text,
-            ))
+            items = await core.commit(
+                req.key,
+                incident=incident,
+                event=TimelineEvent(
+                    incident_number=incident.number,
+                    at=now,
+                    kind=TimelineKind.ENDED,
+                    actor_id=req.user_id,
+                    text=cmd.text,
+                ),
+            )
             await self.channel.refresh(incident, items)
         names = await core.directory.names([incident.commander_id, incident.ended_by])
         if incident.channel_id:
@@ -316,9 +331,17 @@ class Incidents:
             incident.resolution = None
             incident.last_update_at = now
             incident.next_reminder_at = reminder_due(now, core.settings.reminders.minutes_for(incident.severity))
-            items = await core.commit(req.key, incident=incident, event=TimelineEvent(
-                incident_number=incident.number, at=now, kind=TimelineKind.REOPENED, actor_id=req.user_id, text=cmd.text,
-            ))
+            items = await core.commit(
+                req.key,
+                incident=incident,
+                event=TimelineEvent(
+                    incident_number=incident.number,
+                    at=now,
+                    kind=TimelineKind.REOPENED,
+                    actor_id=req.user_id,
+                    text=cmd.text,
+                ),
+            )
             await self.channel.refresh(incident, items)
         await core.reply(req, messages.reopened(incident))
 
@@ -360,9 +383,16 @@ class Incidents:
             raise UserError(messages.already_member(incident))
         async with core.lock(incident.number):
             await core.chat.add_channel_member(incident.channel_id, req.user_id)
-            await core.commit(req.key, incident.number, event=TimelineEvent(
-                incident_number=incident.number, at=core.now(), kind=TimelineKind.MEMBER_JOINED, actor_id=req.user_id,
-            ))
+            await core.commit(
+                req.key,
+                incident.number,
+                event=TimelineEvent(
+                    incident_number=incident.number,
+                    at=core.now(),
+                    kind=TimelineKind.MEMBER_JOINED,
+                    actor_id=req.user_id,
+                ),
+            )
         names = await core.directory.names([req.user_id])
         if req.channel_id != incident.channel_id:
             await self.channel.post(incident.channel_id, messages.joined_notice(incident, names, req.user_id))
@@ -370,7 +400,9 @@ class Incidents:
 
     async def commander(self, req: Request, cmd: Command) -> None:
         core = self.core
-        incident = await core.incident_for(req, cmd.incident, "commander", member_action="change the commander of", channel_only=True)
+        incident = await core.incident_for(
+            req, cmd.incident, "commander", member_action="change the commander of", channel_only=True
+        )
         assert cmd.user is not None
         user = await core.directory.user_by_name(cmd.user)
         if user is None or user.delete_at:
@@ -388,11 +420,18 @@ class Incidents:
             await core.chat.add_channel_member(incident.channel_id, user.id)
             previous = incident.commander_id
             incident.commander_id = user.id
-            items = await core.commit(req.key, incident=incident, event=TimelineEvent(
-                incident_number=incident.number, at=core.now(), kind=TimelineKind.COMMANDER_CHANGED,
-                actor_id=req.user_id, data={"from": previous, "to": user.id},
-                text=f"{names(previous)} → {names(user.id)}",
-            ))
+            items = await core.commit(
+                req.key,
+                incident=incident,
+                event=TimelineEvent(
+                    incident_number=incident.number,
+                    at=core.now(),
+                    kind=TimelineKind.COMMANDER_CHANGED,
+                    actor_id=req.user_id,
+                    data={"from": previous, "to": user.id},
+                    text=f"{names(previous)} → {names(user.id)}",
+                ),
+            )
             await self.channel.refresh(incident, items)
         await core.reply(req, messages.commander_changed(incident, names, previous))
 
@@ -410,10 +449,17 @@ class Incidents:
             incident.severity = cmd.severity
             last = incident.last_update_at or incident.started_at
             incident.next_reminder_at = reminder_due(last, core.settings.reminders.minutes_for(incident.severity))
-            items = await core.commit(req.key, incident=incident, event=TimelineEvent(
-                incident_number=incident.number, at=core.now(), kind=TimelineKind.SEVERITY_CHANGED,
-                actor_id=req.user_id, data={"from": previous, "to": cmd.severity},
-                text=f"Sev {previous} → Sev {cmd.severity}",
-            ))
+            items = await core.commit(
+                req.key,
+                incident=incident,
+                event=TimelineEvent(
+                    incident_number=incident.number,
+                    at=core.now(),
+                    kind=TimelineKind.SEVERITY_CHANGED,
+                    actor_id=req.user_id,
+                    data={"from": previous, "to": cmd.severity},
+                    text=f"Sev {previous} → Sev {cmd.severity}",
+                ),
+            )
             await self.channel.refresh(incident, items)
         await core.reply(req, messages.severity_changed(incident, previous))

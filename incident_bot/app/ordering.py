@@ -29,8 +29,8 @@ class ChannelQueues:
                 await asyncio.wait([previous])
             try:
                 await work()
-            except Exception:  # the handler logs its own failures; this is a last guard
-                log.error("event.unhandled", channel=channel_id, exc_info=False)
+            except Exception as exc:  # noqa: BLE001 - the pipeline logs its own failures; this is the last guard of the loop
+                log.error("event.unhandled", channel=channel_id, error=type(exc).__name__)
 
         task = asyncio.create_task(run())
         self._tails[channel_id] = task
@@ -58,7 +58,7 @@ class ChannelQueues:
         self.accepting = False
         if not self._tasks:
             return True
-        done, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
         for task in pending:
             task.cancel()
         if pending:

@@ -12,11 +12,11 @@ from typing import Protocol
 import structlog
 
 from incident_bot.app.backlog import Backlog
-from incident_bot.app.cursor import Cursor
 from incident_bot.app.core import Core
+from incident_bot.app.cursor import Cursor
 from incident_bot.app.ordering import ChannelQueues
 from incident_bot.app.request import Request
-from incident_bot.chat.events import Event, Malformed, PostDeleted, PostEdited, Posted, ReactionAdded, ReactionRemoved
+from incident_bot.chat.events import Event, Malformed, PostDeleted, Posted, PostEdited, ReactionAdded, ReactionRemoved
 
 log = structlog.get_logger("incident_bot.events")
 
@@ -50,9 +50,7 @@ class Pipeline:
     parallel); each is claimed by its dedupe key first, so a redelivered event does nothing.
     Every event holds the cursor until its work is done (or handed to the backlog)."""
 
-    def __init__(
-        self, core: Core, listeners: Listeners, cursor: Cursor, backlog: Backlog, resume_start: ResumeStart
-    ) -> None:
+    def __init__(self, core: Core, listeners: Listeners, cursor: Cursor, backlog: Backlog, resume_start: ResumeStart) -> None:
         self.core = core
         self.listeners = listeners
         self.cursor = cursor

@@ -29,7 +29,9 @@ class Playbooks:
         if cmd.sub == "create":
             if existing is not None:
                 raise UserError(messages.playbook_exists(existing.name))
-            playbook = Playbook(name=cmd.playbook, items=cmd.items, team_id=team.id, default_severity=core.settings.default_severity)
+            playbook = Playbook(
+                name=cmd.playbook, items=cmd.items, team_id=team.id, default_severity=core.settings.default_severity
+            )
             await self._save(req, playbook)
             await core.reply(req, messages.playbook_created(playbook))
             return

@@ -94,5 +94,7 @@ class Reports:
             await tx.set_state(f"participants:{incident.number}", sorted(participants))
 
         await core.commit(None, write=remember)
-        data = export.record(incident, items, events, usernames, sorted(participants | export.actor_ids(events)), team_name, core.now())
+        data = export.record(
+            incident, items, events, usernames, sorted(participants | export.actor_ids(events)), team_name, core.now()
+        )
         return export.render(data, fmt)

@@ -4,7 +4,6 @@ server could not resume or a gap in the sequence, and retries of what failed mea
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -13,7 +12,8 @@ from incident_bot.app.backlog import Backlog
 from incident_bot.app.catchup import CatchUp
 from incident_bot.app.cursor import Cursor, wall_ms
 from incident_bot.app.pipeline import Pipeline
-from incident_bot.chat.events import Event, Hello, PostDeleted, PostEdited, Posted, ReactionAdded, ReactionRemoved
+from incident_bot.chat.events import Event, Hello, PostDeleted, Posted, PostEdited, ReactionAdded, ReactionRemoved
+from incident_bot.chat.retry import Backoff
 
 log = structlog.get_logger("incident_bot.resync")
 
@@ -109,12 +109,12 @@ class Resync:
     async def run_retries(self) -> None:
         """While something failed because Mattermost did: wait (backing off), then read it
         again from its time, and repair channels whose edits failed."""
-        delay = RETRY_FIRST
+        backoff = Backoff(RETRY_FIRST, cap=RETRY_MAX, jitter="equal")
         while True:
             await self.backlog.wakeup.wait()
             self.backlog.wakeup.clear()
             while self.backlog:
-                await asyncio.sleep(random.uniform(delay / 2, delay))
+                await backoff.wait()
                 ok = True
                 if self.backlog.stale:
                     ok = await self.repair_stale()
@@ -126,7 +126,8 @@ class Resync:
                         self.backlog.done(pending)
                     else:
                         ok = False
-                delay = RETRY_FIRST if ok else min(delay * 2, RETRY_MAX)
+                if ok:
+                    backoff.reset()
 
     async def stop(self) -> None:
         for task in list(self._tasks):

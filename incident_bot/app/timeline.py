@@ -10,6 +10,7 @@ from incident_bot.app.channel import ChannelWriter
 from incident_bot.app.core import Core
 from incident_bot.app.request import Request, UserError
 from incident_bot.chat.models import Post, Reaction
+from incident_bot.chat.retry import sleep_unless_stopped
 from incident_bot.domain import messages
 from incident_bot.domain.commands import Command
 from incident_bot.domain.models import Incident, Status, TimelineEvent, TimelineKind
@@ -39,9 +40,17 @@ class Timeline:
         core = self.core
         incident = await core.incident_for(req, None, "note", member_action="add notes to", channel_only=True)
         async with core.lock(incident.number):
-            await core.commit(req.key, incident.number, event=TimelineEvent(
-                incident_number=incident.number, at=core.now(), kind=TimelineKind.NOTE, actor_id=req.user_id, text=cmd.text,
-            ))
+            await core.commit(
+                req.key,
+                incident.number,
+                event=TimelineEvent(
+                    incident_number=incident.number,
+                    at=core.now(),
+                    kind=TimelineKind.NOTE,
+                    actor_id=req.user_id,
+                    text=cmd.text,
+                ),
+            )
         await core.reply(req, messages.note_added(incident))
 
     async def show(self, req: Request, cmd: Command) -> None:
@@ -125,18 +134,17 @@ class Timeline:
             return "ignored"
         pinners = await self._pinners(incident, post)
         permalink = (await self.channel.permalink(incident.team_id, post.id) or "") if pinners else ""
-        async with core.lock(incident.number):
-            async with core.store.transaction() as tx:
-                existing = await tx.get_timeline_by_post(incident.number, post.id)
-                if existing is not None and existing.data.get("post_deleted"):
-                    return "unchanged"  # the post is gone; its entry stays marked deleted
-                if pinners and existing is None:
-                    await tx.add_timeline(self._pinned_event(incident, post, pinners[0], permalink))
-                    return "pinned"
-                if existing is not None and not pinners:
-                    existing.deleted = True
-                    await tx.update_timeline(existing)
-                    return "unpinned"
+        async with core.lock(incident.number), core.store.transaction() as tx:
+            existing = await tx.get_timeline_by_post(incident.number, post.id)
+            if existing is not None and existing.data.get("post_deleted"):
+                return "unchanged"  # the post is gone; its entry stays marked deleted
+            if pinners and existing is None:
+                await tx.add_timeline(self._pinned_event(incident, post, pinners[0], permalink))
+                return "pinned"
+            if existing is not None and not pinners:
+                existing.deleted = True
+                await tx.update_timeline(existing)
+                return "unpinned"
         return "unchanged"
 
     async def is_pinned(self, post: Post) -> bool:
@@ -182,9 +190,17 @@ class Timeline:
             incident = await core.fresh(incident)
             incident.last_update_at = now
             incident.next_reminder_at = reminder_due(now, core.settings.reminders.minutes_for(incident.severity))
-            await core.commit(req.key, incident=incident, event=TimelineEvent(
-                incident_number=incident.number, at=now, kind=TimelineKind.STATUS_UPDATE, actor_id=req.user_id, text=cmd.text,
-            ))
+            await core.commit(
+                req.key,
+                incident=incident,
+                event=TimelineEvent(
+                    incident_number=incident.number,
+                    at=now,
+                    kind=TimelineKind.STATUS_UPDATE,
+                    actor_id=req.user_id,
+                    text=cmd.text,
+                ),
+            )
         names = await core.directory.names([incident.commander_id, req.user_id])
         text = messages.status_update(incident, names, req.user_id, cmd.text, now)
         assert incident.channel_id is not None
@@ -222,10 +238,16 @@ class Timeline:
                     await core.commit(None, incident=incident)
                     log.warning("reminder.not_sent", incident=incident.number, channel=incident.channel_name)
                     continue
-                await core.commit(None, incident.number, event=TimelineEvent(
-                    incident_number=incident.number, at=now, kind=TimelineKind.REMINDER_SENT,
-                    text=f"no update for {format_duration(now - since)}",
-                ))
+                await core.commit(
+                    None,
+                    incident.number,
+                    event=TimelineEvent(
+                        incident_number=incident.number,
+                        at=now,
+                        kind=TimelineKind.REMINDER_SENT,
+                        text=f"no update for {format_duration(now - since)}",
+                    ),
+                )
                 sent += 1
                 log.info("reminder.sent", incident=incident.number, channel=incident.channel_name, user=incident.commander_id)
         return sent
@@ -236,7 +258,4 @@ class Timeline:
                 await self.send_due_reminders()
             except Exception as exc:  # noqa: BLE001 - Mattermost down: try again next tick
                 log.warning("reminder.failed", error=type(exc).__name__, detail=str(exc)[:200])
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=REMINDER_TICK)
-            except TimeoutError:
-                pass
+            await sleep_unless_stopped(REMINDER_TICK, stop)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from mmpy_bot import listen_to
-
 import structlog
+from mmpy_bot import listen_to
 
 from incident_bot.app.checklists import Checklists
 from incident_bot.app.runner import Runner
 from incident_bot.plugins.base import FLAGS, IncidentBotPlugin, command, guarded
 from incident_bot.plugins.framework import IncidentMessage, ReactionEvent, listen_to_reaction
-
 
 log = structlog.get_logger("incident_bot.reactions")
 
@@ -77,5 +75,12 @@ class ChecklistPlugin(IncidentBotPlugin):
         if event.emoji not in self.tick_emojis:
             return
         outcome = await guarded(lambda: self.checklists.reaction(event.key, event.reaction, event.added))
-        log.info("reaction.handled", channel=event.event.channel_id, emoji=event.emoji, added=event.added,
-                 post=event.reaction.post_id, user=event.reaction.user_id, outcome=outcome)
+        log.info(
+            "reaction.handled",
+            channel=event.event.channel_id,
+            emoji=event.emoji,
+            added=event.added,
+            post=event.reaction.post_id,
+            user=event.reaction.user_id,
+            outcome=outcome,
+        )

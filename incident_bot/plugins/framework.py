@@ -19,7 +19,7 @@ from mmpy_bot.plugins import PluginManager
 from mmpy_bot.wrappers import Message
 
 from incident_bot.app.request import Request
-from incident_bot.chat.events import PostDeleted, PostEdited, Posted, ReactionAdded, ReactionRemoved
+from incident_bot.chat.events import PostDeleted, Posted, PostEdited, ReactionAdded, ReactionRemoved
 from incident_bot.chat.models import Post, Reaction
 
 
@@ -27,19 +27,21 @@ class IncidentMessage(Message):
     """A posted message addressed to the bot: mmpy_bot's Message plus the request it carries."""
 
     def __init__(self, event: Posted, request: Request, command_text: str, bot_id: str) -> None:
-        super().__init__({
-            "event": "posted",
-            "data": {
-                "post": event.post.model_dump(),
-                "channel_type": event.channel_type,
-                "channel_name": event.channel_name,
-                "sender_name": event.sender_name,
-                "team_id": event.team_id,
-                # A DM or a leading mention addresses the bot, whatever the server listed.
-                "mentions": [*event.mentions, bot_id],
-            },
-            "seq": event.seq,
-        })
+        super().__init__(
+            {
+                "event": "posted",
+                "data": {
+                    "post": event.post.model_dump(),
+                    "channel_type": event.channel_type,
+                    "channel_name": event.channel_name,
+                    "sender_name": event.sender_name,
+                    "team_id": event.team_id,
+                    # A DM or a leading mention addresses the bot, whatever the server listed.
+                    "mentions": [*event.mentions, bot_id],
+                },
+                "seq": event.seq,
+            }
+        )
         self.request = request
         self.command_text = command_text
 

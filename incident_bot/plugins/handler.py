@@ -8,7 +8,7 @@ from mmpy_bot.event_handler import EventHandler
 from mmpy_bot.settings import Settings as MMSettings
 
 from incident_bot.app.request import Request
-from incident_bot.chat.events import PostDeleted, PostEdited, Posted, ReactionAdded, ReactionRemoved
+from incident_bot.chat.events import PostDeleted, Posted, PostEdited, ReactionAdded, ReactionRemoved
 from incident_bot.chat.models import User
 from incident_bot.plugins.framework import IncidentMessage, IncidentPluginManager, PostChangeEvent, ReactionEvent
 

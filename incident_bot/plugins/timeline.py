@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from mmpy_bot import listen_to
-
 import structlog
+from mmpy_bot import listen_to
 
 from incident_bot.app.reports import Reports
 from incident_bot.app.runner import Runner
 from incident_bot.app.timeline import Timeline
 from incident_bot.plugins.base import FLAGS, IncidentBotPlugin, command, guarded
-from incident_bot.plugins.framework import IncidentMessage, PostChangeEvent, ReactionEvent, listen_to_post_change, listen_to_reaction
-
+from incident_bot.plugins.framework import (
+    IncidentMessage,
+    PostChangeEvent,
+    ReactionEvent,
+    listen_to_post_change,
+    listen_to_reaction,
+)
 
 log = structlog.get_logger("incident_bot.reactions")
 
@@ -64,8 +68,14 @@ class TimelinePlugin(IncidentBotPlugin):
         if event.emoji != self.pin_emoji:
             return
         outcome = await guarded(lambda: self.timeline.pin_reaction(event.key, event.reaction, event.added))
-        log.info("pin.handled", channel=event.event.channel_id, added=event.added, post=event.reaction.post_id,
-                 user=event.reaction.user_id, outcome=outcome)
+        log.info(
+            "pin.handled",
+            channel=event.event.channel_id,
+            added=event.added,
+            post=event.reaction.post_id,
+            user=event.reaction.user_id,
+            outcome=outcome,
+        )
 
     @listen_to_post_change()
     async def post_changed(self, event: PostChangeEvent) -> None:

@@ -73,16 +73,23 @@ class ChatDouble:
 
     def person_posts(self, channel: Channel, user: User, message: str, root_id: str = "") -> Post:
         now = int(time.time() * 1000)
-        post = Post(id=new_id("p"), channel_id=channel.id, user_id=user.id, message=message, root_id=root_id,
-                    create_at=now, update_at=now)
+        post = Post(
+            id=new_id("p"), channel_id=channel.id, user_id=user.id, message=message, root_id=root_id, create_at=now, update_at=now
+        )
         self.posts[post.id] = post
         return post
 
     def react(self, post: Post | str, user: User, emoji: str) -> Reaction:
         post_id = post if isinstance(post, str) else post.id
         now = int(time.time() * 1000)
-        reaction = Reaction(user_id=user.id, post_id=post_id, emoji_name=emoji, create_at=now, update_at=now,
-                            channel_id=self.posts[post_id].channel_id)
+        reaction = Reaction(
+            user_id=user.id,
+            post_id=post_id,
+            emoji_name=emoji,
+            create_at=now,
+            update_at=now,
+            channel_id=self.posts[post_id].channel_id,
+        )
         self.reactions.setdefault(post_id, []).append(reaction)
         return reaction
 
@@ -97,8 +104,11 @@ class ChatDouble:
     def bot_posts(self, channel: Channel | str, *, root_id: str | None = None) -> list[Post]:
         channel_id = channel if isinstance(channel, str) else channel.id
         return [
-            p for p in self.posts.values()
-            if p.channel_id == channel_id and p.user_id == self.bot.id and not p.delete_at
+            p
+            for p in self.posts.values()
+            if p.channel_id == channel_id
+            and p.user_id == self.bot.id
+            and not p.delete_at
             and (root_id is None or p.root_id == root_id)
         ]
 
@@ -162,8 +172,16 @@ class ChatDouble:
         self._call("create_channel", team_id, name, display_name, type=type, purpose=purpose)
         if any(c.team_id == team_id and c.name == name for c in self.channels.values()):
             raise ChannelNameTaken(400, "taken", method="TEST", path=name)
-        channel = Channel(id=new_id("c"), team_id=team_id, name=name, display_name=display_name, type=type,
-                          header=header, purpose=purpose, creator_id=self.bot.id)
+        channel = Channel(
+            id=new_id("c"),
+            team_id=team_id,
+            name=name,
+            display_name=display_name,
+            type=type,
+            header=header,
+            purpose=purpose,
+            creator_id=self.bot.id,
+        )
         self.channels[channel.id] = channel
         self.members[channel.id] = {self.bot.id}
         return channel
@@ -203,15 +221,30 @@ class ChatDouble:
         return channel
 
     async def create_post(
-        self, channel_id: str, message: str, root_id: str = "", props: dict[str, Any] | None = None,
-        file_ids: list[str] | None = None, *, pending_post_id: str | None = None,
+        self,
+        channel_id: str,
+        message: str,
+        root_id: str = "",
+        props: dict[str, Any] | None = None,
+        file_ids: list[str] | None = None,
+        *,
+        pending_post_id: str | None = None,
     ) -> Post:
         self._call("create_post", channel_id, message, root_id=root_id, props=props, pending_post_id=pending_post_id)
         if pending_post_id and pending_post_id in self._pending:
             return self.posts[self._pending[pending_post_id]]
         now = int(time.time() * 1000)
-        post = Post(id=new_id("p"), channel_id=channel_id, user_id=self.bot.id, message=message, root_id=root_id,
-                    props=props or {}, file_ids=file_ids or [], create_at=now, update_at=now)
+        post = Post(
+            id=new_id("p"),
+            channel_id=channel_id,
+            user_id=self.bot.id,
+            message=message,
+            root_id=root_id,
+            props=props or {},
+            file_ids=file_ids or [],
+            create_at=now,
+            update_at=now,
+        )
         self.posts[post.id] = post
         if pending_post_id:
             self._pending[pending_post_id] = post.id
@@ -244,8 +277,9 @@ class ChatDouble:
 
     async def get_posts_since(self, channel_id: str, since_ms: int) -> list[Post]:
         self._call("get_posts_since", channel_id, since_ms)
-        return sorted((p for p in self.posts.values() if p.channel_id == channel_id and p.update_at >= since_ms),
-                      key=lambda p: p.create_at)
+        return sorted(
+            (p for p in self.posts.values() if p.channel_id == channel_id and p.update_at >= since_ms), key=lambda p: p.create_at
+        )
 
     async def get_reactions(self, post_id: str) -> list[Reaction]:
         self._call("get_reactions", post_id)

@@ -72,7 +72,9 @@ async def test_ticks_from_non_members_and_on_ended_incidents_change_nothing(app:
     await app.say(app.alice, "end", channel)
     await app.react(app.alice, post)
     assert (await items(app))[1][0] is None
-    refusals = app.chat.bot_posts(channel, root_id=next(p.id for p in app.chat.bot_posts(channel) if p.props.get(PART_PROP) == "1:checklist"))
+    refusals = app.chat.bot_posts(
+        channel, root_id=next(p.id for p in app.chat.bot_posts(channel) if p.props.get(PART_PROP) == "1:checklist")
+    )
     assert any("ended" in p.message for p in refusals)
 
 

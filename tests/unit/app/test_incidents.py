@@ -33,7 +33,9 @@ async def test_start_opens_a_private_channel_with_summary_checklist_and_announce
 
 
 async def test_start_refusals_change_nothing(app: App) -> None:
-    assert await app.say(app.alice, "start X --playbook nope") == "There is no playbook `nope` in this team. Playbooks: `database`."
+    assert (
+        await app.say(app.alice, "start X --playbook nope") == "There is no playbook `nope` in this team. Playbooks: `database`."
+    )
     assert (await app.say(app.alice, "start")).startswith("An incident needs a title")
     async with app.store.transaction() as tx:
         assert await tx.get_incident(1) is None

@@ -67,8 +67,9 @@ async def test_an_error_in_a_use_case_gets_a_reference_not_a_traceback(app: App)
 async def test_a_command_answered_before_a_crash_is_not_answered_again(app: App) -> None:
     post = app.chat.person_posts(app.room, app.alice, "@incident-bot list")
     # the bot replied, then died before noting it
-    await app.chat.create_post(app.room.id, "earlier answer", root_id=post.id, props={"incident_bot_reply_to": post.id},
-                               pending_post_id=pending_id("x"))
+    await app.chat.create_post(
+        app.room.id, "earlier answer", root_id=post.id, props={"incident_bot_reply_to": post.id}, pending_post_id=pending_id("x")
+    )
     app.bot.pipeline.handle(Posted(post=post, channel_type="O", team_id=app.ops.id), replayed=True)
     await app.settle()
     assert [r.message for r in app.replies_to(post)] == ["earlier answer"]

@@ -19,6 +19,8 @@ async def test_create_add_remove_delete_a_team_playbook(app: App) -> None:
 
 
 async def test_config_playbooks_are_read_only_and_dms_need_a_team(app: App) -> None:
-    assert (await app.say(app.alice, "playbook add database x")).startswith("Playbook `database` comes from the config file and is read-only")
+    assert (await app.say(app.alice, "playbook add database x")).startswith(
+        "Playbook `database` comes from the config file and is read-only"
+    )
     assert (await app.dm(app.alice, "playbooks")).startswith("Which team? You share several with me (ops, web)")
     assert "database" in await app.dm(app.dave, "playbooks")
