@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 
 import structlog
@@ -13,7 +15,7 @@ from incident_bot.chat.events import ReactionAdded
 from incident_bot.chat.models import Reaction
 from incident_bot.domain import messages
 from incident_bot.domain.commands import Command
-from incident_bot.domain.models import ChecklistItem, Incident, Status, TimelineEvent, TimelineKind
+from incident_bot.domain.models import ChecklistItem, Incident, Status, TimelineKind
 from incident_bot.store.base import Transaction
 
 log = structlog.get_logger("incident_bot.app")
@@ -34,11 +36,15 @@ class Checklists:
                 return item
         raise UserError(messages.no_item(incident, number))
 
-    async def _editable(self, req: Request, command: str) -> Incident:
-        incident = await self.core.incident_for(req, None, command, member_action="change the checklist of", channel_only=True)
-        if incident.status == Status.ENDED:
-            raise UserError(messages.already_ended(incident))
-        return incident
+    async def _editable(self, req: Request, cmd: Command) -> Incident:
+        return await self.core.incident_for(req, None, cmd.name, member_action="change the checklist of", channel_only=True)
+
+    @asynccontextmanager
+    async def _editing(self, req: Request, cmd: Command) -> AsyncIterator[tuple[Incident, ChecklistItem]]:
+        """The incident (locked, active) and the item ``cmd`` names."""
+        async with self.core.changing(await self._editable(req, cmd)) as incident:
+            assert cmd.item is not None
+            yield incident, await self._item(incident, cmd.item)
 
     async def _change(
         self,
@@ -55,14 +61,7 @@ class Checklists:
             key,
             incident.number,
             item=item,
-            event=TimelineEvent(
-                incident_number=incident.number,
-                at=self.core.now(),
-                kind=kind,
-                actor_id=actor,
-                text=text,
-                data={"item": item.number, "via": via},
-            ),
+            event=self.core.event(incident.number, kind, actor, text, {"item": item.number, "via": via}),
         )
         await self.channel.show_change(incident, items, item)
         return items
@@ -87,76 +86,48 @@ class Checklists:
         await self._check(req, cmd, False)
 
     async def _check(self, req: Request, cmd: Command, done: bool) -> None:
-        core = self.core
-        incident = await self._editable(req, cmd.name)
-        assert cmd.item is not None
-        async with core.lock(incident.number):
-            item = await self._item(incident, cmd.item)
+        async with self._editing(req, cmd) as (incident, item):
             if item.done == done:
                 raise UserError(messages.item_already(item, done))
             kind = self._tick(item, req.user_id if done else None)
             items = await self._change(req.key, incident, item, kind, req.user_id, item.text)
         text = messages.item_checked(incident, item, items) if done else messages.item_unchecked(incident, item, items)
-        await core.reply(req, text)
+        await self.core.reply(req, text)
 
     async def add(self, req: Request, cmd: Command) -> None:
         core = self.core
-        incident = await self._editable(req, "add")
         added: list[ChecklistItem] = []
-        async with core.lock(incident.number):
-            now = core.now()
 
-            async def add_item(tx: Transaction) -> None:
-                item = await tx.add_checklist_item(incident.number, cmd.text)
-                added.append(item)
-                await tx.add_timeline(
-                    TimelineEvent(
-                        incident_number=incident.number,
-                        at=now,
-                        kind=TimelineKind.CHECKLIST_ADDED,
-                        actor_id=req.user_id,
-                        text=item.text,
-                        data={"item": item.number},
-                    )
-                )
+        async def add_item(tx: Transaction) -> None:
+            item = await tx.add_checklist_item(incident.number, cmd.text)
+            added.append(item)
+            await tx.add_timeline(
+                core.event(incident.number, TimelineKind.CHECKLIST_ADDED, req.user_id, item.text, {"item": item.number})
+            )
 
+        async with core.changing(await self._editable(req, cmd)) as incident:
             items = await core.commit(req.key, incident.number, write=add_item)
             await self.channel.ensure_checklist(incident, items, {})
             await self.channel.refresh(incident, items)
         await core.reply(req, messages.item_added(incident, added[0], items))
 
     async def remove(self, req: Request, cmd: Command) -> None:
-        core = self.core
-        incident = await self._editable(req, "remove")
-        assert cmd.item is not None
-        async with core.lock(incident.number):
-            item = await self._item(incident, cmd.item)
+        async with self._editing(req, cmd) as (incident, item):
             item.removed = True
             items = await self._change(req.key, incident, item, TimelineKind.CHECKLIST_REMOVED, req.user_id, item.text)
-        await core.reply(req, messages.item_removed(incident, item, items))
+        await self.core.reply(req, messages.item_removed(incident, item, items))
 
     async def rename(self, req: Request, cmd: Command) -> None:
-        core = self.core
-        incident = await self._editable(req, "rename")
-        assert cmd.item is not None
-        async with core.lock(incident.number):
-            item = await self._item(incident, cmd.item)
-            old = item.text
-            item.text = cmd.text
+        async with self._editing(req, cmd) as (incident, item):
+            old, item.text = item.text, cmd.text
             await self._change(req.key, incident, item, TimelineKind.CHECKLIST_RENAMED, req.user_id, f"{old} → {cmd.text}")
-        await core.reply(req, messages.item_renamed(item, old))
+        await self.core.reply(req, messages.item_renamed(item, old))
 
     async def assign(self, req: Request, cmd: Command) -> None:
         core = self.core
-        incident = await self._editable(req, "assign")
-        assert cmd.item is not None and cmd.user is not None
-        user = await core.directory.user_by_name(cmd.user)
-        if user is None or user.delete_at:
-            raise UserError(messages.unknown_user(cmd.user))
-        if not await core.directory.in_team(incident.team_id, user.id):
-            raise UserError(messages.user_not_in_team(user.username, incident))
-        async with core.lock(incident.number):
-            item = await self._item(incident, cmd.item)
+        assert cmd.user is not None
+        async with self._editing(req, cmd) as (incident, item):
+            user = await core.team_member(cmd.user, incident)
             item.assignee_id = user.id
             await self._change(req.key, incident, item, TimelineKind.CHECKLIST_ASSIGNED, req.user_id, f"@{user.username}")
         names = await core.directory.names([user.id, req.user_id])
@@ -169,16 +140,12 @@ class Checklists:
                 log.warning("assign.dm_failed", incident=incident.number, user=user.id, error=type(exc).__name__)
 
     async def unassign(self, req: Request, cmd: Command) -> None:
-        core = self.core
-        incident = await self._editable(req, "unassign")
-        assert cmd.item is not None
-        async with core.lock(incident.number):
-            item = await self._item(incident, cmd.item)
+        async with self._editing(req, cmd) as (incident, item):
             if item.assignee_id is None:
                 raise UserError(messages.item_not_assigned(item))
             item.assignee_id = None
             await self._change(req.key, incident, item, TimelineKind.CHECKLIST_UNASSIGNED, req.user_id, "")
-        await core.reply(req, messages.item_unassigned(item))
+        await self.core.reply(req, messages.item_unassigned(item))
 
     # --- reactions -------------------------------------------------------------------
 

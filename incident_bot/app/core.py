@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
+from typing import Any
 
 import structlog
 
 from incident_bot.app.directory import Directory
 from incident_bot.app.request import Clock, Request, UserError
-from incident_bot.chat.models import Post
+from incident_bot.chat.models import Post, User
 from incident_bot.chat.port import ChatPort
 from incident_bot.config import Settings
 from incident_bot.domain import messages, rules
-from incident_bot.domain.models import ChecklistItem, Incident, Playbook, TimelineEvent
+from incident_bot.domain.models import ChecklistItem, Incident, Playbook, Status, TimelineEvent, TimelineKind
 from incident_bot.domain.rules import RuleError, format_short_duration
 from incident_bot.store.base import Store, Transaction
 
@@ -66,6 +68,12 @@ class Core:
 
     # --- the one commit of a change ------------------------------------------------------
 
+    def event(
+        self, number: int, kind: TimelineKind, actor: str | None = None, text: str = "", data: dict[str, Any] | None = None
+    ) -> TimelineEvent:
+        """A timeline event of incident ``number`` happening now."""
+        return TimelineEvent(incident_number=number, at=self.now(), kind=kind, actor_id=actor, text=text, data=data or {})
+
     async def commit(
         self,
         key: str | None,
@@ -97,6 +105,16 @@ class Core:
         """The incident as the database has it now (call under its lock)."""
         async with self.store.transaction() as tx:
             return await tx.get_incident(incident.number) or incident
+
+    @asynccontextmanager
+    async def changing(self, incident: Incident, *, active: bool = True) -> AsyncIterator[Incident]:
+        """Hold the incident's lock and give it as the database has it now; ``active``: refuse
+        an ended one (ended incidents are read-only until reopened)."""
+        async with self.lock(incident.number):
+            fresh = await self.fresh(incident)
+            if active and fresh.status == Status.ENDED:
+                raise UserError(messages.already_ended(fresh))
+            yield fresh
 
     async def checklist(self, number: int, *, include_removed: bool = False) -> list[ChecklistItem]:
         async with self.store.transaction() as tx:
@@ -153,7 +171,16 @@ class Core:
         await self.reply(req, messages.recovered(command_text))
         return "answered"
 
-    # --- the incident a command is about -----------------------------------------------
+    # --- who and what a command is about -------------------------------------------------
+
+    async def team_member(self, username: str, incident: Incident) -> User:
+        """The active user ``@username`` in the incident's team, or a refusal saying why not."""
+        user = await self.directory.user_by_name(username)
+        if user is None or user.delete_at:
+            raise UserError(messages.unknown_user(username))
+        if not await self.directory.in_team(incident.team_id, user.id):
+            raise UserError(messages.user_not_in_team(user.username, incident))
+        return user
 
     async def incident_for(
         self,

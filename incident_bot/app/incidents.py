@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from typing import Any
 
 import structlog
 
@@ -16,7 +17,7 @@ from incident_bot.chat.errors import ChannelNameTaken, MattermostError
 from incident_bot.chat.models import Channel, Post
 from incident_bot.domain import commands, messages
 from incident_bot.domain.commands import Command
-from incident_bot.domain.models import Incident, Status, TimelineEvent, TimelineKind
+from incident_bot.domain.models import ChecklistItem, Incident, Status, TimelineKind
 from incident_bot.domain.rules import channel_name, clean_title, display_name, reminder_due
 from incident_bot.store.base import Transaction
 
@@ -92,13 +93,8 @@ class Incidents:
             for item_text in playbook.items if playbook else []:
                 await tx.add_checklist_item(made.number, item_text)
             await tx.add_timeline(
-                TimelineEvent(
-                    incident_number=made.number,
-                    at=now,
-                    kind=TimelineKind.STARTED,
-                    actor_id=req.user_id,
-                    text=title,
-                    data={"severity": severity, "playbook": made.playbook},
+                core.event(
+                    made.number, TimelineKind.STARTED, req.user_id, title, {"severity": severity, "playbook": made.playbook}
                 )
             )
             await tx.record_event(req.key, now, made.number)
@@ -283,31 +279,26 @@ class Incidents:
 
     # --- end / reopen -------------------------------------------------------------------
 
+    async def _apply(
+        self, req: Request, incident: Incident, kind: TimelineKind, text: str = "", data: dict[str, Any] | None = None
+    ) -> list[ChecklistItem]:
+        """Commit a change of the incident with its timeline event, then show it in the channel."""
+        items = await self.core.commit(
+            req.key, incident=incident, event=self.core.event(incident.number, kind, req.user_id, text, data)
+        )
+        await self.channel.refresh(incident, items)
+        return items
+
     async def end(self, req: Request, cmd: Command) -> None:
         core = self.core
-        incident = await core.incident_for(req, cmd.incident, "end", member_action="end")
-        async with core.lock(incident.number):
-            incident = await core.fresh(incident)
-            if incident.status == Status.ENDED:
-                raise UserError(messages.already_ended(incident))
-            now = core.now()
+        found = await core.incident_for(req, cmd.incident, "end", member_action="end")
+        async with core.changing(found) as incident:
             incident.status = Status.ENDED
-            incident.ended_at = now
+            incident.ended_at = core.now()
             incident.ended_by = req.user_id
             incident.resolution = cmd.text or None
             incident.next_reminder_at = None
-            items = await core.commit(
-                req.key,
-                incident=incident,
-                event=TimelineEvent(
-                    incident_number=incident.number,
-                    at=now,
-                    kind=TimelineKind.ENDED,
-                    actor_id=req.user_id,
-                    text=cmd.text,
-                ),
-            )
-            await self.channel.refresh(incident, items)
+            items = await self._apply(req, incident, TimelineKind.ENDED, cmd.text)
         names = await core.directory.names([incident.commander_id, incident.ended_by])
         if incident.channel_id:
             await self.channel.post(incident.channel_id, messages.final_summary(incident, names, items, core.now()))
@@ -319,9 +310,8 @@ class Incidents:
 
     async def reopen(self, req: Request, cmd: Command) -> None:
         core = self.core
-        incident = await core.incident_for(req, cmd.incident, "reopen", member_action="reopen")
-        async with core.lock(incident.number):
-            incident = await core.fresh(incident)
+        found = await core.incident_for(req, cmd.incident, "reopen", member_action="reopen")
+        async with core.changing(found, active=False) as incident:
             if incident.status != Status.ENDED:
                 raise UserError(messages.not_ended(incident))
             now = core.now()
@@ -331,18 +321,7 @@ class Incidents:
             incident.resolution = None
             incident.last_update_at = now
             incident.next_reminder_at = reminder_due(now, core.settings.reminders.minutes_for(incident.severity))
-            items = await core.commit(
-                req.key,
-                incident=incident,
-                event=TimelineEvent(
-                    incident_number=incident.number,
-                    at=now,
-                    kind=TimelineKind.REOPENED,
-                    actor_id=req.user_id,
-                    text=cmd.text,
-                ),
-            )
-            await self.channel.refresh(incident, items)
+            await self._apply(req, incident, TimelineKind.REOPENED, cmd.text)
         await core.reply(req, messages.reopened(incident))
 
     # --- read-only -------------------------------------------------------------------
@@ -386,12 +365,7 @@ class Incidents:
             await core.commit(
                 req.key,
                 incident.number,
-                event=TimelineEvent(
-                    incident_number=incident.number,
-                    at=core.now(),
-                    kind=TimelineKind.MEMBER_JOINED,
-                    actor_id=req.user_id,
-                ),
+                event=core.event(incident.number, TimelineKind.MEMBER_JOINED, req.user_id),
             )
         names = await core.directory.names([req.user_id])
         if req.channel_id != incident.channel_id:
@@ -400,19 +374,12 @@ class Incidents:
 
     async def commander(self, req: Request, cmd: Command) -> None:
         core = self.core
-        incident = await core.incident_for(
+        found = await core.incident_for(
             req, cmd.incident, "commander", member_action="change the commander of", channel_only=True
         )
         assert cmd.user is not None
-        user = await core.directory.user_by_name(cmd.user)
-        if user is None or user.delete_at:
-            raise UserError(messages.unknown_user(cmd.user))
-        if not await core.directory.in_team(incident.team_id, user.id):
-            raise UserError(messages.user_not_in_team(user.username, incident))
-        async with core.lock(incident.number):
-            incident = await core.fresh(incident)
-            if incident.status == Status.ENDED:
-                raise UserError(messages.already_ended(incident))
+        user = await core.team_member(cmd.user, found)
+        async with core.changing(found) as incident:
             names = await core.directory.names([user.id, incident.commander_id])
             if incident.commander_id == user.id:
                 raise UserError(messages.same_commander(incident, names(user.id)))
@@ -420,46 +387,21 @@ class Incidents:
             await core.chat.add_channel_member(incident.channel_id, user.id)
             previous = incident.commander_id
             incident.commander_id = user.id
-            items = await core.commit(
-                req.key,
-                incident=incident,
-                event=TimelineEvent(
-                    incident_number=incident.number,
-                    at=core.now(),
-                    kind=TimelineKind.COMMANDER_CHANGED,
-                    actor_id=req.user_id,
-                    data={"from": previous, "to": user.id},
-                    text=f"{names(previous)} → {names(user.id)}",
-                ),
-            )
-            await self.channel.refresh(incident, items)
+            change = f"{names(previous)} → {names(user.id)}"
+            await self._apply(req, incident, TimelineKind.COMMANDER_CHANGED, change, {"from": previous, "to": user.id})
         await core.reply(req, messages.commander_changed(incident, names, previous))
 
     async def sev(self, req: Request, cmd: Command) -> None:
         core = self.core
-        incident = await core.incident_for(req, cmd.incident, "sev", member_action="change the severity of", channel_only=True)
+        found = await core.incident_for(req, cmd.incident, "sev", member_action="change the severity of", channel_only=True)
         assert cmd.severity is not None
-        async with core.lock(incident.number):
-            incident = await core.fresh(incident)
-            if incident.status == Status.ENDED:
-                raise UserError(messages.already_ended(incident))
+        async with core.changing(found) as incident:
             if incident.severity == cmd.severity:
                 raise UserError(messages.same_severity(incident))
             previous = incident.severity
             incident.severity = cmd.severity
             last = incident.last_update_at or incident.started_at
             incident.next_reminder_at = reminder_due(last, core.settings.reminders.minutes_for(incident.severity))
-            items = await core.commit(
-                req.key,
-                incident=incident,
-                event=TimelineEvent(
-                    incident_number=incident.number,
-                    at=core.now(),
-                    kind=TimelineKind.SEVERITY_CHANGED,
-                    actor_id=req.user_id,
-                    data={"from": previous, "to": cmd.severity},
-                    text=f"Sev {previous} → Sev {cmd.severity}",
-                ),
-            )
-            await self.channel.refresh(incident, items)
+            change = f"Sev {previous} → Sev {cmd.severity}"
+            await self._apply(req, incident, TimelineKind.SEVERITY_CHANGED, change, {"from": previous, "to": cmd.severity})
         await core.reply(req, messages.severity_changed(incident, previous))

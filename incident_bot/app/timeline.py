@@ -43,13 +43,7 @@ class Timeline:
             await core.commit(
                 req.key,
                 incident.number,
-                event=TimelineEvent(
-                    incident_number=incident.number,
-                    at=core.now(),
-                    kind=TimelineKind.NOTE,
-                    actor_id=req.user_id,
-                    text=cmd.text,
-                ),
+                event=core.event(incident.number, TimelineKind.NOTE, req.user_id, cmd.text),
             )
         await core.reply(req, messages.note_added(incident))
 
@@ -182,24 +176,13 @@ class Timeline:
 
     async def update(self, req: Request, cmd: Command) -> None:
         core = self.core
-        incident = await core.incident_for(req, None, "update", member_action="post updates to", channel_only=True)
-        if incident.status == Status.ENDED:
-            raise UserError(messages.already_ended(incident))
-        async with core.lock(incident.number):
+        found = await core.incident_for(req, None, "update", member_action="post updates to", channel_only=True)
+        async with core.changing(found) as incident:
             now = core.now()
-            incident = await core.fresh(incident)
             incident.last_update_at = now
             incident.next_reminder_at = reminder_due(now, core.settings.reminders.minutes_for(incident.severity))
             await core.commit(
-                req.key,
-                incident=incident,
-                event=TimelineEvent(
-                    incident_number=incident.number,
-                    at=now,
-                    kind=TimelineKind.STATUS_UPDATE,
-                    actor_id=req.user_id,
-                    text=cmd.text,
-                ),
+                req.key, incident=incident, event=core.event(incident.number, TimelineKind.STATUS_UPDATE, req.user_id, cmd.text)
             )
         names = await core.directory.names([incident.commander_id, req.user_id])
         text = messages.status_update(incident, names, req.user_id, cmd.text, now)
@@ -241,11 +224,8 @@ class Timeline:
                 await core.commit(
                     None,
                     incident.number,
-                    event=TimelineEvent(
-                        incident_number=incident.number,
-                        at=now,
-                        kind=TimelineKind.REMINDER_SENT,
-                        text=f"no update for {format_duration(now - since)}",
+                    event=core.event(
+                        incident.number, TimelineKind.REMINDER_SENT, None, f"no update for {format_duration(now - since)}"
                     ),
                 )
                 sent += 1

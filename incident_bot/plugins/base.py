@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 
+import structlog
 from mmpy_bot import Plugin
 
 from incident_bot.app.runner import Runner, UseCase
-from incident_bot.plugins.framework import IncidentMessage
+from incident_bot.plugins.framework import IncidentMessage, ReactionEvent
+
+log = structlog.get_logger("incident_bot.reactions")
 
 FLAGS = re.IGNORECASE | re.DOTALL
 
@@ -28,9 +31,19 @@ class IncidentBotPlugin(Plugin):
         await self.runner.run(message.request, name, rest, use_case)
 
 
-async def guarded(what: Callable[[], Awaitable[str]]) -> str:
-    """A reaction or edit handler's outcome for the log; an error is an outcome, never a crash."""
+async def handled(what: str, event: ReactionEvent, outcome: Awaitable[str]) -> None:
+    """Await a reaction's use case and log its outcome; an error is an outcome, never a crash."""
     try:
-        return await what()
+        result = await outcome
     except Exception as exc:  # noqa: BLE001 - a reaction must never stop the bot
-        return f"error:{type(exc).__name__}"
+        result = f"error:{type(exc).__name__}"
+    reaction = event.reaction
+    log.info(
+        what,
+        channel=event.event.channel_id,
+        emoji=event.emoji,
+        added=event.added,
+        post=reaction.post_id,
+        user=reaction.user_id,
+        outcome=result,
+    )

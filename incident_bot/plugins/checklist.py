@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import structlog
 from mmpy_bot import listen_to
 
 from incident_bot.app.checklists import Checklists
 from incident_bot.app.runner import Runner
-from incident_bot.plugins.base import FLAGS, IncidentBotPlugin, command, guarded
+from incident_bot.plugins.base import FLAGS, IncidentBotPlugin, command, handled
 from incident_bot.plugins.framework import IncidentMessage, ReactionEvent, listen_to_reaction
-
-log = structlog.get_logger("incident_bot.reactions")
 
 
 class ChecklistPlugin(IncidentBotPlugin):
@@ -61,26 +58,8 @@ class ChecklistPlugin(IncidentBotPlugin):
         """Clear an item's assignee."""
         await self.run(message, "unassign", rest, self.checklists.unassign)
 
-    @listen_to_reaction(r"[a-z0-9_+-]+", added=True)
-    async def ticked(self, event: ReactionEvent) -> None:
-        """A reaction on a checklist item post: a tick emoji ticks it."""
-        await self._reaction(event)
-
-    @listen_to_reaction(r"[a-z0-9_+-]+", added=False)
-    async def unticked(self, event: ReactionEvent) -> None:
-        """A tick emoji removed from a checklist item post unticks it."""
-        await self._reaction(event)
-
-    async def _reaction(self, event: ReactionEvent) -> None:
-        if event.emoji not in self.tick_emojis:
-            return
-        outcome = await guarded(lambda: self.checklists.reaction(event.key, event.reaction, event.added))
-        log.info(
-            "reaction.handled",
-            channel=event.event.channel_id,
-            emoji=event.emoji,
-            added=event.added,
-            post=event.reaction.post_id,
-            user=event.reaction.user_id,
-            outcome=outcome,
-        )
+    @listen_to_reaction(r"[a-z0-9_+-]+")
+    async def tick(self, event: ReactionEvent) -> None:
+        """A tick emoji on a checklist item post ticks it; taken off, it unticks it."""
+        if event.emoji in self.tick_emojis:
+            await handled("reaction.handled", event, self.checklists.reaction(event.key, event.reaction, event.added))

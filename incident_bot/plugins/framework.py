@@ -70,7 +70,7 @@ class ReactionEvent:
 class ReactionFunction(Function):
     """A Plugin method that runs when a reaction whose emoji name matches is added or removed."""
 
-    def __init__(self, *args: Any, added: bool, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, added: bool | None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.added = added
         self.name = self.function.__qualname__
@@ -79,8 +79,9 @@ class ReactionFunction(Function):
         return self.function(self.plugin, event, *args)
 
 
-def listen_to_reaction(emoji_regexp: str, *, added: bool = True, **metadata: Any) -> Callable[[Any], ReactionFunction]:
-    """Like mmpy_bot's ``listen_to``, for reactions: ``added=False`` listens to removals."""
+def listen_to_reaction(emoji_regexp: str, *, added: bool | None = None, **metadata: Any) -> Callable[[Any], ReactionFunction]:
+    """Like mmpy_bot's ``listen_to``, for reactions: ``added=True`` only additions, ``False``
+    only removals, ``None`` (the default) both."""
 
     def wrapped(func: Any) -> ReactionFunction:
         return ReactionFunction(func, matcher=re.compile(emoji_regexp), added=added, **metadata)
@@ -157,5 +158,5 @@ class IncidentPluginManager(PluginManager):
             for matcher, functions in self.reaction_listeners.items()
             if matcher.fullmatch(emoji)
             for function in functions
-            if function.added == added
+            if function.added in (None, added)
         ]

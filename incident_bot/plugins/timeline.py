@@ -8,7 +8,7 @@ from mmpy_bot import listen_to
 from incident_bot.app.reports import Reports
 from incident_bot.app.runner import Runner
 from incident_bot.app.timeline import Timeline
-from incident_bot.plugins.base import FLAGS, IncidentBotPlugin, command, guarded
+from incident_bot.plugins.base import FLAGS, IncidentBotPlugin, command, handled
 from incident_bot.plugins.framework import (
     IncidentMessage,
     PostChangeEvent,
@@ -54,32 +54,18 @@ class TimelinePlugin(IncidentBotPlugin):
         """Upload the postmortem starter."""
         await self.run(message, "export", rest, self.reports.export)
 
-    @listen_to_reaction(r"[a-z0-9_+-]+", added=True)
-    async def pinned(self, event: ReactionEvent) -> None:
-        """📌 on a post in an incident channel adds it to the timeline."""
-        await self._pin(event)
-
-    @listen_to_reaction(r"[a-z0-9_+-]+", added=False)
-    async def unpinned(self, event: ReactionEvent) -> None:
-        """Removing the 📌 takes the post off the timeline."""
-        await self._pin(event)
-
-    async def _pin(self, event: ReactionEvent) -> None:
-        if event.emoji != self.pin_emoji:
-            return
-        outcome = await guarded(lambda: self.timeline.pin_reaction(event.key, event.reaction, event.added))
-        log.info(
-            "pin.handled",
-            channel=event.event.channel_id,
-            added=event.added,
-            post=event.reaction.post_id,
-            user=event.reaction.user_id,
-            outcome=outcome,
-        )
+    @listen_to_reaction(r"[a-z0-9_+-]+")
+    async def pin(self, event: ReactionEvent) -> None:
+        """📌 on a post in an incident channel adds it to the timeline; taken off, it comes off."""
+        if event.emoji == self.pin_emoji:
+            await handled("pin.handled", event, self.timeline.pin_reaction(event.key, event.reaction, event.added))
 
     @listen_to_post_change()
     async def post_changed(self, event: PostChangeEvent) -> None:
         """An edited or deleted post: a timeline entry quoting it follows."""
-        outcome = await guarded(lambda: self.timeline.post_changed(event.key, event.post, event.deleted))
+        try:
+            outcome = await self.timeline.post_changed(event.key, event.post, event.deleted)
+        except Exception as exc:  # noqa: BLE001 - an edit must never stop the bot
+            outcome = f"error:{type(exc).__name__}"
         if outcome != "ignored":
             log.info("post_change.handled", post=event.post.id, deleted=event.deleted, outcome=outcome)
