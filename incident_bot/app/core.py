@@ -19,7 +19,8 @@ from incident_bot.chat.models import Post
 from incident_bot.config import Settings
 from incident_bot.domain import messages, rules
 from incident_bot.domain.models import ChecklistItem, Incident, Playbook, Status, TimelineEvent, utcnow
-from incident_bot.domain.rules import RuleError, format_short_duration
+from incident_bot.domain.format import format_short_duration
+from incident_bot.domain.rules import RuleError
 from incident_bot.store.base import Store, Transaction
 
 log = structlog.get_logger("incident_bot.app")
@@ -311,7 +312,7 @@ def rule(fn: Callable[[], None]) -> None:
     try:
         fn()
     except RuleError as exc:
-        raise UserError(str(exc)) from None
+        raise UserError(messages.refusal(exc)) from None
 
 
 async def seen(tx: Transaction, key: str) -> bool:

@@ -14,7 +14,8 @@ from incident_bot.chat.models import Post, Reaction
 from incident_bot.domain import export, messages
 from incident_bot.domain.commands import Command
 from incident_bot.domain.models import Incident, Status, TimelineEvent, TimelineKind
-from incident_bot.domain.rules import REMINDER_MIN_GAP, format_duration, reminder_due
+from incident_bot.domain.format import format_duration
+from incident_bot.domain.rules import REMINDER_MIN_GAP, reminder_due
 
 log = structlog.get_logger("incident_bot.app")
 

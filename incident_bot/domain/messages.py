@@ -7,7 +7,8 @@ from datetime import datetime
 
 from incident_bot.domain.commands import SPECS
 from incident_bot.domain.models import ChecklistItem, Incident, Playbook, Status, TimelineEvent
-from incident_bot.domain.rules import duration, format_datetime, format_duration, format_time
+from incident_bot.domain.format import format_datetime, format_duration, format_offset, format_time
+from incident_bot.domain.rules import IncidentEnded, RuleError, duration
 
 # A function that turns a user id into "@name" (the app layer resolves names).
 Names = Callable[[str | None], str]
@@ -73,6 +74,13 @@ def already_ended(incident: Incident, what: str = "change") -> str:
     assert incident.ended_at is not None
     took = format_duration(incident.ended_at - incident.started_at)
     return f"Incident #{incident.number} already ended at {format_time(incident.ended_at)} (after {took})."
+
+
+def refusal(error: RuleError) -> str:
+    """The reply to a rule's refusal."""
+    if isinstance(error, IncidentEnded):
+        return already_ended(error.incident, error.what)
+    return str(error)
 
 
 def not_ended(incident: Incident) -> str:
@@ -548,8 +556,6 @@ def timeline_event_text(event: TimelineEvent) -> str:
 
 def timeline_tables(incident: Incident, events: list[TimelineEvent], names: Names, max_chars: int = 15000) -> list[str]:
     """The timeline as Markdown tables, split across posts rather than cut."""
-    from incident_bot.domain.rules import format_offset
-
     head = ["| Time (UTC) | Offset | Event | Who |", "|---|---|---|---|"]
     title = f"**Timeline of incident #{incident.number}: {_cell(incident.title)}**"
     rows = [

@@ -16,7 +16,16 @@ REMINDER_MIN_GAP = timedelta(minutes=1)
 
 
 class RuleError(Exception):
-    """A rule says no; the message is the reply."""
+    """A rule says no; ``messages.refusal`` words the reply."""
+
+
+class IncidentEnded(RuleError):
+    """The incident has ended: it is read-only until reopened."""
+
+    def __init__(self, incident: Incident, what: str = "change") -> None:
+        super().__init__(f"incident {incident.number} has ended")
+        self.incident = incident
+        self.what = what
 
 
 def slugify(title: str) -> str:
@@ -51,43 +60,6 @@ def clean_title(text: str) -> str:
     return line
 
 
-def format_duration(delta: timedelta) -> str:
-    """``1h 02m``, ``0h 05m``, ``2d 3h 04m``; seconds are dropped (floor)."""
-    total = max(int(delta.total_seconds()), 0)
-    minutes_total = total // 60
-    days, rem = divmod(minutes_total, 24 * 60)
-    hours, minutes = divmod(rem, 60)
-    if days:
-        return f"{days}d {hours}h {minutes:02d}m"
-    return f"{hours}h {minutes:02d}m"
-
-
-def format_short_duration(delta: timedelta) -> str:
-    """``4m 10s`` for outages, ``1h 02m`` when longer than an hour."""
-    total = max(int(delta.total_seconds()), 0)
-    if total >= 3600:
-        return format_duration(delta)
-    minutes, seconds = divmod(total, 60)
-    return f"{minutes}m {seconds:02d}s" if minutes else f"{seconds}s"
-
-
-def format_time(at: datetime) -> str:
-    """``14:02 UTC``"""
-    return at.strftime("%H:%M UTC")
-
-
-def format_datetime(at: datetime) -> str:
-    """``2026-11-26 14:02 UTC``"""
-    return at.strftime("%Y-%m-%d %H:%M UTC")
-
-
-def format_offset(start: datetime, at: datetime) -> str:
-    """``+0h 12m`` (or ``-0h 03m`` for a pinned post older than the start)."""
-    delta = at - start
-    sign = "+" if delta >= timedelta(0) else "-"
-    return sign + format_duration(abs(delta))
-
-
 def duration(incident: Incident, now: datetime) -> timedelta:
     end = incident.ended_at or now
     return end - incident.started_at
@@ -96,9 +68,7 @@ def duration(incident: Incident, now: datetime) -> timedelta:
 def require_active(incident: Incident, what: str = "change") -> None:
     """Raise when the incident is not active (ended ones are read-only until reopened)."""
     if incident.status == Status.ENDED:
-        from incident_bot.domain import messages
-
-        raise RuleError(messages.already_ended(incident, what))
+        raise IncidentEnded(incident, what)
 
 
 def reminder_due(last: datetime, minutes: int) -> datetime | None:

@@ -2,17 +2,12 @@
 
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from incident_bot.domain import messages
+from incident_bot.domain.format import format_duration, format_offset, format_short_duration
 from incident_bot.domain.models import ChecklistItem, Incident, Status
-from incident_bot.domain.rules import (
-    channel_name,
-    clean_title,
-    display_name,
-    format_duration,
-    format_offset,
-    format_short_duration,
-    slugify,
-)
+from incident_bot.domain.rules import IncidentEnded, channel_name, clean_title, display_name, require_active, slugify
 
 T0 = datetime(2026, 11, 26, 14, 2, tzinfo=timezone.utc)
 
@@ -67,6 +62,14 @@ def test_header_and_conflict_wording():
     assert messages.not_found(99) == "No incident #99 in your teams."
     assert messages.not_a_member(inc, "end").startswith("Only members of ~incident-12-db-primary-down can end incident #12.")
     assert messages.unknown_command("frob") == "Unknown command `frob`. Try `@incident-bot help`."
+
+
+def test_a_rule_refusal_is_worded_by_messages():
+    require_active(incident())
+    ended = incident(status=Status.ENDED, ended_at=T0 + timedelta(hours=1, minutes=2))
+    with pytest.raises(IncidentEnded) as refused:
+        require_active(ended)
+    assert messages.refusal(refused.value) == "Incident #12 already ended at 15:04 UTC (after 1h 02m)."
 
 
 def test_checklist_item_rendering():
