@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 
-from incident_bot.domain.commands import SPECS
-from incident_bot.domain.models import ChecklistItem, Incident, Playbook, Status, TimelineEvent
+from incident_bot.domain.commands import COMMANDS
 from incident_bot.domain.format import format_datetime, format_duration, format_offset, format_time
+from incident_bot.domain.models import ChecklistItem, Incident, Playbook, Status, TimelineEvent
 from incident_bot.domain.rules import IncidentEnded, RuleError, duration
 
 # A function that turns a user id into "@name" (the app layer resolves names).
@@ -37,7 +37,7 @@ def status_word(incident: Incident) -> str:
 
 
 def usage(command: str) -> str:
-    spec = SPECS.get(command)
+    spec = COMMANDS.get(command)
     return f"Usage: `{BOT} {spec.usage}`" if spec else f"Try `{BOT} help`."
 
 
@@ -52,6 +52,117 @@ def unknown_command(word: str) -> str:
 
 def bad_arguments(command: str, reason: str) -> str:
     return f"{reason}\n{usage(command)}"
+
+
+# --- why a command's arguments are wrong (UsageError reasons; the usage line follows) ---
+
+
+def unknown_option(token: str) -> str:
+    return f"Unknown option `{token}`."
+
+
+def option_not_taken(command: str, token: str) -> str:
+    return f"`{command}` takes no option `{token}`."
+
+
+def option_twice(token: str) -> str:
+    return f"Option `{token}` is given twice."
+
+
+def option_needs_value(token: str) -> str:
+    return f"Option `{token}` needs a value."
+
+
+def invite_needs_user() -> str:
+    return "`--invite` needs at least one @user."
+
+
+def not_a_username(token: str) -> str:
+    return f"`{token}` is not a @username."
+
+
+def bad_severity(value: str) -> str:
+    return f"Severity must be 1, 2, 3 or 4, not `{value}`."
+
+
+def bad_number(option: str, maximum: int, value: str) -> str:
+    return f"`{option}` must be a number from 1 to {maximum}, not `{value}`."
+
+
+def bad_format(value: str) -> str:
+    return f"Format must be `md` or `json`, not `{value}`."
+
+
+def not_an_incident_number(token: str) -> str:
+    return f"`{token}` is not an incident number."
+
+
+def join_needs_number() -> str:
+    return "Give the incident number, e.g. `join 12`."
+
+
+def one_user() -> str:
+    return "Name exactly one @user."
+
+
+def one_severity() -> str:
+    return "Give one severity, 1 (worst) to 4."
+
+
+def empty_text() -> str:
+    return "The text is empty."
+
+
+def empty_new_text() -> str:
+    return "The new text is empty."
+
+
+def empty_item_text() -> str:
+    return "The item text is empty."
+
+
+def give_item_number() -> str:
+    return "Give the item number."
+
+
+def one_item_number() -> str:
+    return "Give exactly one item number."
+
+
+def not_an_item_number(token: str) -> str:
+    return f"`{token}` is not an item number."
+
+
+def one_user_after_item() -> str:
+    return "Name exactly one @user after the item number."
+
+
+def help_one_command() -> str:
+    return "Name at most one command."
+
+
+def takes_no_words(command: str, words: str) -> str:
+    return f"`{command}` takes no words, but got `{words}`."
+
+
+def playbook_needs_action() -> str:
+    return "Say what to do: show, create, add, remove or delete."
+
+
+def playbook_bad_action(word: str) -> str:
+    return f"`{word}` is not one of show, create, add, remove, delete."
+
+
+def playbook_needs_name(action: str) -> str:
+    return f"`playbook {action}` needs the playbook's NAME."
+
+
+def bad_playbook_name(word: str) -> str:
+    return f"`{word}` is not a valid name (letters, digits, - _ . ; up to 64)."
+
+
+def playbook_takes_only_name(action: str) -> str:
+    return f"`playbook {action}` takes only the NAME."
 
 
 def not_found(number: int) -> str:
@@ -340,7 +451,7 @@ def severity_changed(incident: Incident, previous: int) -> str:
 
 def help_all() -> str:
     lines = [f"**{BOT} commands** (mention me, or write to me directly without the mention):", ""]
-    for name, spec in SPECS.items():
+    for spec in COMMANDS.values():
         lines.append(f"- `{spec.usage}` — {spec.purpose}")
     lines.append("")
     lines.append("React ✅ on a checklist item to tick it; 📌 on any post in an incident channel adds it to the timeline.")
@@ -348,7 +459,7 @@ def help_all() -> str:
 
 
 def help_one(command: str) -> str:
-    spec = SPECS[command]
+    spec = COMMANDS[command]
     return f"`{BOT} {spec.usage}`\n{spec.purpose[0].upper()}{spec.purpose[1:]}. Where: {spec.where}."
 
 

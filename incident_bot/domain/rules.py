@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 import unicodedata
 from datetime import datetime, timedelta
-from enum import IntEnum
 
+from incident_bot.domain.commands import COMMANDS, Access
 from incident_bot.domain.models import Incident, Status
 
 CHANNEL_NAME_MAX = 64
@@ -80,29 +80,6 @@ def reminder_due(last: datetime, minutes: int) -> datetime | None:
 
 # --- who may do what ---------------------------------------------------------------
 
-class Access(IntEnum):
-    """How close a person is to an incident."""
-
-    NONE = 0  # not in the incident's team: sees nothing, not even that it exists
-    TEAM = 1  # in the team: may read the summary (info, list, history, stats) and join
-    CHANNEL = 2  # in the incident channel: may change it and read what quotes the channel
-
-
-# Commands about one incident and the access they need. Everything that changes an
-# incident needs the channel; so do timeline, notes and export, which quote channel posts.
-REQUIRED_ACCESS: dict[str, Access] = {
-    "info": Access.TEAM,
-    "join": Access.TEAM,
-    "checklist": Access.TEAM,
-    **{
-        command: Access.CHANNEL
-        for command in (
-            "end", "reopen", "commander", "sev", "update", "check", "uncheck", "add", "remove",
-            "rename", "assign", "unassign", "note", "timeline", "export",
-        )
-    },
-}
-
 
 def access(in_team: bool, in_channel: bool) -> Access:
     if in_channel:
@@ -110,9 +87,16 @@ def access(in_team: bool, in_channel: bool) -> Access:
     return Access.TEAM if in_team else Access.NONE
 
 
+def required_access(command: str) -> Access:
+    """The access ``command`` needs on an incident, from the command table; the strictest
+    for words that are not about one incident (or not commands at all)."""
+    spec = COMMANDS.get(command)
+    return spec.access if spec is not None and spec.access is not None else Access.CHANNEL
+
+
 def allowed(command: str, level: Access) -> bool:
     """May someone with ``level`` run ``command`` on an incident?"""
-    return level >= REQUIRED_ACCESS.get(command, Access.CHANNEL)
+    return level >= required_access(command)
 
 
 def may_react(level: Access, is_bot: bool) -> bool:

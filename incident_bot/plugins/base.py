@@ -11,7 +11,7 @@ import structlog
 from mmpy_bot import Plugin
 
 from incident_bot.app.core import Core, Request, UserError
-from incident_bot.domain import commands, messages
+from incident_bot.domain import commands, grammar, messages
 from incident_bot.plugins.framework import IncidentMessage
 
 log = structlog.get_logger("incident_bot.commands")
@@ -21,7 +21,7 @@ FLAGS = re.IGNORECASE | re.DOTALL
 
 def command(word: str) -> str:
     """The listener pattern of one command word; its arguments are the one group."""
-    return rf"^{word}(?:\s+(.*))?$"
+    return commands.listener_pattern(word)
 
 
 UseCase = Callable[[Request, commands.Command], Awaitable[None]]
@@ -49,7 +49,7 @@ class IncidentBotPlugin(Plugin):
         """Parse, run the use case, and make sure exactly one reply goes out."""
         req = self.request(message)
         try:
-            cmd = commands.parse(name, rest or "")
+            cmd = grammar.parse(name, rest or "")
             await use_case(req, cmd)
             if not req.replied:  # a use case must reply; a missing one is a bug worth seeing
                 log.error("command.no_reply", command=name, key=req.key)

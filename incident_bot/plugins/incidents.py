@@ -10,8 +10,6 @@ from incident_bot.domain import commands, messages
 from incident_bot.plugins.base import FLAGS, IncidentBotPlugin, command
 from incident_bot.plugins.framework import IncidentMessage
 
-_KNOWN = "|".join(commands.COMMAND_WORDS)
-
 
 class IncidentPlugin(IncidentBotPlugin):
     """Start, end and look after incidents."""
@@ -70,7 +68,7 @@ class IncidentPlugin(IncidentBotPlugin):
         """What each command does."""
         await self.run(message, "help", rest, self._help)
 
-    @listen_to(rf"^(?!(?:{_KNOWN})(?:\s|$))(\S*)", FLAGS)
+    @listen_to(commands.UNKNOWN_PATTERN, FLAGS)
     async def unknown(self, message: IncidentMessage, word: str | None = None) -> None:
         """Anything addressed to the bot that is not a command."""
         req = self.request(message)
@@ -80,7 +78,7 @@ class IncidentPlugin(IncidentBotPlugin):
     async def _help(self, req: Request, cmd: commands.Command) -> None:
         if not cmd.text:
             await self.core.reply(req, messages.help_all())
-        elif cmd.text in commands.SPECS:
+        elif cmd.text in commands.COMMANDS:
             await self.core.reply(req, messages.help_one(cmd.text))
         else:
             await self.core.reply(req, messages.help_unknown(cmd.text))
