@@ -18,7 +18,6 @@ from incident_bot.chat.events import Event, Hello, PostDeleted, PostEdited, Post
 from incident_bot.chat.models import Post, User
 from incident_bot.chat.stream import EventStream
 from incident_bot.config import Settings
-from incident_bot.domain import messages
 from incident_bot.plugins.checklist import ChecklistPlugin
 from incident_bot.plugins.framework import IncidentPluginManager
 from incident_bot.plugins.handler import BotDriver, IncidentEventHandler
@@ -88,7 +87,6 @@ class IncidentBot:
                     log.info("bot.stopped", clean=True, connected=False)
                     return
                 raise
-            messages.set_bot_name(me.username)
             directory = Directory(self.client, me, self.store)
             self.core = core = Core(settings=self.settings, store=self.store, client=self.client, directory=directory)
             incidents, checklist, timeline = IncidentPlugin(core), ChecklistPlugin(core), TimelinePlugin(core)

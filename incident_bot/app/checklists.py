@@ -24,7 +24,7 @@ class Checklists:
         for item in items:
             if item.number == number and not item.removed:
                 return item, items
-        raise UserError(messages.no_item(incident, number))
+        raise UserError(messages.no_item(self.core.directory.bot.username, incident, number))
 
     async def _editable(self, req: Request, command: str, action: str) -> Incident:
         incident = await self.core.incident_for(req, None, command, member_action=action, channel_only=True)
@@ -61,7 +61,7 @@ class Checklists:
         async with self.core.store.transaction() as tx:
             items = await tx.list_checklist(incident.number)
         names = await self.core.directory.names([i.done_by for i in items] + [i.assignee_id for i in items])
-        await self.core.reply(req, messages.checklist_reply(incident, items, names))
+        await self.core.reply(req, messages.checklist_reply(self.core.directory.bot.username, incident, items, names))
 
     async def check(self, req: Request, cmd: Command, done: bool) -> None:
         core = self.core
@@ -101,7 +101,7 @@ class Checklists:
         names = await core.directory.names([i.done_by for i in items] + [i.assignee_id for i in items])
         if incident.checklist_post_id is None:
             header = await core.client.create_post(
-                incident.channel_id, messages.checklist_header(incident, items, names), props=part_props(incident.number, "checklist"),
+                incident.channel_id, messages.checklist_header(core.directory.bot.username, incident, items, names), props=part_props(incident.number, "checklist"),
                 pending_post_id=pending_id(incident.channel_id, "checklist"),
             )
             incident.checklist_post_id = header.id
@@ -202,7 +202,7 @@ class Checklists:
                 if added:
                     names = await core.directory.names([reaction.user_id])
                     await core.post_in_channel(
-                        incident.channel_id or "", messages.tick_refused_ended(incident, names, reaction.user_id),
+                        incident.channel_id or "", messages.tick_refused_ended(core.directory.bot.username, incident, names, reaction.user_id),
                         root_id=incident.checklist_post_id or "",
                     )
                 await self._record(key, incident)

@@ -205,10 +205,10 @@ class Core:
                 incident = await tx.get_incident_by_channel(req.channel_id)
             if incident is None:
                 if channel_only:
-                    raise UserError(messages.need_incident_channel_only(command))
-                raise UserError(messages.need_incident_channel(command))
+                    raise UserError(messages.need_incident_channel_only(self.directory.bot.username, command))
+                raise UserError(messages.need_incident_channel(self.directory.bot.username, command))
             if number is not None and number != incident.number:
-                raise UserError(messages.need_incident_channel_only(command))
+                raise UserError(messages.need_incident_channel_only(self.directory.bot.username, command))
         req.incident = incident.number
         if member_action:
             # The requester is in the team here (found by channel, or checked above).
@@ -271,10 +271,10 @@ class Core:
         now = self.now()
         await self.client.patch_channel(incident.channel_id, header=messages.header(incident, names))
         if incident.summary_post_id:
-            text = messages.summary(incident, names, items, now, await self.origin_link(incident))
+            text = messages.summary(self.directory.bot.username, incident, names, items, now, await self.origin_link(incident))
             await self._patch(incident.summary_post_id, text)
         if incident.checklist_post_id:
-            await self._patch(incident.checklist_post_id, messages.checklist_header(incident, items, names))
+            await self._patch(incident.checklist_post_id, messages.checklist_header(self.directory.bot.username, incident, items, names))
 
     async def refresh_item(self, incident: Incident, item: ChecklistItem, *, strict: bool = False) -> None:
         if not item.post_id or (not strict and incident.number in self.stale):

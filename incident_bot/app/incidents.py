@@ -40,7 +40,7 @@ class Incidents:
             if not shared:
                 raise UserError(messages.no_shared_team())
             if len(shared) > 1:
-                raise UserError(messages.choose_team(t.name for t in shared))
+                raise UserError(messages.choose_team(core.directory.bot.username, (t.name for t in shared)))
             return shared[0]
         team_id = req.team_id
         if not team_id:
@@ -65,7 +65,7 @@ class Incidents:
                     first_line = next((line for line in root.message.splitlines() if line.strip()), "")
                     title = clean_title(first_line.lstrip("#> ").strip())
         if not title:
-            raise UserError(messages.bad_arguments("start", messages.empty_title()))
+            raise UserError(messages.bad_arguments(core.directory.bot.username, "start", messages.empty_title()))
 
         playbook_name = cmd.playbook or core.settings.default_playbook
         playbook = None
@@ -142,7 +142,7 @@ class Incidents:
             if incident.summary_post_id is None:
                 summary = made.get("summary")
                 if summary is None:
-                    text = messages.summary(incident, names, items, core.now(), await core.origin_link(incident))
+                    text = messages.summary(core.directory.bot.username, incident, names, items, core.now(), await core.origin_link(incident))
                     summary = await core.client.create_post(
                         channel.id, text, props=part_props(incident.number, "summary"), pending_post_id=pending_id(channel.id, "summary")
                     )
@@ -155,7 +155,7 @@ class Incidents:
                 header = made.get("checklist")
                 if header is None:
                     header = await core.client.create_post(
-                        channel.id, messages.checklist_header(incident, items, names), props=part_props(incident.number, "checklist"),
+                        channel.id, messages.checklist_header(core.directory.bot.username, incident, items, names), props=part_props(incident.number, "checklist"),
                         pending_post_id=pending_id(channel.id, "checklist"),
                     )
                 incident.checklist_post_id = header.id
@@ -298,7 +298,7 @@ class Incidents:
                 header = (await self._made_parts(incident, incident.channel_id)).get("checklist")
                 if header is None:
                     header = await core.client.create_post(
-                        incident.channel_id, messages.checklist_header(incident, live, names), props=part_props(number, "checklist"),
+                        incident.channel_id, messages.checklist_header(core.directory.bot.username, incident, live, names), props=part_props(number, "checklist"),
                         pending_post_id=pending_id(incident.channel_id, "checklist"),
                     )
                 incident.checklist_post_id = header.id
@@ -369,7 +369,7 @@ class Incidents:
             log.warning("announce.channel_missing", team=team.name, channel=channel_name_)
             return
         names = await core.directory.names([incident.commander_id])
-        await core.post_in_channel(channel.id, messages.announcement(incident, names))
+        await core.post_in_channel(channel.id, messages.announcement(core.directory.bot.username, incident, names))
 
     # --- end / reopen -------------------------------------------------------------------
 
@@ -393,7 +393,7 @@ class Incidents:
             await core.refresh(incident, items)
         names = await core.directory.names([incident.commander_id, incident.ended_by])
         if incident.channel_id:
-            await core.post_in_channel(incident.channel_id, messages.final_summary(incident, names, items, core.now()))
+            await core.post_in_channel(incident.channel_id, messages.final_summary(core.directory.bot.username, incident, names, items, core.now()))
         await core.reply(req, messages.ended_reply(incident, core.now()))
         await self._notify_origin(req, incident, messages.ended_notice(incident, names, core.now()))
         log.info("incident.ended", incident=incident.number, channel=incident.channel_name, user=req.user_id)
@@ -471,7 +471,7 @@ class Incidents:
         async with core.store.transaction() as tx:
             incidents, total = await tx.list_incidents(list(teams), [Status.ENDED], limit, (page - 1) * limit)
         names = await core.directory.names([i.commander_id for i in incidents])
-        await core.reply(req, messages.history(incidents, total, page, limit, names, teams, core.now(), team=cmd.team))
+        await core.reply(req, messages.history(core.directory.bot.username, incidents, total, page, limit, names, teams, core.now(), team=cmd.team))
 
     # --- people and severity ------------------------------------------------------------
 

@@ -34,7 +34,7 @@ class Playbooks:
     async def list(self, req: Request, cmd: Command) -> None:
         team = await self._team(req, cmd.team)
         playbooks = await self.core.playbooks(team.id)
-        await self.core.reply(req, messages.playbook_list(playbooks, self.core.settings.default_playbook))
+        await self.core.reply(req, messages.playbook_list(self.core.directory.bot.username, playbooks, self.core.settings.default_playbook))
 
     async def playbook(self, req: Request, cmd: Command) -> None:
         core = self.core
@@ -48,7 +48,7 @@ class Playbooks:
             return
         if cmd.sub == "create":
             if existing is not None:
-                raise UserError(messages.playbook_exists(existing.name))
+                raise UserError(messages.playbook_exists(core.directory.bot.username, existing.name))
             playbook = Playbook(name=cmd.playbook, items=cmd.items, team_id=team.id, default_severity=core.settings.default_severity)
             await self._save(req, playbook)
             await core.reply(req, messages.playbook_created(playbook))

@@ -250,7 +250,7 @@ class Timeline:
                     await tx.save_incident(incident)
                 posted = None
                 if incident.channel_id:
-                    posted = await core.post_in_channel(incident.channel_id, messages.reminder(incident, names, since, now))
+                    posted = await core.post_in_channel(incident.channel_id, messages.reminder(core.directory.bot.username, incident, names, since, now))
                 if posted is None:
                     # Mattermost refused or is down: not recorded as sent, and tried again in a
                     # minute rather than an interval later (not every tick: the refusal may last).
@@ -309,7 +309,7 @@ class Timeline:
         core = self.core
         if req.is_dm:
             if cmd.incident is None:
-                raise UserError(messages.need_incident_channel("export"))
+                raise UserError(messages.need_incident_channel(core.directory.bot.username, "export"))
             incident = await self._member_incident(req, cmd.incident, "export", "export")
         else:
             # The file quotes the incident channel: it goes there or to a DM, never to a channel

@@ -1,4 +1,7 @@
-"""Every user-facing text the bot writes. Nothing else in the tree words a reply."""
+"""Every user-facing text the bot writes. Nothing else in the tree words a reply.
+
+Texts that name the bot take ``bot``, its username without the ``@``, as first argument.
+"""
 
 from __future__ import annotations
 
@@ -13,15 +16,8 @@ from incident_bot.domain.rules import IncidentEnded, RuleError, duration
 # A function that turns a user id into "@name" (the app layer resolves names).
 Names = Callable[[str | None], str]
 
-BOT = "@incident-bot"
-
 CHECK_OPEN = "☐"
 CHECK_DONE = "☑"
-
-
-def set_bot_name(username: str) -> None:
-    global BOT
-    BOT = f"@{username}"
 
 
 def link(incident: Incident) -> str:
@@ -36,22 +32,22 @@ def status_word(incident: Incident) -> str:
     return {Status.STARTING: "Starting", Status.ACTIVE: "Active", Status.ENDED: "Ended"}[incident.status]
 
 
-def usage(command: str) -> str:
+def usage(bot: str, command: str) -> str:
     spec = COMMANDS.get(command)
-    return f"Usage: `{BOT} {spec.usage}`" if spec else f"Try `{BOT} help`."
+    return f"Usage: `@{bot} {spec.usage}`" if spec else f"Try `@{bot} help`."
 
 
 # --- errors ---------------------------------------------------------------------
 
 
-def unknown_command(word: str) -> str:
+def unknown_command(bot: str, word: str) -> str:
     shown = word if len(word) <= 30 else word[:29] + "…"
     shown = shown.replace("`", "'")
-    return f"Unknown command `{shown}`. Try `{BOT} help`."
+    return f"Unknown command `{shown}`. Try `@{bot} help`."
 
 
-def bad_arguments(command: str, reason: str) -> str:
-    return f"{reason}\n{usage(command)}"
+def bad_arguments(bot: str, command: str, reason: str) -> str:
+    return f"{reason}\n{usage(bot, command)}"
 
 
 # --- why a command's arguments are wrong (UsageError reasons; the usage line follows) ---
@@ -173,12 +169,12 @@ def not_a_member(incident: Incident, action: str) -> str:
     return f"Only members of {link(incident)} can {action} incident #{incident.number}. Use `join {incident.number}` first."
 
 
-def need_incident_channel(command: str) -> str:
-    return f"`{command}` works in an incident channel, or give the number: {usage(command).removeprefix('Usage: ')}"
+def need_incident_channel(bot: str, command: str) -> str:
+    return f"`{command}` works in an incident channel, or give the number: {usage(bot, command).removeprefix('Usage: ')}"
 
 
-def need_incident_channel_only(command: str) -> str:
-    return f"`{command}` works only in an incident channel.\n{usage(command)}"
+def need_incident_channel_only(bot: str, command: str) -> str:
+    return f"`{command}` works only in an incident channel.\n{usage(bot, command)}"
 
 
 def already_ended(incident: Incident, what: str = "change") -> str:
@@ -202,9 +198,9 @@ def internal_error(ref: str) -> str:
     return f"Something went wrong (ref {ref}); nothing was changed."
 
 
-def choose_team(teams: Iterable[str]) -> str:
+def choose_team(bot: str, teams: Iterable[str]) -> str:
     names = ", ".join(sorted(teams))
-    return f"You share several teams with me ({names}); say which with `--team NAME`.\n{usage('start')}"
+    return f"You share several teams with me ({names}); say which with `--team NAME`.\n{usage(bot, 'start')}"
 
 
 def no_shared_team() -> str:
@@ -256,6 +252,7 @@ def progress(items: list[ChecklistItem]) -> str:
 
 
 def summary(
+    bot: str,
     incident: Incident,
     names: Names,
     items: list[ChecklistItem],
@@ -286,8 +283,8 @@ def summary(
         lines.append(f"| Playbook | {incident.playbook} |")
     lines += [
         "",
-        f"Commands: `{BOT} update <text>` · `{BOT} check <n>` · `{BOT} commander @user` · "
-        f"`{BOT} sev <1-4>` · `{BOT} end [resolution]` — `{BOT} help` for all.",
+        f"Commands: `@{bot} update <text>` · `@{bot} check <n>` · `@{bot} commander @user` · "
+        f"`@{bot} sev <1-4>` · `@{bot} end [resolution]` — `@{bot} help` for all.",
     ]
     return "\n".join(lines)
 
@@ -304,10 +301,10 @@ def started_reply(incident: Incident, names: Names, invited: list[str], not_invi
     return text
 
 
-def announcement(incident: Incident, names: Names) -> str:
+def announcement(bot: str, incident: Incident, names: Names) -> str:
     return (
         f":rotating_light: Incident #{incident.number} started ({sev(incident.severity)}): **{incident.title}** "
-        f"— commander {names(incident.commander_id)}. Join with `{BOT} join {incident.number}`."
+        f"— commander {names(incident.commander_id)}. Join with `@{bot} join {incident.number}`."
     )
 
 
@@ -341,7 +338,7 @@ def ended_notice(incident: Incident, names: Names, now: datetime) -> str:
     return text
 
 
-def final_summary(incident: Incident, names: Names, items: list[ChecklistItem], now: datetime) -> str:
+def final_summary(bot: str, incident: Incident, names: Names, items: list[ChecklistItem], now: datetime) -> str:
     assert incident.ended_at is not None
     lines = [
         f"**Incident #{incident.number} ended** at {format_datetime(incident.ended_at)} by {names(incident.ended_by)}.",
@@ -351,7 +348,7 @@ def final_summary(incident: Incident, names: Names, items: list[ChecklistItem], 
         lines.append(f"Checklist: {progress(items)} done")
     if incident.resolution:
         lines.append(f"Resolution: {incident.resolution}")
-    lines.append(f"`{BOT} timeline` and `{BOT} export` give the postmortem record.")
+    lines.append(f"`@{bot} timeline` and `@{bot} export` give the postmortem record.")
     return "\n".join(lines)
 
 
@@ -390,6 +387,7 @@ def incident_list(
 
 
 def history(
+    bot: str,
     incidents: list[Incident],
     total: int,
     page: int,
@@ -417,7 +415,7 @@ def history(
     if first + len(incidents) - 1 < total:
         # The next page's command, whole, with the same team and page size.
         options = (f" --team {team}" if team else "") + f" --page {page + 1}" + (f" --limit {limit}" if limit != 10 else "")
-        lines.append(f"\nMore: `{BOT} history{options}`")
+        lines.append(f"\nMore: `@{bot} history{options}`")
     return "\n".join(lines)
 
 
@@ -449,8 +447,8 @@ def severity_changed(incident: Incident, previous: int) -> str:
 # --- help ------------------------------------------------------------------------
 
 
-def help_all() -> str:
-    lines = [f"**{BOT} commands** (mention me, or write to me directly without the mention):", ""]
+def help_all(bot: str) -> str:
+    lines = [f"**@{bot} commands** (mention me, or write to me directly without the mention):", ""]
     for spec in COMMANDS.values():
         lines.append(f"- `{spec.usage}` — {spec.purpose}")
     lines.append("")
@@ -458,13 +456,13 @@ def help_all() -> str:
     return "\n".join(lines)
 
 
-def help_one(command: str) -> str:
+def help_one(bot: str, command: str) -> str:
     spec = COMMANDS[command]
-    return f"`{BOT} {spec.usage}`\n{spec.purpose[0].upper()}{spec.purpose[1:]}. Where: {spec.where}."
+    return f"`@{bot} {spec.usage}`\n{spec.purpose[0].upper()}{spec.purpose[1:]}. Where: {spec.where}."
 
 
-def help_unknown(word: str) -> str:
-    return f"There is no command `{word}`. Try `{BOT} help`."
+def help_unknown(bot: str, word: str) -> str:
+    return f"There is no command `{word}`. Try `@{bot} help`."
 
 
 def recovered(command_text: str) -> str:
@@ -491,11 +489,11 @@ def checklist_item(item: ChecklistItem, names: Names) -> str:
     return f"{CHECK_OPEN} {body}{assignee}"
 
 
-def checklist_header(incident: Incident, items: list[ChecklistItem], names: Names) -> str:
+def checklist_header(bot: str, incident: Incident, items: list[ChecklistItem], names: Names) -> str:
     live = [item for item in items if not item.removed]
     lines = [f"**Checklist of incident #{incident.number}** — {progress(items)} done"]
     if not live:
-        lines.append(f"_No items yet: `{BOT} add <text>`._")
+        lines.append(f"_No items yet: `@{bot} add <text>`._")
     for item in live:
         lines.append(checklist_item(item, names))
     lines.append("")
@@ -503,17 +501,17 @@ def checklist_header(incident: Incident, items: list[ChecklistItem], names: Name
     return "\n".join(lines)
 
 
-def checklist_reply(incident: Incident, items: list[ChecklistItem], names: Names) -> str:
+def checklist_reply(bot: str, incident: Incident, items: list[ChecklistItem], names: Names) -> str:
     live = [item for item in items if not item.removed]
     if not live:
-        return f"Incident #{incident.number} has no checklist items. Add one with `{BOT} add <text>`."
+        return f"Incident #{incident.number} has no checklist items. Add one with `@{bot} add <text>`."
     lines = [f"Checklist of incident #{incident.number}: {progress(items)} done"]
     lines += [checklist_item(item, names) for item in live]
     return "\n".join(lines)
 
 
-def no_item(incident: Incident, number: int) -> str:
-    return f"Incident #{incident.number} has no checklist item {number}. `{BOT} checklist` shows them."
+def no_item(bot: str, incident: Incident, number: int) -> str:
+    return f"Incident #{incident.number} has no checklist item {number}. `@{bot} checklist` shows them."
 
 
 def item_checked(incident: Incident, item: ChecklistItem, items: list[ChecklistItem]) -> str:
@@ -559,16 +557,16 @@ def assigned_dm(incident: Incident, item: ChecklistItem, names: Names, by: str) 
     )
 
 
-def tick_refused_ended(incident: Incident, names: Names, user_id: str) -> str:
-    return f"{names(user_id)}: {already_ended(incident)} Ticks are not recorded; `{BOT} reopen` first."
+def tick_refused_ended(bot: str, incident: Incident, names: Names, user_id: str) -> str:
+    return f"{names(user_id)}: {already_ended(incident)} Ticks are not recorded; `@{bot} reopen` first."
 
 
 # --- playbooks ---------------------------------------------------------------------
 
 
-def playbook_list(playbooks: list[Playbook], default: str | None) -> str:
+def playbook_list(bot: str, playbooks: list[Playbook], default: str | None) -> str:
     if not playbooks:
-        return f"No playbooks yet. Create one: `{BOT} playbook create NAME first step; second step`."
+        return f"No playbooks yet. Create one: `@{bot} playbook create NAME first step; second step`."
     lines = ["**Playbooks**", ""]
     for playbook in playbooks:
         source = "config, read-only" if playbook.read_only else "team"
@@ -598,8 +596,8 @@ def playbook_read_only(name: str) -> str:
     return f"Playbook `{name}` comes from the config file and is read-only; create a team playbook with another name."
 
 
-def playbook_exists(name: str) -> str:
-    return f"A playbook `{name}` already exists in this team. `{BOT} playbook show {name}` shows it."
+def playbook_exists(bot: str, name: str) -> str:
+    return f"A playbook `{name}` already exists in this team. `@{bot} playbook show {name}` shows it."
 
 
 def playbook_created(playbook: Playbook) -> str:
@@ -706,10 +704,10 @@ def update_posted(incident: Incident, next_due: datetime | None) -> str:
     return text
 
 
-def reminder(incident: Incident, names: Names, since: datetime, now: datetime) -> str:
+def reminder(bot: str, incident: Incident, names: Names, since: datetime, now: datetime) -> str:
     return (
         f"{names(incident.commander_id)}: no status update on incident #{incident.number} for "
-        f"{format_duration(now - since)} ({sev(incident.severity)}). Post one with `{BOT} update <text>`."
+        f"{format_duration(now - since)} ({sev(incident.severity)}). Post one with `@{bot} update <text>`."
     )
 
 

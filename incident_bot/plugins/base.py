@@ -55,7 +55,7 @@ class IncidentBotPlugin(Plugin):
                 log.error("command.no_reply", command=name, key=req.key)
         except commands.UsageError as exc:
             req.outcome = "usage"
-            await self._safe_reply(req, messages.bad_arguments(exc.command, exc.reason))
+            await self._safe_reply(req, messages.bad_arguments(self.core.directory.bot.username, exc.command, exc.reason))
         except UserError as exc:
             req.outcome = "refused"
             await self._safe_reply(req, exc.text)

@@ -73,12 +73,12 @@ class IncidentPlugin(IncidentBotPlugin):
         """Anything addressed to the bot that is not a command."""
         req = self.request(message)
         req.outcome = "unknown" if word else "help"
-        await self.core.reply(req, messages.unknown_command(word) if word else messages.help_all())
+        await self.core.reply(req, messages.unknown_command(self.core.directory.bot.username, word) if word else messages.help_all(self.core.directory.bot.username))
 
     async def _help(self, req: Request, cmd: commands.Command) -> None:
         if not cmd.text:
-            await self.core.reply(req, messages.help_all())
+            await self.core.reply(req, messages.help_all(self.core.directory.bot.username))
         elif cmd.text in commands.COMMANDS:
-            await self.core.reply(req, messages.help_one(cmd.text))
+            await self.core.reply(req, messages.help_one(self.core.directory.bot.username, cmd.text))
         else:
-            await self.core.reply(req, messages.help_unknown(cmd.text))
+            await self.core.reply(req, messages.help_unknown(self.core.directory.bot.username, cmd.text))

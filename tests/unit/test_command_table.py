@@ -53,12 +53,12 @@ def test_every_grammar_has_a_parser():
 
 
 def test_help_lists_every_word_once_in_table_order():
-    text = messages.help_all()
+    text = messages.help_all("incident-bot")
     lines = [line for line in text.splitlines() if line.startswith("- `")]
     assert [line.removeprefix("- `").split()[0].rstrip("`") for line in lines] == list(COMMANDS)
     for word, spec in COMMANDS.items():
         assert text.count(f"- `{spec.usage}` — {spec.purpose}") == 1
-        assert messages.help_one(word).endswith(f"Where: {spec.where}.")
+        assert messages.help_one("incident-bot", word).endswith(f"Where: {spec.where}.")
 
 
 def test_flags_others_need():

@@ -61,7 +61,7 @@ def test_header_and_conflict_wording():
     assert messages.already_ended(ended) == "Incident #12 already ended at 15:04 UTC (after 1h 02m)."
     assert messages.not_found(99) == "No incident #99 in your teams."
     assert messages.not_a_member(inc, "end").startswith("Only members of ~incident-12-db-primary-down can end incident #12.")
-    assert messages.unknown_command("frob") == "Unknown command `frob`. Try `@incident-bot help`."
+    assert messages.unknown_command("incident-bot", "frob") == "Unknown command `frob`. Try `@incident-bot help`."
 
 
 def test_a_rule_refusal_is_worded_by_messages():
@@ -70,6 +70,16 @@ def test_a_rule_refusal_is_worded_by_messages():
     with pytest.raises(IncidentEnded) as refused:
         require_active(ended)
     assert messages.refusal(refused.value) == "Incident #12 already ended at 15:04 UTC (after 1h 02m)."
+
+
+def test_the_bot_is_named_as_the_caller_says():
+    assert messages.unknown_command("ops-bot", "frob") == "Unknown command `frob`. Try `@ops-bot help`."
+    assert messages.bad_arguments("ops-bot", "sev", "Give one severity, 1 (worst) to 4.") == (
+        "Give one severity, 1 (worst) to 4.\nUsage: `@ops-bot sev <1-4>`"
+    )
+    assert messages.usage("ops-bot", "frob") == "Try `@ops-bot help`."
+    assert messages.help_all("ops-bot").startswith("**@ops-bot commands**")
+    assert messages.help_one("ops-bot", "join") == "`@ops-bot join <id>`\nAdd yourself to an incident's private channel. Where: anywhere."
 
 
 def test_checklist_item_rendering():
@@ -88,6 +98,6 @@ def test_list_caps_and_says_more():
 
 
 def test_help_lists_every_command():
-    text = messages.help_all()
+    text = messages.help_all("incident-bot")
     for word in ("start", "end", "info", "list", "join", "commander", "sev", "help", "check", "playbook"):
         assert f"`{word}" in text
