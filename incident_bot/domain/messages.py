@@ -308,13 +308,6 @@ def announcement(bot: str, incident: Incident, names: Names) -> str:
     )
 
 
-def channel_welcome(incident: Incident, names: Names, origin_link: str | None) -> str:
-    text = f"{names(incident.started_by)} started incident #{incident.number}: **{incident.title}**."
-    if origin_link:
-        text += f" Origin: {origin_link}"
-    return text
-
-
 def ended_reply(incident: Incident, now: datetime) -> str:
     assert incident.ended_at is not None
     text = (
@@ -709,10 +702,6 @@ def reminder(bot: str, incident: Incident, names: Names, since: datetime, now: d
         f"{names(incident.commander_id)}: no status update on incident #{incident.number} for "
         f"{format_duration(now - since)} ({sev(incident.severity)}). Post one with `@{bot} update <text>`."
     )
-
-
-def pinned_receipt() -> str:
-    return "white_check_mark"
 
 
 def stats(

@@ -80,10 +80,6 @@ class Incident(_UTCModel):
     def _utc(cls, value: datetime | None) -> datetime | None:
         return ensure_utc(value) if value is not None else None
 
-    @property
-    def active(self) -> bool:
-        return self.status == Status.ACTIVE
-
 
 class TimelineEvent(_UTCModel):
     id: int = 0  # assigned by the store

@@ -98,7 +98,3 @@ def allowed(command: str, level: Access) -> bool:
     """May someone with ``level`` run ``command`` on an incident?"""
     return level >= required_access(command)
 
-
-def may_react(level: Access, is_bot: bool) -> bool:
-    """Reactions count only from channel members, never from the bot itself."""
-    return level == Access.CHANNEL and not is_bot

@@ -3,7 +3,7 @@
 import pytest
 
 from incident_bot.domain.commands import COMMANDS, Access
-from incident_bot.domain.rules import access, allowed, may_react, required_access
+from incident_bot.domain.rules import access, allowed, required_access
 
 
 def test_access_levels():
@@ -38,8 +38,3 @@ def test_allowed_reads_the_command_table(word):
     for level in Access:
         assert allowed(word, level) == (level >= required_access(word))
 
-
-def test_reactions_only_from_members_never_the_bot():
-    assert may_react(Access.CHANNEL, is_bot=False)
-    assert not may_react(Access.TEAM, is_bot=False)
-    assert not may_react(Access.CHANNEL, is_bot=True)
