@@ -283,8 +283,10 @@ def summary(
         lines.append(f"| Playbook | {incident.playbook} |")
     lines += [
         "",
-        f"Commands: `@{bot} update <text>` · `@{bot} check <n>` · `@{bot} commander @user` · "
-        f"`@{bot} sev <1-4>` · `@{bot} end [resolution]` — `@{bot} help` for all.",
+        (
+            f"Commands: `@{bot} update <text>` · `@{bot} check <n>` · `@{bot} commander @user` · "
+            f"`@{bot} sev <1-4>` · `@{bot} end [resolution]` — `@{bot} help` for all."
+        ),
     ]
     return "\n".join(lines)
 
