@@ -10,7 +10,7 @@ import structlog
 from incident_bot.app.core import PART_PROP, Core, Request, UserError, part_props, pending_id
 from incident_bot.chat.errors import ChannelNameTaken, MattermostError
 from incident_bot.chat.models import Channel, Post, Team
-from incident_bot.domain import commands, messages
+from incident_bot.domain import commands, grammar, messages
 from incident_bot.domain.commands import Command
 from incident_bot.domain.models import Incident, Status, TimelineEvent, TimelineKind
 from incident_bot.domain.rules import channel_name, clean_title, display_name, reminder_due
@@ -251,7 +251,7 @@ class Incidents:
         if word.lower() != "start":
             return []
         try:
-            cmd = commands.parse("start", rest)
+            cmd = grammar.parse("start", rest)
         except commands.UsageError:
             return []
         ids = []
