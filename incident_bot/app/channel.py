@@ -131,7 +131,7 @@ class ChannelWriter:
         """The pinned summary, made and pinned once; noted on the incident."""
         if incident.summary_post_id is not None:
             return
-        text = messages.summary(incident, names, items, self.core.now(), await self.origin_link(incident))
+        text = messages.summary(self.core.bot_name, incident, names, items, self.core.now(), await self.origin_link(incident))
         summary = await self._part(incident, "summary", text, made)
         if not summary.is_pinned:
             await self.chat.pin_post(summary.id)
@@ -148,7 +148,9 @@ class ChannelWriter:
             return created
         names = await self.core.directory.names([incident.commander_id, *item_names(items)])
         if incident.checklist_post_id is None:
-            header = await self._part(incident, "checklist", messages.checklist_header(incident, live, names), made)
+            header = await self._part(
+                incident, "checklist", messages.checklist_header(self.core.bot_name, incident, live, names), made
+            )
             incident.checklist_post_id = header.id
             await self.core.commit(None, incident=incident)
         for item in live:
@@ -179,10 +181,14 @@ class ChannelWriter:
             )
             await self.chat.patch_channel(incident.channel_id, header=messages.header(incident, names))
             if incident.summary_post_id:
-                text = messages.summary(incident, names, items, self.core.now(), await self.origin_link(incident))
+                text = messages.summary(
+                    self.core.bot_name, incident, names, items, self.core.now(), await self.origin_link(incident)
+                )
                 await self._patch(incident.summary_post_id, text)
             if incident.checklist_post_id:
-                await self._patch(incident.checklist_post_id, messages.checklist_header(incident, items, names))
+                await self._patch(
+                    incident.checklist_post_id, messages.checklist_header(self.core.bot_name, incident, items, names)
+                )
         except MattermostError as exc:
             if strict:
                 raise

@@ -10,7 +10,7 @@ import structlog
 
 from incident_bot.app.channel import ChannelWriter, item_names
 from incident_bot.app.core import Core
-from incident_bot.app.request import Request, UserError
+from incident_bot.app.request import Applied, Request, UserError
 from incident_bot.chat.events import ReactionAdded
 from incident_bot.chat.models import Reaction
 from incident_bot.domain import messages
@@ -34,7 +34,7 @@ class Checklists:
         for item in await self.core.checklist(incident.number):
             if item.number == number:
                 return item
-        raise UserError(messages.no_item(incident, number))
+        raise UserError(messages.no_item(self.core.bot_name, incident, number))
 
     async def _editable(self, req: Request, cmd: Command) -> Incident:
         return await self.core.incident_for(req, None, cmd.name, member_action="change the checklist of", channel_only=True)
@@ -77,7 +77,7 @@ class Checklists:
         incident = await self.core.incident_for(req, None, "checklist", channel_only=True)
         items = await self.core.checklist(incident.number)
         names = await self.core.directory.names(item_names(items))
-        await self.core.reply(req, messages.checklist_reply(incident, items, names))
+        await self.core.reply(req, messages.checklist_reply(self.core.bot_name, incident, items, names))
 
     async def check(self, req: Request, cmd: Command) -> None:
         await self._check(req, cmd, True)
@@ -149,25 +149,25 @@ class Checklists:
 
     # --- reactions -------------------------------------------------------------------
 
-    async def reaction(self, key: str, reaction: Reaction, added: bool) -> str:
+    async def reaction(self, key: str, reaction: Reaction, added: bool) -> Applied:
         """A tick emoji added to / removed from a post; returns the outcome for the log."""
         core = self.core
         if reaction.user_id == core.bot_id:
-            return "ignored:bot"
+            return Applied.IGNORED_BOT
         async with core.store.transaction() as tx:
             if await tx.event_seen(key):
-                return "duplicate"
+                return Applied.DUPLICATE
             item = await tx.get_checklist_item_by_post(reaction.post_id)
             incident = await tx.get_incident(item.incident_number) if item else None
         if item is None or incident is None or item.removed:
-            return "ignored:not-an-item"
+            return Applied.NOT_AN_ITEM
         if not await core.directory.in_channel(incident.channel_id, reaction.user_id):
             await core.commit(key, incident.number)  # handled: every outcome on an item is recorded
-            return "ignored:not-a-member"
+            return Applied.NOT_A_MEMBER
         async with core.lock(incident.number):
             async with core.store.transaction() as tx:
                 if await tx.event_seen(key):
-                    return "duplicate"
+                    return Applied.DUPLICATE
                 fresh_item = await tx.get_checklist_item_by_post(reaction.post_id)
                 fresh = await tx.get_incident(incident.number)
             assert fresh_item is not None and fresh is not None
@@ -177,23 +177,23 @@ class Checklists:
                     names = await core.directory.names([reaction.user_id])
                     await self.channel.post(
                         incident.channel_id or "",
-                        messages.tick_refused_ended(incident, names, reaction.user_id),
+                        messages.tick_refused_ended(self.core.bot_name, incident, names, reaction.user_id),
                         root_id=incident.checklist_post_id or "",
                     )
                 await core.commit(key, incident.number)
-                return "refused:ended"
+                return Applied.REFUSED_ENDED
             if added:
                 if item.done:
                     await core.commit(key, incident.number)
-                    return "unchanged"
+                    return Applied.UNCHANGED
                 self._tick(item, reaction.user_id)
                 await self._change(
                     key, incident, item, TimelineKind.CHECKLIST_CHECKED, reaction.user_id, item.text, via="reaction"
                 )
-                return "checked"
+                return Applied.CHECKED
             if not item.done:
                 await core.commit(key, incident.number)
-                return "unchanged"
+                return Applied.UNCHANGED
             others = await self._tickers(incident, item, skip=(reaction.user_id, reaction.emoji_name))
             if others:
                 if item.done_by in others:
@@ -201,10 +201,10 @@ class Checklists:
                 else:
                     item.done_by = others[0]
                     await self._change(key, incident, item, TimelineKind.CHECKLIST_CHECKED, others[0], item.text, via="reaction")
-                return "kept:other-tick"
+                return Applied.KEPT_OTHER_TICK
             self._tick(item, None)
             await self._change(key, incident, item, TimelineKind.CHECKLIST_UNCHECKED, reaction.user_id, item.text, via="reaction")
-            return "unchecked"
+            return Applied.UNCHECKED
 
     async def _tickers(self, incident: Incident, item: ChecklistItem, skip: tuple[str, str]) -> list[str]:
         """Channel members whose tick reaction is on the item, oldest first, other than the
@@ -217,7 +217,7 @@ class Checklists:
                 users.append(r.user_id)
         return users
 
-    async def reconcile(self, post_id: str) -> str:
+    async def reconcile(self, post_id: str) -> Applied:
         """After missed events: make a checklist item match the tick reactions now on its post.
 
         A tick reaction the bot never handled ticks the item; one it handled already does not
@@ -229,8 +229,8 @@ class Checklists:
             item = await tx.get_checklist_item_by_post(post_id)
             incident = await tx.get_incident(item.incident_number) if item else None
         if item is None or incident is None or item.removed or incident.status != Status.ACTIVE:
-            return "ignored"
-        outcome = "unchanged"
+            return Applied.IGNORED
+        outcome = Applied.UNCHANGED
         async with core.lock(incident.number):  # the reactions read and the change made as one step
             ticks = await core.directory.member_reactions(post_id, core.settings.check_emojis, incident.channel_id)
             keys = {id(r): ReactionAdded(reaction=r).dedupe_key for r in ticks}
@@ -245,7 +245,7 @@ class Checklists:
                 self._tick(item, first.user_id)
                 key = f"reconcile+:{post_id}:{first.update_at or first.create_at}"
                 await self._change(key, incident, item, TimelineKind.CHECKLIST_CHECKED, first.user_id, item.text, via="reaction")
-                outcome = "checked"
+                outcome = Applied.CHECKED
             elif item.done and not ticks:
                 last = next(
                     (
@@ -260,7 +260,7 @@ class Checklists:
                     actor = item.done_by or core.bot_id
                     self._tick(item, None)
                     await self._change(key, incident, item, TimelineKind.CHECKLIST_UNCHECKED, actor, item.text, via="reaction")
-                    outcome = "unchecked"
+                    outcome = Applied.UNCHECKED
             if unseen:  # every tick now on the post is accounted for
 
                 async def note_seen(tx: Transaction) -> None:
@@ -272,5 +272,5 @@ class Checklists:
                 post = await core.chat.get_post(post_id)
                 if post is not None and await self.channel.refresh_item(incident, item, shown=post.message):
                     await self.channel.refresh(incident)
-                    outcome = "repaired"
+                    outcome = Applied.REPAIRED
         return outcome

@@ -13,13 +13,14 @@ from typing import Any
 import structlog
 
 from incident_bot.app.directory import Directory
-from incident_bot.app.request import Clock, Request, UserError
+from incident_bot.app.request import Applied, Clock, Request, UserError
 from incident_bot.chat.models import Post, User
 from incident_bot.chat.port import ChatPort
 from incident_bot.config import Settings
 from incident_bot.domain import messages, rules
-from incident_bot.domain.models import ChecklistItem, Incident, Playbook, Status, TimelineEvent, TimelineKind
-from incident_bot.domain.rules import RuleError, format_short_duration
+from incident_bot.domain.format import format_short_duration
+from incident_bot.domain.models import ChecklistItem, Incident, Playbook, TimelineEvent, TimelineKind
+from incident_bot.domain.rules import RuleError
 from incident_bot.store.base import Store, Transaction
 
 log = structlog.get_logger("incident_bot.app")
@@ -36,14 +37,6 @@ def pending_id(*what: str) -> str:
     return uuid.uuid5(uuid.NAMESPACE_URL, "incident-bot:" + ":".join(what)).hex
 
 
-def rule(check: Callable[[], None]) -> None:
-    """Run a domain rule check, turning its refusal into a reply."""
-    try:
-        check()
-    except RuleError as exc:
-        raise UserError(str(exc)) from None
-
-
 class Core:
     def __init__(
         self, settings: Settings, store: Store, chat: ChatPort, directory: Directory, clock: Clock | None = None
@@ -58,6 +51,11 @@ class Core:
     @property
     def bot_id(self) -> str:
         return self.directory.bot.id
+
+    @property
+    def bot_name(self) -> str:
+        """The bot's username (without @): how people address it, as the texts show."""
+        return self.directory.bot.username
 
     def now(self) -> datetime:
         return self.clock.now()
@@ -112,8 +110,11 @@ class Core:
         an ended one (ended incidents are read-only until reopened)."""
         async with self.lock(incident.number):
             fresh = await self.fresh(incident)
-            if active and fresh.status == Status.ENDED:
-                raise UserError(messages.already_ended(fresh))
+            if active:
+                try:
+                    rules.require_active(fresh)
+                except RuleError as exc:
+                    raise UserError(messages.refusal(exc)) from None
             yield fresh
 
     async def checklist(self, number: int, *, include_removed: bool = False) -> list[ChecklistItem]:
@@ -161,15 +162,15 @@ class Core:
                 return post
         return None
 
-    async def recover_reply(self, req: Request, command_text: str) -> str:
+    async def recover_reply(self, req: Request, command_text: str) -> Applied:
         """The command's effect is committed but its reply was not recorded: if the reply was
         posted (the bot died before noting it), note it; otherwise answer now."""
         post = await self.find_reply(req)
         if post is not None:
             await self.note_reply(req, post)
-            return "found"
+            return Applied.FOUND
         await self.reply(req, messages.recovered(command_text))
-        return "answered"
+        return Applied.ANSWERED
 
     # --- who and what a command is about -------------------------------------------------
 
@@ -205,10 +206,10 @@ class Core:
                 incident = await tx.get_incident_by_channel(req.channel_id)
             if incident is None:
                 if channel_only:
-                    raise UserError(messages.need_incident_channel_only(command))
-                raise UserError(messages.need_incident_channel(command))
+                    raise UserError(messages.need_incident_channel_only(self.bot_name, command))
+                raise UserError(messages.need_incident_channel(self.bot_name, command))
             if number is not None and number != incident.number:
-                raise UserError(messages.need_incident_channel_only(command))
+                raise UserError(messages.need_incident_channel_only(self.bot_name, command))
         req.incident = incident.number
         if member_action:
             # The requester is in the team here (found by channel, or checked above).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import structlog
@@ -15,7 +16,7 @@ from incident_bot.app.request import Request, UserError
 from incident_bot.app.teams import Teams
 from incident_bot.chat.errors import ChannelNameTaken, MattermostError
 from incident_bot.chat.models import Channel, Post
-from incident_bot.domain import commands, messages
+from incident_bot.domain import commands, grammar, messages
 from incident_bot.domain.commands import Command
 from incident_bot.domain.models import ChecklistItem, Incident, Status, TimelineKind
 from incident_bot.domain.rules import channel_name, clean_title, display_name, reminder_due
@@ -40,7 +41,7 @@ class Incidents:
 
     async def start(self, req: Request, cmd: Command) -> None:
         core = self.core
-        team = await self.teams.one(req, cmd.team, choose=messages.choose_team, channel_decides=True)
+        team = await self.teams.one(req, cmd.team, choose=partial(messages.choose_team, self.core.bot_name), channel_decides=True)
         title = clean_title(cmd.text)
         origin_post_id = req.post.id
         if req.post.root_id and not req.is_dm:
@@ -51,7 +52,7 @@ class Incidents:
                     first_line = next((line for line in root.message.splitlines() if line.strip()), "")
                     title = clean_title(first_line.lstrip("#> ").strip())
         if not title:
-            raise UserError(messages.bad_arguments("start", messages.empty_title()))
+            raise UserError(messages.bad_arguments(self.core.bot_name, "start", messages.empty_title()))
 
         playbook_name = cmd.playbook or core.settings.default_playbook
         playbook = None
@@ -106,7 +107,7 @@ class Incidents:
         incident = await self.finish_start(incident, [u.id for u in invited])
         names = await core.directory.names([incident.commander_id])
         await core.reply(req, messages.started_reply(incident, names, [u.username for u in invited], not_invited))
-        await self.channel.announce(incident, messages.announcement(incident, names))
+        await self.channel.announce(incident, messages.announcement(self.core.bot_name, incident, names))
 
     async def finish_start(self, incident: Incident, invite_ids: list[str], resuming: bool = False) -> Incident:
         """Create (or find again) the channel and its posts; safe to run again after a crash.
@@ -186,7 +187,7 @@ class Incidents:
         if word.lower() != "start":
             return []
         try:
-            cmd = commands.parse("start", rest)
+            cmd = grammar.parse("start", rest)
         except commands.UsageError:
             return []
         ids = []
@@ -301,7 +302,9 @@ class Incidents:
             items = await self._apply(req, incident, TimelineKind.ENDED, cmd.text)
         names = await core.directory.names([incident.commander_id, incident.ended_by])
         if incident.channel_id:
-            await self.channel.post(incident.channel_id, messages.final_summary(incident, names, items, core.now()))
+            await self.channel.post(
+                incident.channel_id, messages.final_summary(self.core.bot_name, incident, names, items, core.now())
+            )
         await core.reply(req, messages.ended_reply(incident, core.now()))
         await self.channel.notify_origin(
             incident, messages.ended_notice(incident, names, core.now()), unless_in=(req.channel_id, req.thread_root)
@@ -349,7 +352,9 @@ class Incidents:
         async with core.store.transaction() as tx:
             incidents, total = await tx.list_incidents(list(teams), [Status.ENDED], limit, (page - 1) * limit)
         names = await core.directory.names([i.commander_id for i in incidents])
-        await core.reply(req, messages.history(incidents, total, page, limit, names, teams, core.now(), team=cmd.team))
+        await core.reply(
+            req, messages.history(self.core.bot_name, incidents, total, page, limit, names, teams, core.now(), team=cmd.team)
+        )
 
     # --- people and severity ------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from incident_bot.app.backlog import Backlog
 from incident_bot.app.core import Core
 from incident_bot.app.cursor import Cursor
 from incident_bot.app.ordering import ChannelQueues
-from incident_bot.app.request import Request
+from incident_bot.app.request import Applied, Request
 from incident_bot.chat.events import Event, Malformed, PostDeleted, Posted, PostEdited, ReactionAdded, ReactionRemoved
 
 log = structlog.get_logger("incident_bot.events")
@@ -194,7 +194,7 @@ class Pipeline:
         self._inflight.add(req.key)
         try:
             if await self.resume_start(req):
-                outcome = "resumed"
+                outcome = Applied.RESUMED
             else:
                 outcome = await self.core.recover_reply(req, text)
             log.info("command.recovered", key=req.key, channel=req.channel_id, user=req.user_id, outcome=outcome)

@@ -19,7 +19,7 @@ class Playbooks:
     async def list(self, req: Request, cmd: Command) -> None:
         team = await self.teams.one(req, cmd.team, choose=messages.playbook_needs_team)
         playbooks = await self.core.playbooks(team.id)
-        await self.core.reply(req, messages.playbook_list(playbooks, self.core.settings.default_playbook))
+        await self.core.reply(req, messages.playbook_list(self.core.bot_name, playbooks, self.core.settings.default_playbook))
 
     async def playbook(self, req: Request, cmd: Command) -> None:
         core = self.core
@@ -28,7 +28,7 @@ class Playbooks:
         existing = await core.find_playbook(team.id, cmd.playbook)
         if cmd.sub == "create":
             if existing is not None:
-                raise UserError(messages.playbook_exists(existing.name))
+                raise UserError(messages.playbook_exists(self.core.bot_name, existing.name))
             playbook = Playbook(
                 name=cmd.playbook, items=cmd.items, team_id=team.id, default_severity=core.settings.default_severity
             )

@@ -12,8 +12,8 @@ from incident_bot.app.timeline import Timeline
 from incident_bot.chat.errors import MattermostError
 from incident_bot.domain import export, messages
 from incident_bot.domain.commands import Command
+from incident_bot.domain.format import format_duration
 from incident_bot.domain.models import Incident, Status
-from incident_bot.domain.rules import format_duration
 from incident_bot.store.base import Transaction
 
 STATS_DAYS = 30
@@ -48,7 +48,7 @@ class Reports:
         core = self.core
         if req.is_dm:
             if cmd.incident is None:
-                raise UserError(messages.need_incident_channel("export"))
+                raise UserError(messages.need_incident_channel(self.core.bot_name, "export"))
             incident = await self.timeline.member_incident(req, cmd.incident, "export")
         else:
             # The file quotes the incident channel: it goes there or to a DM, never to a channel

@@ -5,10 +5,39 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from incident_bot.chat.events import Posted
 from incident_bot.chat.models import Post
+from incident_bot.domain.commands import Outcome
 from incident_bot.domain.models import utcnow
+
+
+class Applied(StrEnum):
+    """What became of a reaction, an edit or a recovered command (logged as ``outcome``)."""
+
+    IGNORED_BOT = "ignored:bot"
+    DUPLICATE = "duplicate"
+    NOT_AN_ITEM = "ignored:not-an-item"
+    NOT_A_MEMBER = "ignored:not-a-member"
+    REFUSED_ENDED = "refused:ended"
+    UNCHANGED = "unchanged"
+    CHECKED = "checked"
+    KEPT_OTHER_TICK = "kept:other-tick"
+    UNCHECKED = "unchecked"
+    IGNORED = "ignored"
+    REPAIRED = "repaired"
+    POST_GONE = "ignored:post-gone"
+    NOT_AN_INCIDENT_CHANNEL = "ignored:not-an-incident-channel"
+    PINNED = "pinned"
+    KEPT_OTHER_PIN = "kept:other-pin"
+    UNPINNED = "unpinned"
+    DELETED = "deleted"
+    EDITED = "edited"
+    FOUND = "found"
+    ANSWERED = "answered"
+    RESUMED = "resumed"
+    ERROR = "error"  # the handler failed (logged with the error type)
 
 
 class UserError(Exception):
@@ -30,7 +59,7 @@ class Request:
     channel_type: str  # O, P, D, G
     team_id: str  # "" in a DM
     late_by: timedelta | None = None  # set when handled after an outage (catch-up)
-    outcome: str = "ok"
+    outcome: Outcome = Outcome.OK
     incident: int | None = None
     replied: bool = False
 

@@ -11,8 +11,8 @@ import structlog
 
 from incident_bot.app.core import Core
 from incident_bot.app.request import Request, UserError
-from incident_bot.domain import commands, messages
-from incident_bot.domain.commands import Command
+from incident_bot.domain import commands, grammar, messages
+from incident_bot.domain.commands import Command, Outcome
 
 log = structlog.get_logger("incident_bot.commands")
 
@@ -26,18 +26,18 @@ class Runner:
     async def run(self, req: Request, name: str, rest: str | None, use_case: UseCase) -> None:
         """Parse ``rest`` as command ``name``'s arguments, run the use case, reply once."""
         try:
-            cmd = commands.parse(name, rest or "") if name in commands.SPECS else Command(name=name, text=rest or "")
+            cmd = grammar.parse(name, rest or "") if name in commands.COMMANDS else Command(name=name, text=rest or "")
             await use_case(req, cmd)
             if not req.replied:  # a use case must reply; a missing one is a bug worth seeing
                 log.error("command.no_reply", command=name, key=req.key)
         except commands.UsageError as exc:
-            req.outcome = "usage"
-            await self._safe_reply(req, messages.bad_arguments(exc.command, exc.reason))
+            req.outcome = Outcome.USAGE
+            await self._safe_reply(req, messages.bad_arguments(self.core.bot_name, exc.command, exc.reason))
         except UserError as exc:
-            req.outcome = "refused"
+            req.outcome = Outcome.REFUSED
             await self._safe_reply(req, exc.text)
         except Exception as exc:  # noqa: BLE001 - the bot must survive anything
-            req.outcome = "error"
+            req.outcome = Outcome.ERROR
             ref = secrets.token_hex(3)
             frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
             log.error(
@@ -77,13 +77,25 @@ class Help:
 
     async def help(self, req: Request, cmd: Command) -> None:
         if not cmd.text:
-            await self.core.reply(req, messages.help_all())
-        elif cmd.text in commands.SPECS:
-            await self.core.reply(req, messages.help_one(cmd.text))
+            await self.core.reply(
+                req,
+                messages.help_all(
+                    self.core.bot_name,
+                ),
+            )
+        elif cmd.text in commands.COMMANDS:
+            await self.core.reply(req, messages.help_one(self.core.bot_name, cmd.text))
         else:
-            await self.core.reply(req, messages.help_unknown(cmd.text))
+            await self.core.reply(req, messages.help_unknown(self.core.bot_name, cmd.text))
 
     async def unknown(self, req: Request, cmd: Command) -> None:
         """``cmd.text`` is the first word (empty: the bot was only mentioned, so it helps)."""
-        req.outcome = "unknown" if cmd.text else "help"
-        await self.core.reply(req, messages.unknown_command(cmd.text) if cmd.text else messages.help_all())
+        req.outcome = Outcome.UNKNOWN if cmd.text else Outcome.HELP
+        await self.core.reply(
+            req,
+            messages.unknown_command(self.core.bot_name, cmd.text)
+            if cmd.text
+            else messages.help_all(
+                self.core.bot_name,
+            ),
+        )

@@ -8,13 +8,14 @@ import structlog
 
 from incident_bot.app.channel import ChannelWriter
 from incident_bot.app.core import Core
-from incident_bot.app.request import Request, UserError
+from incident_bot.app.request import Applied, Request, UserError
 from incident_bot.chat.models import Post, Reaction
 from incident_bot.chat.retry import sleep_unless_stopped
 from incident_bot.domain import messages
 from incident_bot.domain.commands import Command
+from incident_bot.domain.format import format_duration
 from incident_bot.domain.models import Incident, Status, TimelineEvent, TimelineKind
-from incident_bot.domain.rules import REMINDER_MIN_GAP, format_duration, reminder_due
+from incident_bot.domain.rules import REMINDER_MIN_GAP, reminder_due
 from incident_bot.store.base import Transaction
 
 log = structlog.get_logger("incident_bot.app")
@@ -79,23 +80,23 @@ class Timeline:
             data={"pinned_by": by, "permalink": permalink, "edited": False},
         )
 
-    async def pin_reaction(self, key: str, reaction: Reaction, added: bool) -> str:
+    async def pin_reaction(self, key: str, reaction: Reaction, added: bool) -> Applied:
         core = self.core
         async with core.store.transaction() as tx:
             if await tx.event_seen(key):
-                return "duplicate"
+                return Applied.DUPLICATE
         post = await core.chat.get_post(reaction.post_id)
         if post is None:
-            return "ignored:post-gone"
+            return Applied.POST_GONE
         async with core.store.transaction() as tx:
             incident = await tx.get_incident_by_channel(post.channel_id)
         if incident is None:
-            return "ignored:not-an-incident-channel"
+            return Applied.NOT_AN_INCIDENT_CHANNEL
         if not await core.directory.in_channel(incident.channel_id, reaction.user_id):
-            return "ignored:not-a-member"
+            return Applied.NOT_A_MEMBER
         permalink = (await self.channel.permalink(incident.team_id, post.id) or "") if added else ""
         still_pinned = False if added else bool(await self._pinners(incident, post, skip=reaction.user_id))
-        outcome = "unchanged"
+        outcome = Applied.UNCHANGED
         async with core.lock(incident.number):
 
             async def pin(tx: Transaction) -> None:
@@ -103,43 +104,43 @@ class Timeline:
                 existing = await tx.get_timeline_by_post(incident.number, post.id)
                 if added and existing is None:
                     await tx.add_timeline(self._pinned_event(incident, post, reaction.user_id, permalink))
-                    outcome = "pinned"
+                    outcome = Applied.PINNED
                 elif not added and existing is not None:
                     if still_pinned:
-                        outcome = "kept:other-pin"
+                        outcome = Applied.KEPT_OTHER_PIN
                         return
                     existing.deleted = True
                     existing.data = {**existing.data, "unpinned_by": reaction.user_id}
                     await tx.update_timeline(existing)
-                    outcome = "unpinned"
+                    outcome = Applied.UNPINNED
 
             async with core.store.transaction() as tx:
                 if await tx.event_seen(key):
-                    return "duplicate"
+                    return Applied.DUPLICATE
             await core.commit(key, incident.number, write=pin)
         return outcome
 
-    async def reconcile_pins(self, post: Post) -> str:
+    async def reconcile_pins(self, post: Post) -> Applied:
         """After missed events: the timeline holds this post exactly when a member's 📌 is on it."""
         core = self.core
         async with core.store.transaction() as tx:
             incident = await tx.get_incident_by_channel(post.channel_id)
         if incident is None:
-            return "ignored"
+            return Applied.IGNORED
         pinners = await self._pinners(incident, post)
         permalink = (await self.channel.permalink(incident.team_id, post.id) or "") if pinners else ""
         async with core.lock(incident.number), core.store.transaction() as tx:
             existing = await tx.get_timeline_by_post(incident.number, post.id)
             if existing is not None and existing.data.get("post_deleted"):
-                return "unchanged"  # the post is gone; its entry stays marked deleted
+                return Applied.UNCHANGED  # the post is gone; its entry stays marked deleted
             if pinners and existing is None:
                 await tx.add_timeline(self._pinned_event(incident, post, pinners[0], permalink))
-                return "pinned"
+                return Applied.PINNED
             if existing is not None and not pinners:
                 existing.deleted = True
                 await tx.update_timeline(existing)
-                return "unpinned"
-        return "unchanged"
+                return Applied.UNPINNED
+        return Applied.UNCHANGED
 
     async def is_pinned(self, post: Post) -> bool:
         """The post is on its channel's incident timeline (pinned, or once pinned)."""
@@ -147,18 +148,18 @@ class Timeline:
             incident = await tx.get_incident_by_channel(post.channel_id)
             return incident is not None and await tx.get_timeline_by_post(incident.number, post.id) is not None
 
-    async def post_changed(self, key: str, post: Post, deleted: bool) -> str:
+    async def post_changed(self, key: str, post: Post, deleted: bool) -> Applied:
         """A post on the timeline was edited or deleted: the timeline follows."""
         core = self.core
         async with core.store.transaction() as tx:
             incident = await tx.get_incident_by_channel(post.channel_id)
             if incident is None:
-                return "ignored"
+                return Applied.IGNORED
             if await tx.event_seen(key):
-                return "duplicate"
+                return Applied.DUPLICATE
             existing = await tx.get_timeline_by_post(incident.number, post.id)
             if existing is None:
-                return "ignored"
+                return Applied.IGNORED
             if deleted:
                 # The entry stays, marked deleted (``deleted`` would take it off the timeline,
                 # as for an unpin); the words go with the post, which may have been removed
@@ -170,7 +171,7 @@ class Timeline:
                 existing.data = {**existing.data, "edited": True}
             await tx.update_timeline(existing)
             await tx.record_event(key, core.now(), incident.number)
-        return "deleted" if deleted else "edited"
+        return Applied.DELETED if deleted else Applied.EDITED
 
     # --- status updates and reminders ------------------------------------------------
 
@@ -213,7 +214,9 @@ class Timeline:
                 await core.commit(None, incident=incident)
                 posted = None
                 if incident.channel_id:
-                    posted = await self.channel.post(incident.channel_id, messages.reminder(incident, names, since, now))
+                    posted = await self.channel.post(
+                        incident.channel_id, messages.reminder(self.core.bot_name, incident, names, since, now)
+                    )
                 if posted is None:
                     # Mattermost refused or is down: not recorded as sent, and tried again in a
                     # minute rather than an interval later (not every tick: the refusal may last).

@@ -7,8 +7,9 @@ from datetime import datetime
 from typing import Any
 
 from incident_bot.domain import messages
+from incident_bot.domain.format import format_datetime, format_duration, format_offset
 from incident_bot.domain.models import ChecklistItem, Incident, TimelineEvent, TimelineKind
-from incident_bot.domain.rules import duration, format_datetime, format_duration, format_offset
+from incident_bot.domain.rules import duration
 
 
 def filename(incident: Incident, fmt: str) -> str:

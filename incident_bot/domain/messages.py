@@ -1,26 +1,23 @@
-"""Every user-facing text the bot writes. Nothing else in the tree words a reply."""
+"""Every user-facing text the bot writes. Nothing else in the tree words a reply.
+
+Texts that name the bot take ``bot``, its username without the ``@``, as first argument.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 
-from incident_bot.domain.commands import SPECS
+from incident_bot.domain.commands import COMMANDS
+from incident_bot.domain.format import format_datetime, format_duration, format_offset, format_time
 from incident_bot.domain.models import ChecklistItem, Incident, Playbook, Status, TimelineEvent
-from incident_bot.domain.rules import duration, format_datetime, format_duration, format_time
+from incident_bot.domain.rules import IncidentEnded, RuleError, duration
 
 # A function that turns a user id into "@name" (the app layer resolves names).
 Names = Callable[[str | None], str]
 
-BOT = "@incident-bot"
-
 CHECK_OPEN = "☐"
 CHECK_DONE = "☑"
-
-
-def set_bot_name(username: str) -> None:
-    global BOT
-    BOT = f"@{username}"
 
 
 def link(incident: Incident) -> str:
@@ -35,22 +32,133 @@ def status_word(incident: Incident) -> str:
     return {Status.STARTING: "Starting", Status.ACTIVE: "Active", Status.ENDED: "Ended"}[incident.status]
 
 
-def usage(command: str) -> str:
-    spec = SPECS.get(command)
-    return f"Usage: `{BOT} {spec.usage}`" if spec else f"Try `{BOT} help`."
+def usage(bot: str, command: str) -> str:
+    spec = COMMANDS.get(command)
+    return f"Usage: `@{bot} {spec.usage}`" if spec else f"Try `@{bot} help`."
 
 
 # --- errors ---------------------------------------------------------------------
 
 
-def unknown_command(word: str) -> str:
+def unknown_command(bot: str, word: str) -> str:
     shown = word if len(word) <= 30 else word[:29] + "…"
     shown = shown.replace("`", "'")
-    return f"Unknown command `{shown}`. Try `{BOT} help`."
+    return f"Unknown command `{shown}`. Try `@{bot} help`."
 
 
-def bad_arguments(command: str, reason: str) -> str:
-    return f"{reason}\n{usage(command)}"
+def bad_arguments(bot: str, command: str, reason: str) -> str:
+    return f"{reason}\n{usage(bot, command)}"
+
+
+# --- why a command's arguments are wrong (UsageError reasons; the usage line follows) ---
+
+
+def unknown_option(token: str) -> str:
+    return f"Unknown option `{token}`."
+
+
+def option_not_taken(command: str, token: str) -> str:
+    return f"`{command}` takes no option `{token}`."
+
+
+def option_twice(token: str) -> str:
+    return f"Option `{token}` is given twice."
+
+
+def option_needs_value(token: str) -> str:
+    return f"Option `{token}` needs a value."
+
+
+def invite_needs_user() -> str:
+    return "`--invite` needs at least one @user."
+
+
+def not_a_username(token: str) -> str:
+    return f"`{token}` is not a @username."
+
+
+def bad_severity(value: str) -> str:
+    return f"Severity must be 1, 2, 3 or 4, not `{value}`."
+
+
+def bad_number(option: str, maximum: int, value: str) -> str:
+    return f"`{option}` must be a number from 1 to {maximum}, not `{value}`."
+
+
+def bad_format(value: str) -> str:
+    return f"Format must be `md` or `json`, not `{value}`."
+
+
+def not_an_incident_number(token: str) -> str:
+    return f"`{token}` is not an incident number."
+
+
+def join_needs_number() -> str:
+    return "Give the incident number, e.g. `join 12`."
+
+
+def one_user() -> str:
+    return "Name exactly one @user."
+
+
+def one_severity() -> str:
+    return "Give one severity, 1 (worst) to 4."
+
+
+def empty_text() -> str:
+    return "The text is empty."
+
+
+def empty_new_text() -> str:
+    return "The new text is empty."
+
+
+def empty_item_text() -> str:
+    return "The item text is empty."
+
+
+def give_item_number() -> str:
+    return "Give the item number."
+
+
+def one_item_number() -> str:
+    return "Give exactly one item number."
+
+
+def not_an_item_number(token: str) -> str:
+    return f"`{token}` is not an item number."
+
+
+def one_user_after_item() -> str:
+    return "Name exactly one @user after the item number."
+
+
+def help_one_command() -> str:
+    return "Name at most one command."
+
+
+def takes_no_words(command: str, words: str) -> str:
+    return f"`{command}` takes no words, but got `{words}`."
+
+
+def playbook_needs_action() -> str:
+    return "Say what to do: show, create, add, remove or delete."
+
+
+def playbook_bad_action(word: str) -> str:
+    return f"`{word}` is not one of show, create, add, remove, delete."
+
+
+def playbook_needs_name(action: str) -> str:
+    return f"`playbook {action}` needs the playbook's NAME."
+
+
+def bad_playbook_name(word: str) -> str:
+    return f"`{word}` is not a valid name (letters, digits, - _ . ; up to 64)."
+
+
+def playbook_takes_only_name(action: str) -> str:
+    return f"`playbook {action}` takes only the NAME."
 
 
 def not_found(number: int) -> str:
@@ -61,18 +169,25 @@ def not_a_member(incident: Incident, action: str) -> str:
     return f"Only members of {link(incident)} can {action} incident #{incident.number}. Use `join {incident.number}` first."
 
 
-def need_incident_channel(command: str) -> str:
-    return f"`{command}` works in an incident channel, or give the number: {usage(command).removeprefix('Usage: ')}"
+def need_incident_channel(bot: str, command: str) -> str:
+    return f"`{command}` works in an incident channel, or give the number: {usage(bot, command).removeprefix('Usage: ')}"
 
 
-def need_incident_channel_only(command: str) -> str:
-    return f"`{command}` works only in an incident channel.\n{usage(command)}"
+def need_incident_channel_only(bot: str, command: str) -> str:
+    return f"`{command}` works only in an incident channel.\n{usage(bot, command)}"
 
 
 def already_ended(incident: Incident, what: str = "change") -> str:
     assert incident.ended_at is not None
     took = format_duration(incident.ended_at - incident.started_at)
     return f"Incident #{incident.number} already ended at {format_time(incident.ended_at)} (after {took})."
+
+
+def refusal(error: RuleError) -> str:
+    """The reply to a rule's refusal."""
+    if isinstance(error, IncidentEnded):
+        return already_ended(error.incident, error.what)
+    return str(error)
 
 
 def not_ended(incident: Incident) -> str:
@@ -83,9 +198,9 @@ def internal_error(ref: str) -> str:
     return f"Something went wrong (ref {ref}); nothing was changed."
 
 
-def choose_team(teams: Iterable[str]) -> str:
+def choose_team(bot: str, teams: Iterable[str]) -> str:
     names = ", ".join(sorted(teams))
-    return f"You share several teams with me ({names}); say which with `--team NAME`.\n{usage('start')}"
+    return f"You share several teams with me ({names}); say which with `--team NAME`.\n{usage(bot, 'start')}"
 
 
 def no_shared_team() -> str:
@@ -145,6 +260,7 @@ def progress(items: list[ChecklistItem]) -> str:
 
 
 def summary(
+    bot: str,
     incident: Incident,
     names: Names,
     items: list[ChecklistItem],
@@ -175,8 +291,10 @@ def summary(
         lines.append(f"| Playbook | {incident.playbook} |")
     lines += [
         "",
-        f"Commands: `{BOT} update <text>` · `{BOT} check <n>` · `{BOT} commander @user` · "
-        f"`{BOT} sev <1-4>` · `{BOT} end [resolution]` — `{BOT} help` for all.",
+        (
+            f"Commands: `@{bot} update <text>` · `@{bot} check <n>` · `@{bot} commander @user` · "
+            f"`@{bot} sev <1-4>` · `@{bot} end [resolution]` — `@{bot} help` for all."
+        ),
     ]
     return "\n".join(lines)
 
@@ -193,18 +311,11 @@ def started_reply(incident: Incident, names: Names, invited: list[str], not_invi
     return text
 
 
-def announcement(incident: Incident, names: Names) -> str:
+def announcement(bot: str, incident: Incident, names: Names) -> str:
     return (
         f":rotating_light: Incident #{incident.number} started ({sev(incident.severity)}): **{incident.title}** "
-        f"— commander {names(incident.commander_id)}. Join with `{BOT} join {incident.number}`."
+        f"— commander {names(incident.commander_id)}. Join with `@{bot} join {incident.number}`."
     )
-
-
-def channel_welcome(incident: Incident, names: Names, origin_link: str | None) -> str:
-    text = f"{names(incident.started_by)} started incident #{incident.number}: **{incident.title}**."
-    if origin_link:
-        text += f" Origin: {origin_link}"
-    return text
 
 
 def ended_reply(incident: Incident, now: datetime) -> str:
@@ -230,7 +341,7 @@ def ended_notice(incident: Incident, names: Names, now: datetime) -> str:
     return text
 
 
-def final_summary(incident: Incident, names: Names, items: list[ChecklistItem], now: datetime) -> str:
+def final_summary(bot: str, incident: Incident, names: Names, items: list[ChecklistItem], now: datetime) -> str:
     assert incident.ended_at is not None
     lines = [
         f"**Incident #{incident.number} ended** at {format_datetime(incident.ended_at)} by {names(incident.ended_by)}.",
@@ -240,7 +351,7 @@ def final_summary(incident: Incident, names: Names, items: list[ChecklistItem], 
         lines.append(f"Checklist: {progress(items)} done")
     if incident.resolution:
         lines.append(f"Resolution: {incident.resolution}")
-    lines.append(f"`{BOT} timeline` and `{BOT} export` give the postmortem record.")
+    lines.append(f"`@{bot} timeline` and `@{bot} export` give the postmortem record.")
     return "\n".join(lines)
 
 
@@ -279,6 +390,7 @@ def incident_list(
 
 
 def history(
+    bot: str,
     incidents: list[Incident],
     total: int,
     page: int,
@@ -306,7 +418,7 @@ def history(
     if first + len(incidents) - 1 < total:
         # The next page's command, whole, with the same team and page size.
         options = (f" --team {team}" if team else "") + f" --page {page + 1}" + (f" --limit {limit}" if limit != 10 else "")
-        lines.append(f"\nMore: `{BOT} history{options}`")
+        lines.append(f"\nMore: `@{bot} history{options}`")
     return "\n".join(lines)
 
 
@@ -338,22 +450,22 @@ def severity_changed(incident: Incident, previous: int) -> str:
 # --- help ------------------------------------------------------------------------
 
 
-def help_all() -> str:
-    lines = [f"**{BOT} commands** (mention me, or write to me directly without the mention):", ""]
-    for name, spec in SPECS.items():
+def help_all(bot: str) -> str:
+    lines = [f"**@{bot} commands** (mention me, or write to me directly without the mention):", ""]
+    for spec in COMMANDS.values():
         lines.append(f"- `{spec.usage}` — {spec.purpose}")
     lines.append("")
     lines.append("React ✅ on a checklist item to tick it; 📌 on any post in an incident channel adds it to the timeline.")
     return "\n".join(lines)
 
 
-def help_one(command: str) -> str:
-    spec = SPECS[command]
-    return f"`{BOT} {spec.usage}`\n{spec.purpose[0].upper()}{spec.purpose[1:]}. Where: {spec.where}."
+def help_one(bot: str, command: str) -> str:
+    spec = COMMANDS[command]
+    return f"`@{bot} {spec.usage}`\n{spec.purpose[0].upper()}{spec.purpose[1:]}. Where: {spec.where}."
 
 
-def help_unknown(word: str) -> str:
-    return f"There is no command `{word}`. Try `{BOT} help`."
+def help_unknown(bot: str, word: str) -> str:
+    return f"There is no command `{word}`. Try `@{bot} help`."
 
 
 def recovered(command_text: str) -> str:
@@ -380,11 +492,11 @@ def checklist_item(item: ChecklistItem, names: Names) -> str:
     return f"{CHECK_OPEN} {body}{assignee}"
 
 
-def checklist_header(incident: Incident, items: list[ChecklistItem], names: Names) -> str:
+def checklist_header(bot: str, incident: Incident, items: list[ChecklistItem], names: Names) -> str:
     live = [item for item in items if not item.removed]
     lines = [f"**Checklist of incident #{incident.number}** — {progress(items)} done"]
     if not live:
-        lines.append(f"_No items yet: `{BOT} add <text>`._")
+        lines.append(f"_No items yet: `@{bot} add <text>`._")
     for item in live:
         lines.append(checklist_item(item, names))
     lines.append("")
@@ -392,17 +504,17 @@ def checklist_header(incident: Incident, items: list[ChecklistItem], names: Name
     return "\n".join(lines)
 
 
-def checklist_reply(incident: Incident, items: list[ChecklistItem], names: Names) -> str:
+def checklist_reply(bot: str, incident: Incident, items: list[ChecklistItem], names: Names) -> str:
     live = [item for item in items if not item.removed]
     if not live:
-        return f"Incident #{incident.number} has no checklist items. Add one with `{BOT} add <text>`."
+        return f"Incident #{incident.number} has no checklist items. Add one with `@{bot} add <text>`."
     lines = [f"Checklist of incident #{incident.number}: {progress(items)} done"]
     lines += [checklist_item(item, names) for item in live]
     return "\n".join(lines)
 
 
-def no_item(incident: Incident, number: int) -> str:
-    return f"Incident #{incident.number} has no checklist item {number}. `{BOT} checklist` shows them."
+def no_item(bot: str, incident: Incident, number: int) -> str:
+    return f"Incident #{incident.number} has no checklist item {number}. `@{bot} checklist` shows them."
 
 
 def item_checked(incident: Incident, item: ChecklistItem, items: list[ChecklistItem]) -> str:
@@ -448,16 +560,16 @@ def assigned_dm(incident: Incident, item: ChecklistItem, names: Names, by: str) 
     )
 
 
-def tick_refused_ended(incident: Incident, names: Names, user_id: str) -> str:
-    return f"{names(user_id)}: {already_ended(incident)} Ticks are not recorded; `{BOT} reopen` first."
+def tick_refused_ended(bot: str, incident: Incident, names: Names, user_id: str) -> str:
+    return f"{names(user_id)}: {already_ended(incident)} Ticks are not recorded; `@{bot} reopen` first."
 
 
 # --- playbooks ---------------------------------------------------------------------
 
 
-def playbook_list(playbooks: list[Playbook], default: str | None) -> str:
+def playbook_list(bot: str, playbooks: list[Playbook], default: str | None) -> str:
     if not playbooks:
-        return f"No playbooks yet. Create one: `{BOT} playbook create NAME first step; second step`."
+        return f"No playbooks yet. Create one: `@{bot} playbook create NAME first step; second step`."
     lines = ["**Playbooks**", ""]
     for playbook in playbooks:
         source = "config, read-only" if playbook.read_only else "team"
@@ -487,8 +599,8 @@ def playbook_read_only(name: str) -> str:
     return f"Playbook `{name}` comes from the config file and is read-only; create a team playbook with another name."
 
 
-def playbook_exists(name: str) -> str:
-    return f"A playbook `{name}` already exists in this team. `{BOT} playbook show {name}` shows it."
+def playbook_exists(bot: str, name: str) -> str:
+    return f"A playbook `{name}` already exists in this team. `@{bot} playbook show {name}` shows it."
 
 
 def playbook_created(playbook: Playbook) -> str:
@@ -556,8 +668,6 @@ def timeline_event_text(event: TimelineEvent) -> str:
 
 def timeline_tables(incident: Incident, events: list[TimelineEvent], names: Names, max_chars: int = 15000) -> list[str]:
     """The timeline as Markdown tables, split across posts rather than cut."""
-    from incident_bot.domain.rules import format_offset
-
     head = ["| Time (UTC) | Offset | Event | Who |", "|---|---|---|---|"]
     title = f"**Timeline of incident #{incident.number}: {_cell(incident.title)}**"
     rows = [
@@ -597,15 +707,11 @@ def update_posted(incident: Incident, next_due: datetime | None) -> str:
     return text
 
 
-def reminder(incident: Incident, names: Names, since: datetime, now: datetime) -> str:
+def reminder(bot: str, incident: Incident, names: Names, since: datetime, now: datetime) -> str:
     return (
         f"{names(incident.commander_id)}: no status update on incident #{incident.number} for "
-        f"{format_duration(now - since)} ({sev(incident.severity)}). Post one with `{BOT} update <text>`."
+        f"{format_duration(now - since)} ({sev(incident.severity)}). Post one with `@{bot} update <text>`."
     )
-
-
-def pinned_receipt() -> str:
-    return "white_check_mark"
 
 
 def stats(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -11,15 +11,15 @@ from pydantic import BaseModel, Field, field_validator
 
 def utcnow() -> datetime:
     """Current time, timezone-aware UTC, to the millisecond (what Mattermost keeps)."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return now.replace(microsecond=(now.microsecond // 1000) * 1000)
 
 
 def ensure_utc(value: datetime) -> datetime:
     """Treat naive datetimes as UTC; convert aware ones to UTC."""
     if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 class Status(StrEnum):
@@ -79,10 +79,6 @@ class Incident(_UTCModel):
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
         return ensure_utc(value) if value is not None else None
-
-    @property
-    def active(self) -> bool:
-        return self.status == Status.ACTIVE
 
 
 class TimelineEvent(_UTCModel):

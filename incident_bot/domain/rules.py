@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 import unicodedata
 from datetime import datetime, timedelta
-from enum import IntEnum
 
+from incident_bot.domain.commands import COMMANDS, Access
 from incident_bot.domain.models import Incident, Status
 
 CHANNEL_NAME_MAX = 64
@@ -16,7 +16,16 @@ REMINDER_MIN_GAP = timedelta(minutes=1)
 
 
 class RuleError(Exception):
-    """A rule says no; the message is the reply."""
+    """A rule says no; ``messages.refusal`` words the reply."""
+
+
+class IncidentEnded(RuleError):
+    """The incident has ended: it is read-only until reopened."""
+
+    def __init__(self, incident: Incident, what: str = "change") -> None:
+        super().__init__(f"incident {incident.number} has ended")
+        self.incident = incident
+        self.what = what
 
 
 def slugify(title: str) -> str:
@@ -51,43 +60,6 @@ def clean_title(text: str) -> str:
     return line
 
 
-def format_duration(delta: timedelta) -> str:
-    """``1h 02m``, ``0h 05m``, ``2d 3h 04m``; seconds are dropped (floor)."""
-    total = max(int(delta.total_seconds()), 0)
-    minutes_total = total // 60
-    days, rem = divmod(minutes_total, 24 * 60)
-    hours, minutes = divmod(rem, 60)
-    if days:
-        return f"{days}d {hours}h {minutes:02d}m"
-    return f"{hours}h {minutes:02d}m"
-
-
-def format_short_duration(delta: timedelta) -> str:
-    """``4m 10s`` for outages, ``1h 02m`` when longer than an hour."""
-    total = max(int(delta.total_seconds()), 0)
-    if total >= 3600:
-        return format_duration(delta)
-    minutes, seconds = divmod(total, 60)
-    return f"{minutes}m {seconds:02d}s" if minutes else f"{seconds}s"
-
-
-def format_time(at: datetime) -> str:
-    """``14:02 UTC``"""
-    return at.strftime("%H:%M UTC")
-
-
-def format_datetime(at: datetime) -> str:
-    """``2026-11-26 14:02 UTC``"""
-    return at.strftime("%Y-%m-%d %H:%M UTC")
-
-
-def format_offset(start: datetime, at: datetime) -> str:
-    """``+0h 12m`` (or ``-0h 03m`` for a pinned post older than the start)."""
-    delta = at - start
-    sign = "+" if delta >= timedelta(0) else "-"
-    return sign + format_duration(abs(delta))
-
-
 def duration(incident: Incident, now: datetime) -> timedelta:
     end = incident.ended_at or now
     return end - incident.started_at
@@ -96,9 +68,7 @@ def duration(incident: Incident, now: datetime) -> timedelta:
 def require_active(incident: Incident, what: str = "change") -> None:
     """Raise when the incident is not active (ended ones are read-only until reopened)."""
     if incident.status == Status.ENDED:
-        from incident_bot.domain import messages
-
-        raise RuleError(messages.already_ended(incident, what))
+        raise IncidentEnded(incident, what)
 
 
 def reminder_due(last: datetime, minutes: int) -> datetime | None:
@@ -110,29 +80,6 @@ def reminder_due(last: datetime, minutes: int) -> datetime | None:
 
 # --- who may do what ---------------------------------------------------------------
 
-class Access(IntEnum):
-    """How close a person is to an incident."""
-
-    NONE = 0  # not in the incident's team: sees nothing, not even that it exists
-    TEAM = 1  # in the team: may read the summary (info, list, history, stats) and join
-    CHANNEL = 2  # in the incident channel: may change it and read what quotes the channel
-
-
-# Commands about one incident and the access they need. Everything that changes an
-# incident needs the channel; so do timeline, notes and export, which quote channel posts.
-REQUIRED_ACCESS: dict[str, Access] = {
-    "info": Access.TEAM,
-    "join": Access.TEAM,
-    "checklist": Access.TEAM,
-    **{
-        command: Access.CHANNEL
-        for command in (
-            "end", "reopen", "commander", "sev", "update", "check", "uncheck", "add", "remove",
-            "rename", "assign", "unassign", "note", "timeline", "export",
-        )
-    },
-}
-
 
 def access(in_team: bool, in_channel: bool) -> Access:
     if in_channel:
@@ -140,11 +87,14 @@ def access(in_team: bool, in_channel: bool) -> Access:
     return Access.TEAM if in_team else Access.NONE
 
 
+def required_access(command: str) -> Access:
+    """The access ``command`` needs on an incident, from the command table; the strictest
+    for words that are not about one incident (or not commands at all)."""
+    spec = COMMANDS.get(command)
+    return spec.access if spec is not None and spec.access is not None else Access.CHANNEL
+
+
 def allowed(command: str, level: Access) -> bool:
     """May someone with ``level`` run ``command`` on an incident?"""
-    return level >= REQUIRED_ACCESS.get(command, Access.CHANNEL)
+    return level >= required_access(command)
 
-
-def may_react(level: Access, is_bot: bool) -> bool:
-    """Reactions count only from channel members, never from the bot itself."""
-    return level == Access.CHANNEL and not is_bot

@@ -8,7 +8,9 @@ from collections.abc import Awaitable
 import structlog
 from mmpy_bot import Plugin
 
+from incident_bot.app.request import Applied
 from incident_bot.app.runner import Runner, UseCase
+from incident_bot.domain import commands
 from incident_bot.plugins.framework import IncidentMessage, ReactionEvent
 
 log = structlog.get_logger("incident_bot.reactions")
@@ -17,8 +19,8 @@ FLAGS = re.IGNORECASE | re.DOTALL
 
 
 def command(word: str) -> str:
-    """The listener pattern of one command word; its arguments are the one group."""
-    return rf"^{word}(?:\s+(.*))?$"
+    """The listener pattern of a word of the command table (a word not in it is a bug: KeyError)."""
+    return commands.listener_pattern(commands.COMMANDS[word].word)
 
 
 class IncidentBotPlugin(Plugin):
@@ -31,12 +33,13 @@ class IncidentBotPlugin(Plugin):
         await self.runner.run(message.request, name, rest, use_case)
 
 
-async def handled(what: str, event: ReactionEvent, outcome: Awaitable[str]) -> None:
+async def handled(what: str, event: ReactionEvent, outcome: Awaitable[Applied]) -> None:
     """Await a reaction's use case and log its outcome; an error is an outcome, never a crash."""
+    error = None
     try:
         result = await outcome
     except Exception as exc:  # noqa: BLE001 - a reaction must never stop the bot
-        result = f"error:{type(exc).__name__}"
+        result, error = Applied.ERROR, type(exc).__name__
     reaction = event.reaction
     log.info(
         what,
@@ -46,4 +49,5 @@ async def handled(what: str, event: ReactionEvent, outcome: Awaitable[str]) -> N
         post=reaction.post_id,
         user=reaction.user_id,
         outcome=result,
+        error=error,
     )

@@ -10,8 +10,6 @@ from incident_bot.domain import commands
 from incident_bot.plugins.base import FLAGS, IncidentBotPlugin, command
 from incident_bot.plugins.framework import IncidentMessage
 
-_KNOWN = "|".join(commands.COMMAND_WORDS)
-
 
 class IncidentPlugin(IncidentBotPlugin):
     """Start, end and look after incidents."""
@@ -71,7 +69,7 @@ class IncidentPlugin(IncidentBotPlugin):
         """What each command does."""
         await self.run(message, "help", rest, self.helps.help)
 
-    @listen_to(rf"^(?!(?:{_KNOWN})(?:\s|$))(\S*)", FLAGS)
+    @listen_to(commands.UNKNOWN_PATTERN, FLAGS)
     async def unknown(self, message: IncidentMessage, word: str | None = None) -> None:
         """Anything addressed to the bot that is not a command."""
         await self.run(message, "unknown", word, self.helps.unknown)

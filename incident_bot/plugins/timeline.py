@@ -6,6 +6,7 @@ import structlog
 from mmpy_bot import listen_to
 
 from incident_bot.app.reports import Reports
+from incident_bot.app.request import Applied
 from incident_bot.app.runner import Runner
 from incident_bot.app.timeline import Timeline
 from incident_bot.plugins.base import FLAGS, IncidentBotPlugin, command, handled
@@ -63,9 +64,10 @@ class TimelinePlugin(IncidentBotPlugin):
     @listen_to_post_change()
     async def post_changed(self, event: PostChangeEvent) -> None:
         """An edited or deleted post: a timeline entry quoting it follows."""
+        error = None
         try:
             outcome = await self.timeline.post_changed(event.key, event.post, event.deleted)
         except Exception as exc:  # noqa: BLE001 - an edit must never stop the bot
-            outcome = f"error:{type(exc).__name__}"
-        if outcome != "ignored":
-            log.info("post_change.handled", post=event.post.id, deleted=event.deleted, outcome=outcome)
+            outcome, error = Applied.ERROR, type(exc).__name__
+        if outcome != Applied.IGNORED:
+            log.info("post_change.handled", post=event.post.id, deleted=event.deleted, outcome=outcome, error=error)

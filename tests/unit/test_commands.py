@@ -2,7 +2,8 @@
 
 import pytest
 
-from incident_bot.domain.commands import UsageError, parse, split_command, tokenize
+from incident_bot.domain.commands import UsageError
+from incident_bot.domain.grammar import parse, tokenize
 
 
 def test_start_title_and_options_anywhere():
@@ -90,7 +91,40 @@ def test_history_limits():
         parse("list", "extra words")
 
 
-def test_split_and_tokenize():
-    assert split_command("  START  db down ") == ("start", "db down")
-    assert split_command("") == ("", "")
+def test_tokenize():
     assert tokenize('a "b c" d') == ["a", "b c", "d"]
+
+
+@pytest.mark.parametrize("name,rest,reason", [
+    ("start", "x --frob 1", "Unknown option `--frob`."),
+    ("end", "--sev 1", "`end` takes no option `--sev`."),
+    ("start", "x -s 1 --sev 2", "Option `--sev` is given twice."),
+    ("start", "x --sev", "Option `--sev` needs a value."),
+    ("start", "x --invite", "`--invite` needs at least one @user."),
+    ("start", "x --invite=bob", "`bob` is not a @username."),
+    ("start", "x --sev 5", "Severity must be 1, 2, 3 or 4, not `5`."),
+    ("history", "--limit 0", "`--limit` must be a number from 1 to 100, not `0`."),
+    ("export", "--format xml", "Format must be `md` or `json`, not `xml`."),
+    ("info", "x", "`x` is not an incident number."),
+    ("join", "", "Give the incident number, e.g. `join 12`."),
+    ("commander", "bob", "Name exactly one @user."),
+    ("sev", "", "Give one severity, 1 (worst) to 4."),
+    ("note", " ", "The text is empty."),
+    ("check", "1 2", "Give exactly one item number."),
+    ("check", "x", "`x` is not an item number."),
+    ("rename", "", "Give the item number."),
+    ("rename", "2", "The new text is empty."),
+    ("assign", "2", "Name exactly one @user after the item number."),
+    ("help", "a b", "Name at most one command."),
+    ("list", "extra words", "`list` takes no words, but got `extra words`."),
+    ("playbook", "", "Say what to do: show, create, add, remove or delete."),
+    ("playbook", "frob db", "`frob` is not one of show, create, add, remove, delete."),
+    ("playbook", "show", "`playbook show` needs the playbook's NAME."),
+    ("playbook", "create bad/name", "`bad/name` is not a valid name (letters, digits, - _ . ; up to 64)."),
+    ("playbook", "delete db x", "`playbook delete` takes only the NAME."),
+    ("playbook", "add db", "The item text is empty."),
+])
+def test_usage_error_wording(name, rest, reason):
+    with pytest.raises(UsageError) as error:
+        parse(name, rest)
+    assert (error.value.command, error.value.reason) == (name, reason)

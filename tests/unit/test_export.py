@@ -1,12 +1,12 @@
 """The postmortem starter and the timeline table, rendered from plain models."""
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from incident_bot.domain import export, messages
 from incident_bot.domain.models import ChecklistItem, Incident, Status, TimelineEvent, TimelineKind
 
-T0 = datetime(2026, 11, 26, 14, 2, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 26, 14, 2, tzinfo=UTC)
 
 
 def make():

@@ -2,7 +2,8 @@
 
 import pytest
 
-from incident_bot.domain.rules import REQUIRED_ACCESS, Access, access, allowed, may_react
+from incident_bot.domain.commands import COMMANDS, Access
+from incident_bot.domain.rules import access, allowed, required_access
 
 
 def test_access_levels():
@@ -26,11 +27,14 @@ def test_changes_and_channel_quotes_need_the_channel(command):
 
 
 def test_unknown_commands_default_to_the_strictest():
-    assert "frob" not in REQUIRED_ACCESS
+    assert "frob" not in COMMANDS
     assert not allowed("frob", Access.TEAM)
 
 
-def test_reactions_only_from_members_never_the_bot():
-    assert may_react(Access.CHANNEL, is_bot=False)
-    assert not may_react(Access.TEAM, is_bot=False)
-    assert not may_react(Access.CHANNEL, is_bot=True)
+@pytest.mark.parametrize("word", list(COMMANDS))
+def test_allowed_reads_the_command_table(word):
+    spec = COMMANDS[word]
+    assert required_access(word) == (spec.access if spec.access is not None else Access.CHANNEL)
+    for level in Access:
+        assert allowed(word, level) == (level >= required_access(word))
+

@@ -1,20 +1,15 @@
 """Naming, durations and the wording people see."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from incident_bot.domain import messages
+from incident_bot.domain.format import format_duration, format_offset, format_short_duration
 from incident_bot.domain.models import ChecklistItem, Incident, Status
-from incident_bot.domain.rules import (
-    channel_name,
-    clean_title,
-    display_name,
-    format_duration,
-    format_offset,
-    format_short_duration,
-    slugify,
-)
+from incident_bot.domain.rules import IncidentEnded, channel_name, clean_title, display_name, require_active, slugify
 
-T0 = datetime(2026, 11, 26, 14, 2, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 26, 14, 2, tzinfo=UTC)
 
 
 def incident(**kw):
@@ -66,7 +61,25 @@ def test_header_and_conflict_wording():
     assert messages.already_ended(ended) == "Incident #12 already ended at 15:04 UTC (after 1h 02m)."
     assert messages.not_found(99) == "No incident #99 in your teams."
     assert messages.not_a_member(inc, "end").startswith("Only members of ~incident-12-db-primary-down can end incident #12.")
-    assert messages.unknown_command("frob") == "Unknown command `frob`. Try `@incident-bot help`."
+    assert messages.unknown_command("incident-bot", "frob") == "Unknown command `frob`. Try `@incident-bot help`."
+
+
+def test_a_rule_refusal_is_worded_by_messages():
+    require_active(incident())
+    ended = incident(status=Status.ENDED, ended_at=T0 + timedelta(hours=1, minutes=2))
+    with pytest.raises(IncidentEnded) as refused:
+        require_active(ended)
+    assert messages.refusal(refused.value) == "Incident #12 already ended at 15:04 UTC (after 1h 02m)."
+
+
+def test_the_bot_is_named_as_the_caller_says():
+    assert messages.unknown_command("ops-bot", "frob") == "Unknown command `frob`. Try `@ops-bot help`."
+    assert messages.bad_arguments("ops-bot", "sev", "Give one severity, 1 (worst) to 4.") == (
+        "Give one severity, 1 (worst) to 4.\nUsage: `@ops-bot sev <1-4>`"
+    )
+    assert messages.usage("ops-bot", "frob") == "Try `@ops-bot help`."
+    assert messages.help_all("ops-bot").startswith("**@ops-bot commands**")
+    assert messages.help_one("ops-bot", "join") == "`@ops-bot join <id>`\nAdd yourself to an incident's private channel. Where: anywhere."
 
 
 def test_checklist_item_rendering():
@@ -85,6 +98,6 @@ def test_list_caps_and_says_more():
 
 
 def test_help_lists_every_command():
-    text = messages.help_all()
+    text = messages.help_all("incident-bot")
     for word in ("start", "end", "info", "list", "join", "commander", "sev", "help", "check", "playbook"):
         assert f"`{word}" in text
