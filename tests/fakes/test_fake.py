@@ -13,6 +13,7 @@ import pytest
 from tests.fakes.mattermost import FakeMattermost, new_id
 from tests.fakes.world import fake_world
 from tests.support.people import ApiError, Person
+from tests.support.waiting import eventually
 from tests.support.world import World
 
 ERROR_KEYS = {"id", "message", "detailed_error", "request_id", "status_code"}
@@ -474,9 +475,8 @@ async def test_resume_impossible_gives_new_hello(world: World, http: aiohttp.Cli
     new_conn = hello["data"]["connection_id"]
 
     # After the resume window, or a restart, the old id is forgotten.
-    fake.resume_window = 0.05
+    fake.resume_window = 0  # the window is over as soon as the socket is gone
     await fake.faults.drop_socket()
-    await asyncio.sleep(0.1)
     late = await connect(http, world, connection_id=new_conn, sequence_number=1)
     assert (await late.frame())["data"]["connection_id"] != new_conn
     fake.resume_window = 300
@@ -502,8 +502,14 @@ async def test_drop_and_refuse_websockets(world: World, http: aiohttp.ClientSess
     except aiohttp.WSServerHandshakeError as exc:  # no `pytest.raises`: its traceback keeps the connection alive
         status = exc.status
     assert status == 503
-    await asyncio.sleep(0.35)
-    again = await connect(http, world)
+
+    async def accepted() -> Socket | None:
+        try:
+            return await connect(http, world)
+        except aiohttp.WSServerHandshakeError:
+            return None
+
+    again = await eventually(accepted, timeout=3, interval=0.05, what="upgrades accepted again after 0.3 s")
     assert (await again.event("hello"))["seq"] == 0
 
 
@@ -641,9 +647,9 @@ async def test_pending_post_id_dedupes_for_30_seconds_and_while_in_flight(world:
     again = await bot.request("POST", "/posts", json_body={**body, "message": "twice"})
     assert again["id"] == first["id"] and again["message"] == "once"
     # while the first request with an id is still being handled, a second one is refused (500)
-    fake.faults.delay(r"^/api/v4/posts$", 0.5, method="POST")
+    held = fake.faults.delay(r"^/api/v4/posts$", 0.5, method="POST")
     slow = asyncio.create_task(bot.request("POST", "/posts", json_body={**body, "pending_post_id": "p-2"}))
-    await asyncio.sleep(0.1)
+    await eventually(lambda: held.hits == 1, interval=0.01, what="the first request in flight")
     with pytest.raises(ApiError) as refused:
         await bot.request("POST", "/posts", json_body={**body, "pending_post_id": "p-2"})
     assert refused.value.status == 500 and refused.value.id == "api.post.deduplicate_create_post.pending"
