@@ -24,7 +24,7 @@ check: $(STAMP)
 	$(VENV)/bin/incident-bot check
 
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not integration and not slow and not bench" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not integration and not slow and not bench" -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 test-integration: $(STAMP)
 	bash tests/integration/run.sh $(PYTEST_ARGS)
