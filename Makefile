@@ -24,7 +24,7 @@ check: $(STAMP)
 	$(VENV)/bin/incident-bot check
 
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not integration and not slow and not bench" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not integration and not slow and not bench" -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check incident_bot tests

@@ -34,6 +34,7 @@ import asyncio
 import os
 import random
 import re
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,8 +43,9 @@ from typing import Any
 import pytest
 
 from tests.fakes.world import close_world, make_fake_world
-from tests.scenarios.conftest import BotProcess
+from tests.support.botproc import BotProcess
 from tests.support.people import Person
+from tests.support.waiting import eventually
 from tests.support.world import World
 
 pytestmark = [pytest.mark.slow, pytest.mark.fake_only]
@@ -54,7 +56,7 @@ MIN_KILLS = int(os.environ.get("CHAOS_KILLS", "24"))
 RATE = float(os.environ.get("CHAOS_RATE", "25"))
 INCIDENTS = 8
 EMOJIS = ("white_check_mark", "heavy_check_mark")
-PLAYBOOKS = {"database": (2, 4), "basic": (3, 2)}  # name -> (default severity, items), as tests/scenarios/conftest.py
+PLAYBOOKS = {"database": (2, 4), "basic": (3, 2)}  # name -> (default severity, items), as tests/support/botproc.py
 REPLY_PROP = "incident_bot_reply_to"
 
 
@@ -148,16 +150,15 @@ class Workload:
                              command_post=post["id"])
         self.incidents.append(incident)
         # The channel and the item posts are the bot's to make, killed or not: wait for them.
-        deadline = time.monotonic() + 180
-        while True:
+        def set_up() -> tuple[list[tuple], list[tuple]] | None:
             rows = self._db("select number, channel_id, status from incidents where command_post_id = ?", post["id"])
             if rows and rows[0][2] == "active":
                 items = self._db("select number, text, post_id from checklist_items where incident_number = ? order by number", rows[0][0])
                 if len(items) == count and all(p for _, _, p in items):
-                    break
-            if time.monotonic() > deadline:
-                raise AssertionError(f"incident {k} was never set up: {rows}")
-            await asyncio.sleep(0.1)
+                    return rows, items
+            return None
+
+        rows, items = await eventually(set_up, timeout=180, what=f"incident {k} set up")
         number, channel_id, _ = rows[0]
         if number != incident.number:
             self.figures.problem("duplicated", f"start {k} got incident #{number}, expected #{incident.number}")
@@ -166,12 +167,11 @@ class Workload:
             incident.items[n] = MItem(number=n, text=text, by_reaction=True, post_id=post_id)
 
     def _db(self, sql: str, *params: Any) -> list[tuple]:
-        for _ in range(20):
-            try:
-                return self.bot.db(sql, *params)
-            except Exception:  # noqa: BLE001 - the file may not exist yet or be mid-checkpoint
-                time.sleep(0.05)
-        return self.bot.db(sql, *params)
+        """Rows, or none while the file does not exist yet or is mid-checkpoint (asked again)."""
+        try:
+            return self.bot.db(sql, *params)
+        except sqlite3.Error:
+            return []
 
     async def one(self) -> None:
         """One random operation on the incidents there are."""
@@ -271,33 +271,33 @@ class Monkey:
                 await asyncio.sleep(rng.uniform(0.0, 2.5))
                 await self.bot.start(wait_ready=False)
             elif roll < 0.70:
-                await fake.drop_sockets(bot_id)  # resumable: the server replays
+                await fake.faults.drop_socket(bot_id)  # resumable: the server replays
                 self.figures.drops += 1
             elif roll < 0.79:
-                await fake.drop_sockets(bot_id, refuse_for=rng.uniform(0.2, 2.0))
-                fake.forget_connections()  # the server cannot replay: REST catch-up
+                await fake.faults.drop_socket(bot_id, refuse_for=rng.uniform(0.2, 2.0))
+                fake.faults.forget_connections()  # the server cannot replay: REST catch-up
                 self.figures.drops += 1
             elif roll < 0.85:
-                fake.lose_next_events(rng.randint(1, 3))  # frames lost in flight on a live socket
+                fake.faults.lose_events(rng.randint(1, 3))  # frames lost in flight on a live socket
                 self.figures.drops += 1
             elif roll < 0.89:
                 # a slow server: the bot's next requests are held, so a kill lands mid-way more often
-                fake.delay("*", r"^/api/v4/", rng.uniform(0.2, 1.5), times=rng.randint(1, 6), user=bot_id)
+                fake.faults.delay(r"^/api/v4/", rng.uniform(0.2, 1.5), times=rng.randint(1, 6), user=bot_id)
                 self.figures.faults += 1
             elif roll < 0.94:
                 # a burst of server errors or rate limiting on the bot's next requests
                 status = rng.choice([500, 502, 503, 429])
-                fake.fail_next("*", r"^/api/v4/", status, times=rng.randint(1, 5), user=bot_id)
+                fake.faults.fail(r"^/api/v4/", status, times=rng.randint(1, 5), user=bot_id)
                 self.figures.faults += 1
             else:
                 # Mattermost away for a moment: REST fails, the socket drops and is refused
                 seconds = rng.uniform(0.5, 4.0)
-                outage = fake.fail_next("*", r"^/api/v4/", 503, times=None, user=bot_id)
-                await fake.drop_sockets(bot_id, refuse_for=seconds)
+                outage = fake.faults.outage(user=bot_id)
+                await fake.faults.drop_socket(bot_id, refuse_for=seconds)
                 if rng.random() < 0.5:
-                    fake.forget_connections()
-                await asyncio.sleep(seconds)
-                fake._faults.remove(outage)
+                    fake.faults.forget_connections()
+                await asyncio.sleep(seconds)  # the outage lasts this long (the chaos schedule)
+                fake.faults.remove(outage)
                 self.figures.drops += 1
                 self.figures.faults += 1
 
@@ -380,15 +380,27 @@ async def test_chaos_nothing_lost_nothing_twice(tmp_path: Path):
 
 
 async def settle(world: World, bot: BotProcess, workload: Workload, timeout: float = 240) -> None:
-    """Wait until every command has an answer and the checklists look as the model says."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """Wait until every command has an answer and the checklists look as the model says (or
+    the timeout: ``compare`` then reports what is missing), then until the bot has worked
+    through every channel (it handles a channel's events in order: a later command answered
+    there means everything before it was handled)."""
+
+    def settled() -> bool:
         probe = Figures()
         compare(world, bot, workload, probe, posts_only=False)
-        if probe.lost == probe.duplicated == probe.wrong == 0:
-            await asyncio.sleep(2.0)  # and nothing more arrives
-            return
-        await asyncio.sleep(1.0)
+        return probe.lost == probe.duplicated == probe.wrong == 0
+
+    try:
+        await eventually(settled, timeout=timeout, interval=1.0, what="the model's state")
+    except AssertionError:
+        return
+    asker = workload.people[0]
+    for channel_id in [workload.ops_channel, *(i.channel_id for i in workload.incidents)]:
+        probe_post = await asker.post(channel_id, f"@{world.bot_username} help end")
+        await asker.wait_for_reply(probe_post, timeout=60)
+    for person in workload.people:
+        probe_post = await person.dm_bot("help end")
+        await person.wait_for_reply(probe_post, timeout=60)
 
 
 def replies_by_command(world: World) -> dict[str, list[dict[str, Any]]]:

@@ -24,10 +24,11 @@ from hypothesis import strategies as st
 from incident_bot.chat.events import Malformed, parse_frame, parse_reply
 from incident_bot.domain.commands import COMMAND_WORDS
 from tests.fakes.world import close_world, make_fake_world
-from tests.scenarios.conftest import BotProcess
+from tests.support.botproc import BotProcess
 from tests.support.world import World
 
-pytestmark = pytest.mark.fake_only
+# One bot serves the module (see ``env``): under pytest-xdist the module stays on one worker.
+pytestmark = [pytest.mark.fake_only, pytest.mark.xdist_group("fuzz")]
 
 EXAMPLES = int(os.environ.get("HYPOTHESIS_FUZZ_EXAMPLES", "50"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=False,
@@ -99,17 +100,28 @@ def env(tmp_path_factory) -> Env:
         loop.run_until_complete(setup())
         yield environment
 
-        loop.run_until_complete(asyncio.sleep(1.0))
+        async def worked_through() -> None:
+            # the bot handles a channel's events in order: a later command answered in each
+            # channel means everything asked there before was handled
+            alice = world.alice
+            for where, channel_id in environment.channels.items():
+                if where == "dm":
+                    probe = await alice.dm_bot("help end")
+                else:
+                    probe = await alice.post(channel_id, f"@{world.bot_username} help end")
+                await alice.wait_for_reply(probe, timeout=30)
+
+        loop.run_until_complete(worked_through())
         counts = replies_by_command(world)
         for _person, post in environment.asked:
             assert counts.get(post["id"], 0) == 1, (post["message"], counts.get(post["id"], 0))
         assert bot.proc.returncode is None, "the bot died during the fuzz run"
         assert loop.run_until_complete(bot.stop()) == 0
-        text = "\n".join(p.read_text(errors="replace") for p in bot.workdir.glob("bot-*.log"))
-        assert "Traceback" not in text, "a stack trace appeared in the bot's log"
+        assert "Traceback" not in bot.log_text(), "a stack trace appeared in the bot's log"
     finally:
         if bot.proc is not None and bot.proc.returncode is None:
             loop.run_until_complete(bot.stop())
+        bot.close()
         loop.run_until_complete(close_world(world))
         loop.close()
 
@@ -147,7 +159,7 @@ def test_any_command_text_gets_exactly_one_reply_and_errors_change_nothing(env: 
             post = await person.post(env.channels[where], f"@{world.bot_username} {text}")
         env.asked.append((person, post))
         reply = await person.wait_for_reply(post, timeout=20)
-        await asyncio.sleep(0.2)
+        await env.bot.wait_answered(post)  # noted: no second answer is on its way
         replies = await person.replies_to(post)
         assert len(replies) == 1, [r["message"] for r in replies]
         return reply
@@ -220,11 +232,11 @@ def test_any_frames_leave_the_bot_answering_and_malformed_ones_logged_once(env: 
 
     async def example() -> None:
         for frame in frames:
-            await world.fake.send_raw(frame, world.bot_user_id)
+            await world.fake.faults.send_raw(frame, world.bot_user_id)
         post = await world.alice.dm_bot("list")
         env.asked.append((world.alice, post))
         await world.alice.wait_for_reply(post, timeout=30)
-        await asyncio.sleep(0.1)
+        await env.bot.wait_answered(post)  # noted: no second answer is on its way
         assert len(await world.alice.replies_to(post)) == 1
 
     env.run(example())

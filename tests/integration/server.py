@@ -27,7 +27,7 @@ session's system admin over the REST API, and runs pytest with:
     INCIDENT_BOT_TEST_PASSWORD           the password bootstrap.py gives every account it makes
     INCIDENT_BOT_TEST_ARTIFACTS          the run's log folder (kept when the run fails): bot logs go here
 
-(The bot never sees these: tests/scenarios/conftest.py drops INCIDENT_BOT_* from its environment.)
+(The bot never sees these: tests/support/botproc.py (BotProcess.env) drops INCIDENT_BOT_* from its environment.)
 pytest gets ``tests/scenarios -m "not fake_only"`` plus the arguments given; a test path among
 them replaces ``tests/scenarios``, a ``-m`` replaces the ``-m``.
 

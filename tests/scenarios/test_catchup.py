@@ -7,15 +7,14 @@ connections, refused upgrades), so the module runs against the fake server only.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import signal
 
 import pytest
 
-from tests.scenarios.conftest import BotProcess
-from tests.scenarios.test_checklist import checklist_posts, wait_message
-from tests.scenarios.test_incidents import mention, start_incident
+from tests.support.botproc import BotProcess
+from tests.support.scenario import checklist_posts, exactly_one_reply, mention, start_incident, wait_message
+from tests.support.waiting import eventually
 from tests.support.world import World
 
 pytestmark = pytest.mark.fake_only
@@ -28,12 +27,9 @@ async def say(world: World, person, channel_id: str, text: str, contains: str | 
     return post, await person.wait_for_reply(post, contains=contains, timeout=timeout)
 
 
-async def exactly_one_reply(person, post, settle: float = 0.5) -> dict:
-    reply = await person.wait_for_reply(post, timeout=30)
-    await asyncio.sleep(settle)
-    replies = await person.replies_to(post)
-    assert len(replies) == 1, [r["message"] for r in replies]
-    return reply
+def lost_events(world: World) -> int:
+    """Events the server sent the bot that never reached its socket."""
+    return sum(1 for e in world.fake.ws_log if e["user_id"] == world.bot_user_id and not e["delivered"])
 
 
 def bot_requests(world: World, method: str, pattern: str) -> list:
@@ -41,12 +37,16 @@ def bot_requests(world: World, method: str, pattern: str) -> list:
     return [r for r in world.fake.request_log if r.method == method and rx.search(r.path) and r.user_id == world.bot_user_id]
 
 
-async def wait_until(predicate, timeout: float = 15, what: str = "condition"):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout}s")
-        await asyncio.sleep(0.05)
+async def worked_through(world: World, person, channel_id: str | None = None) -> dict:
+    """The bot has handled everything that came before in this channel (or ``person``'s DM
+    with it): it handles a channel's events in order, and has now answered a later command
+    (the probe, returned)."""
+    if channel_id is None:
+        probe = await person.dm_bot("help end")
+    else:
+        probe = await person.post(channel_id, f"{mention(world)} help end")
+    await person.wait_for_reply(probe, timeout=30)
+    return probe
 
 
 # --- stopped, then back ------------------------------------------------------------------
@@ -64,11 +64,11 @@ async def test_commands_made_while_stopped_are_answered_late_once(world: World, 
     bad = await alice.post(channel["id"], f"{mention(world)} frobnicate")
     dm = await bob.dm_bot("list")
     chatter = await alice.post(channel["id"], "just talking, not to the bot")
-    await asyncio.sleep(2.5)  # long enough for the reply to count as late
+    bot.skew(5)  # the bot comes back five seconds later (by its clock): its replies are late
 
     await bot.start()
     for person, post in [(alice, info), (bob, sev), (alice, note), (alice, bad), (bob, dm)]:
-        reply = await exactly_one_reply(person, post)
+        reply = await exactly_one_reply(person, post, bot)
         assert LATE.search(reply["message"]), reply["message"]
     assert (await bob.replies_to(sev))[0]["message"].startswith(f"Incident #{number} is now Sev 1 (was Sev 3).")
     assert "Unknown command `frobnicate`" in (await alice.replies_to(bad))[0]["message"]
@@ -80,9 +80,13 @@ async def test_commands_made_while_stopped_are_answered_late_once(world: World, 
     # a second restart re-reads the same minute and answers nothing again
     await bot.restart()
     await bot.wait_for_log("catchup.done", reason="start")
-    await asyncio.sleep(1.0)
+    await worked_through(world, alice, ops)
+    await worked_through(world, alice, channel["id"])
+    probe = await worked_through(world, bob)
     for person, post in [(alice, info), (bob, sev), (alice, note), (alice, bad), (bob, dm)]:
-        assert len(await person.replies_to(post)) == 1
+        # (in the DM, every bot post after the command counts as its reply: not the probe's)
+        replies = [r for r in await person.replies_to(post) if r["create_at"] < probe["create_at"]]
+        assert len(replies) == 1, (post["message"], [r["message"] for r in replies])
     assert bot.db("select count(*) from timeline where kind = 'severity_changed'") == [(1,)]
 
 
@@ -130,7 +134,7 @@ async def test_a_restart_does_not_reapply_ticks_already_handled(world: World, bo
     await say(world, alice, channel["id"], "uncheck 1", contains="Unticked item 1")
     await bot.restart()
     await bot.wait_for_log("catchup.done", reason="start")
-    await asyncio.sleep(1.0)
+    await worked_through(world, alice, channel["id"])
     assert bot.db("select done_by from checklist_items where incident_number = ? and number = 1", number) == [(None,)]
     assert (await alice.get_post(items[0]["id"]))["message"].startswith("☐ 1.")
 
@@ -144,15 +148,13 @@ async def test_reactions_and_commands_while_down_apply_in_the_order_they_were_ma
     assert await bot.stop() == 0
     # item 1: `check 1` by command, then a ✅ added and taken off again: as live, the removal unticks
     # item 2 (ticked by ✅ before): `uncheck 2`, then ✅ again by carol... by alice: ticked at the end
-    await asyncio.sleep(0.05)
     cmd1 = await alice.post(channel["id"], f"{mention(world)} uncheck 2")
-    await asyncio.sleep(0.05)
     await alice.unreact(items[1]["id"])
     await alice.react(items[1]["id"])
     cmd2 = await alice.post(channel["id"], f"{mention(world)} check 1")
     await bot.start()
-    await exactly_one_reply(alice, cmd1)
-    await exactly_one_reply(alice, cmd2)
+    await exactly_one_reply(alice, cmd1, bot)
+    await exactly_one_reply(alice, cmd2, bot)
     await bot.wait_for_log("catchup.done", reason="start")
     await wait_message(alice, items[1]["id"], r"^☑")
     await wait_message(alice, items[0]["id"], r"^☑")
@@ -167,11 +169,11 @@ async def test_drop_the_server_forgot_is_caught_up_over_rest(world: World, bot: 
     alice = world.alice
     number, channel, *_ = await start_incident(world, alice, "Forgotten socket --playbook basic")
     _, items = await checklist_posts(alice, channel["id"])
-    await world.fake.drop_sockets(refuse_for=2.0)
-    world.fake.forget_connections()
+    await world.fake.faults.drop_socket(refuse_for=2.0)
+    world.fake.faults.forget_connections()
     missed = await alice.post(channel["id"], f"{mention(world)} note while the socket was away")
     await alice.react(items[0]["id"])
-    reply = await exactly_one_reply(alice, missed)
+    reply = await exactly_one_reply(alice, missed, bot)
     assert "note" in reply["message"].lower() or "timeline" in reply["message"].lower()
     await wait_message(alice, items[0]["id"], r"^☑")
     await bot.wait_for_log("catchup.done", reason="reconnect")
@@ -183,12 +185,12 @@ async def test_events_lost_on_a_live_socket_are_caught_up(world: World, bot: Bot
     """The server used a seq but the frame never arrived: the next frame shows the gap."""
     alice = world.alice
     number, channel, *_ = await start_incident(world, alice, "Lost in flight")
-    world.fake.lose_next_events(1)
+    world.fake.faults.lose_events(1)
     lost = await alice.post(channel["id"], f"{mention(world)} sev 2")
-    await asyncio.sleep(0.3)
+    await eventually(lambda: lost_events(world) == 1, what="the event lost in flight")
     later = await alice.post(channel["id"], f"{mention(world)} note after the lost one")
-    assert (await exactly_one_reply(alice, lost))["message"].startswith(f"Incident #{number} is now Sev 2")
-    await exactly_one_reply(alice, later)
+    assert (await exactly_one_reply(alice, lost, bot))["message"].startswith(f"Incident #{number} is now Sev 2")
+    await exactly_one_reply(alice, later, bot)
     await bot.wait_for_log("mattermost.ws.gap")
     assert bot.db("select severity from incidents") == [(2,)]
 
@@ -197,15 +199,15 @@ async def test_resumable_drop_replays_without_duplicates(world: World, bot: BotP
     alice = world.alice
     number, channel, *_ = await start_incident(world, alice, "Resume me --playbook basic")
     _, items = await checklist_posts(alice, channel["id"])
-    world.fake.lose_next_events(3)  # sent by the server, never received: only a resume brings them
+    world.fake.faults.lose_events(3)  # sent by the server, never received: only a resume brings them
     first = await alice.post(channel["id"], f"{mention(world)} note one")
     second = await alice.post(channel["id"], f"{mention(world)} note two")
     await alice.react(items[1]["id"])
-    await asyncio.sleep(0.2)
-    await world.fake.drop_sockets()
+    await eventually(lambda: lost_events(world) == 3, what="three events lost in flight")
+    await world.fake.faults.drop_socket()
     await bot.wait_for_log("bot.ready", resumed=True)
-    await exactly_one_reply(alice, first)
-    await exactly_one_reply(alice, second)
+    await exactly_one_reply(alice, first, bot)
+    await exactly_one_reply(alice, second, bot)
     await wait_message(alice, items[1]["id"], r"^☑")
     # everything was seen exactly once: two notes, one tick
     assert bot.db("select count(*) from timeline where kind = 'note'") == [(2,)]
@@ -220,13 +222,14 @@ async def test_resumable_drop_replays_without_duplicates(world: World, bot: BotP
 
 async def test_kill_while_creating_the_channel_makes_one_channel(world: World, bot: BotProcess):
     alice = world.alice
-    held = world.fake.delay("POST", r"^/api/v4/channels$", 2.0, user=world.bot_user_id)
+    held = world.fake.faults.delay(r"^/api/v4/channels$", 1.0, method="POST", user=world.bot_user_id)
     post = await alice.post(world.channel_ids["ops/incidents"], f"{mention(world)} start Killed mid-way --playbook basic")
-    await wait_until(lambda: held.hits == 1, what="the channel request on its way")
+    await eventually(lambda: held.hits == 1, what="the channel request on its way")
     await bot.kill()
-    await wait_until(lambda: len(bot_requests(world, "POST", r"^/api/v4/channels$")) == 1, what="the channel request")
+    await eventually(lambda: len(bot_requests(world, "POST", r"^/api/v4/channels$")) == 1, what="the channel request")
+    bot.skew(5)  # it comes back five seconds later (by its clock): the reply is late
     await bot.start()
-    reply = await exactly_one_reply(alice, post)
+    reply = await exactly_one_reply(alice, post, bot)
     assert reply["message"].startswith("Started incident #1"), reply["message"]
     assert LATE.search(reply["message"])
     channels = [c for c in world.fake.channels.values() if c["name"].startswith("incident-")]
@@ -242,15 +245,16 @@ async def test_kill_while_posting_the_summary_makes_one_summary(world: World, bo
     """The summary post was sent when the bot died; the server saves it (at once, or while the
     bot is restarting); the restarted bot finds it rather than making a second one."""
     alice, bob = world.alice, world.bob
-    held = world.fake.delay("POST", r"^/api/v4/posts$", 2.0 if landed else 4.0, user=world.bot_user_id)  # the summary
+    # the summary post is held: 1 s (it lands before the restart) or 4 s (while restarting)
+    held = world.fake.faults.delay(r"^/api/v4/posts$", 1.0 if landed else 4.0, method="POST", user=world.bot_user_id)
     post = await alice.post(world.channel_ids["ops/incidents"],
                             f"{mention(world)} start Killed at the summary --playbook database --invite @{bob.username}")
-    await wait_until(lambda: held.hits == 1, what="the summary post on its way")
+    await eventually(lambda: held.hits == 1, what="the summary post on its way")
     await bot.kill()
     if landed:
-        await wait_until(lambda: len(bot_requests(world, "POST", r"^/api/v4/posts$")) == 1, what="the summary post")
+        await eventually(lambda: len(bot_requests(world, "POST", r"^/api/v4/posts$")) == 1, what="the summary post")
     await bot.start()
-    await exactly_one_reply(alice, post)
+    await exactly_one_reply(alice, post, bot)
     channel = next(c for c in world.fake.channels.values() if c["name"].startswith("incident-"))
     mine = [p for p in world.fake.all_posts(channel["id"]) if p["user_id"] == world.bot_user_id and not p["type"]]
     summaries = [p for p in mine if p["message"].startswith("### Incident #1:")]
@@ -270,15 +274,15 @@ async def test_kill_after_the_reply_left_but_before_it_was_noted(world: World, b
     number, channel, *_ = await start_incident(world, alice, "Reply then die")
     for text in (f"info {number}", "sev 2"):
         where = world.channel_ids["ops/incidents"] if text.startswith("info") else channel["id"]
-        held = world.fake.delay("POST", r"^/api/v4/posts$", 1.5, user=world.bot_user_id)
+        held = world.fake.faults.delay(r"^/api/v4/posts$", 1.0, method="POST", user=world.bot_user_id)
         before = len(bot_requests(world, "POST", r"^/api/v4/posts$"))
         post = await alice.post(where, f"{mention(world)} {text}")
-        await wait_until(lambda: held.hits == 1, what="the reply on its way")
+        await eventually(lambda: held.hits == 1, what="the reply on its way")
         await bot.kill()
-        await wait_until(lambda: len(bot_requests(world, "POST", r"^/api/v4/posts$")) > before, what="the reply")
+        await eventually(lambda: len(bot_requests(world, "POST", r"^/api/v4/posts$")) > before, what="the reply")
         await bot.start()
         await bot.wait_for_log("catchup.done", reason="start")
-        await asyncio.sleep(0.5)
+        await worked_through(world, alice, where)
         assert len(await alice.replies_to(post)) == 1, text
     assert bot.db("select severity from incidents") == [(2,)]
 
@@ -287,14 +291,16 @@ async def test_kill_between_commit_and_reply_answers_once_with_the_effect(world:
     alice = world.alice
     number, channel, *_ = await start_incident(world, alice, "Commit then die --playbook basic")
     # the refresh after the commit is held: the tick is in the database, no reply yet
-    world.fake.delay("PUT", r"^/api/v4/channels/[a-z0-9]+/patch$", 2.0, user=world.bot_user_id)
+    patch = r"^/api/v4/channels/[a-z0-9]+/patch$"
+    world.fake.faults.delay(patch, 1.0, method="PUT", user=world.bot_user_id)
     post = await alice.post(channel["id"], f"{mention(world)} check 2")
-    await wait_until(lambda: bot.db("select count(*) from checklist_items where done_by is not null") == [(1,)],
+    await eventually(lambda: bot.db("select count(*) from checklist_items where done_by is not null") == [(1,)],
                      what="the tick committed")
     await bot.kill()
-    await asyncio.sleep(2.0)
+    await eventually(lambda: bot_requests(world, "PUT", patch), what="the held refresh done by the server")
+    bot.skew(5)  # it comes back five seconds later (by its clock): the reply is late
     await bot.start()
-    reply = await exactly_one_reply(alice, post)
+    reply = await exactly_one_reply(alice, post, bot)
     assert LATE.search(reply["message"])
     _, items = await checklist_posts(alice, channel["id"])
     await wait_message(alice, items[1]["id"], r"^☑ ~~2\.")
@@ -308,16 +314,19 @@ async def test_mattermost_down_then_back_the_bot_waits_and_catches_up(world: Wor
     alice = world.alice
     number, channel, *_ = await start_incident(world, alice, "Server outage")
     fake = world.fake
-    outage = fake.fail_next("*", r"^/api/v4/", 503, times=None, user=world.bot_user_id)
-    await fake.restart(refuse_for=4.0)  # sockets drop, nothing can be resumed
+    outage = fake.faults.outage(user=world.bot_user_id)
+    fake.faults.refuse_websockets(120)
+    await fake.faults.restart()  # sockets drop, nothing can be resumed
     during = await alice.post(channel["id"], f"{mention(world)} sev 1")
     info = await alice.dm_bot(f"info {number}")
-    await asyncio.sleep(4.0)
+    # the bot keeps trying (and stays up) while the server is away
+    await bot.wait_for_log("mattermost.ws.connect_failed", count=2)
     assert bot.proc.returncode is None
-    fake._faults.remove(outage)
-    reply = await exactly_one_reply(alice, during)
+    fake.faults.remove(outage)
+    fake.faults.accept_websockets()
+    reply = await exactly_one_reply(alice, during, bot)
     assert reply["message"].startswith(f"Incident #{number} is now Sev 1"), reply["message"]
-    await exactly_one_reply(alice, info)
+    await exactly_one_reply(alice, info, bot)
     assert bot.db("select severity from incidents") == [(1,)]
     assert bot.proc.returncode is None
 
@@ -325,11 +334,11 @@ async def test_mattermost_down_then_back_the_bot_waits_and_catches_up(world: Wor
 async def test_rest_down_while_the_socket_stays_up_is_retried_when_it_returns(world: World, bot: BotProcess):
     alice = world.alice
     number, channel, *_ = await start_incident(world, alice, "REST outage")
-    outage = world.fake.fail_next("*", r"^/api/v4/", 502, times=None, user=world.bot_user_id)
+    outage = world.fake.faults.outage(status=502, user=world.bot_user_id)
     post = await alice.post(channel["id"], f"{mention(world)} sev 2")
     await bot.wait_for_log("command.unanswered", timeout=60)
-    world.fake._faults.remove(outage)
-    reply = await exactly_one_reply(alice, post)
+    world.fake.faults.remove(outage)
+    reply = await exactly_one_reply(alice, post, bot)
     assert reply["message"].startswith(f"Incident #{number} is now Sev 2"), reply["message"]
     assert LATE.search(reply["message"])
     assert bot.db("select severity from incidents") == [(2,)]
@@ -339,16 +348,16 @@ async def test_rest_down_while_the_socket_stays_up_is_retried_when_it_returns(wo
 async def test_garbage_rest_answers_do_not_crash_the_bot(world: World, bot: BotProcess):
     alice = world.alice
     fake = world.fake
-    fake.fail_next("GET", r"^/api/v4/users/me/teams$", 200, body="<html>proxy error</html>", times=1, user=world.bot_user_id)
+    fake.faults.fail(r"^/api/v4/users/me/teams$", 200, method="GET", body="<html>proxy error</html>", user=world.bot_user_id)
     dm = await alice.dm_bot("list")
-    reply = await exactly_one_reply(alice, dm)
+    reply = await exactly_one_reply(alice, dm, bot)
     assert reply["message"].startswith("Something went wrong (ref "), reply["message"]
-    shape = fake.fail_next("GET", r"^/api/v4/teams/[a-z0-9]+/members/[a-z0-9]+$", 200, body=[1, 2, 3], times=2,
-                           user=world.bot_user_id)
+    shape = fake.faults.fail(r"^/api/v4/teams/[a-z0-9]+/members/[a-z0-9]+$", 200, method="GET", body=[1, 2, 3], times=2,
+                             user=world.bot_user_id)
     dm = await alice.dm_bot("list")
-    reply = await exactly_one_reply(alice, dm)
+    reply = await exactly_one_reply(alice, dm, bot)
     assert shape.hits >= 1 and reply["message"].startswith("Something went wrong (ref "), reply["message"]
-    shape.remaining = 0
+    fake.faults.remove(shape)
     number, *_ = await start_incident(world, alice, "Still fine")
     assert bot.proc.returncode is None
 
@@ -360,16 +369,16 @@ async def test_garbage_rest_answers_do_not_crash_the_bot(world: World, bot: BotP
 async def test_stop_signal_finishes_in_flight_work_and_exits_0(world: World, bot: BotProcess, sig):
     alice = world.alice
     number, channel, *_ = await start_incident(world, alice, "Graceful")
-    world.fake.delay("POST", r"^/api/v4/posts$", 1.5, user=world.bot_user_id)
+    world.fake.faults.delay(r"^/api/v4/posts$", 1.5, method="POST", user=world.bot_user_id)
     post = await alice.post(channel["id"], f"{mention(world)} sev 1")
-    await wait_until(lambda: bot.db("select severity from incidents") == [(1,)], what="the change committed")
+    await eventually(lambda: bot.db("select severity from incidents") == [(1,)], what="the change committed")
     assert await bot.stop(sig) == 0
     assert len(await alice.replies_to(post)) == 1
     stopped = next(e for e in bot.current_log() if e.get("event") == "bot.stopped")
     assert stopped["clean"] is True
     await bot.start()
     await bot.wait_for_log("catchup.done", reason="start")
-    await asyncio.sleep(0.5)
+    await worked_through(world, alice, channel["id"])
     assert len(await alice.replies_to(post)) == 1
 
 
@@ -379,13 +388,13 @@ async def test_edits_failing_after_a_change_still_answer_truthfully_and_are_repa
     alice = world.alice
     number, channel, *_ = await start_incident(world, alice, "Edits refused --playbook basic")
     _, items = await checklist_posts(alice, channel["id"])
-    refused = world.fake.fail_next("PUT", r"/patch$", 503, times=None, user=world.bot_user_id)
+    refused = world.fake.faults.fail(r"/patch$", 503, method="PUT", times=None, user=world.bot_user_id)
     post, reply = await say(world, alice, channel["id"], "check 1", timeout=40)
     assert reply["message"].startswith("Ticked item 1 (Confirm impact)"), reply["message"]
     assert bot.db("select count(*) from checklist_items where done_by is not null") == [(1,)]
     await bot.wait_for_log("refresh.failed", incident=number)
     assert (await alice.get_post(items[0]["id"]))["message"].startswith("☐")  # not yet shown
-    world.fake._faults.remove(refused)
+    world.fake.faults.remove(refused)
     await wait_message(alice, items[0]["id"], r"^☑ ~~1\. Confirm impact~~", timeout=30)
     await bot.wait_for_log("incident.repaired", incident=number)
     assert len(await alice.replies_to(post)) == 1

@@ -7,28 +7,10 @@ import re
 
 import pytest
 
-from tests.scenarios.conftest import BotProcess
-from tests.scenarios.test_incidents import mention, start_incident
+from tests.support.botproc import BotProcess
+from tests.support.people import Person
+from tests.support.scenario import checklist_posts, mention, start_incident, wait_message
 from tests.support.world import World
-
-
-async def checklist_posts(person, channel_id: str):
-    """The checklist header and its item replies, as people see them."""
-    posts = await person.posts(channel_id)
-    header = next(p for p in posts if p["message"].startswith("**Checklist of incident"))
-    items = [p for p in await person.thread(header["id"]) if p["id"] != header["id"]]
-    return header, items
-
-
-async def wait_message(person, post_id: str, pattern: str, timeout: float = 10):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        post = await person.get_post(post_id)
-        if post and re.search(pattern, post["message"]):
-            return post
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"post never matched {pattern!r}: {post and post['message']!r}")
-        await asyncio.sleep(0.1)
 
 
 async def test_playbook_checklist_posted_and_ticked_by_reaction(world: World, bot: BotProcess):
@@ -80,22 +62,23 @@ async def test_non_member_and_bot_reactions_change_nothing(world: World, bot: Bo
     _, items = await checklist_posts(alice, channel["id"])
     # carol is not in the channel: the fake lets the test post a reaction event as if she could
     if world.fake is not None:
-        await world.fake.send_event(
+        await world.fake.faults.send_event(
             "reaction_added",
             {"reaction": {"user_id": world.carol.user_id, "post_id": items[0]["id"], "emoji_name": "white_check_mark", "create_at": 1}},
             {"channel_id": channel["id"]},
-            user_id=world.bot_user_id,
+            user=world.bot_user_id,
         )
         await bot.wait_for_log("reaction.handled", outcome="ignored:not-a-member")
     # the bot's own reaction (made with its token) is ignored too
-    from tests.support.people import Person
-
     as_bot = Person(world.url, world.bot_token, world.bot_username, world.bot_user_id)
     try:
         await as_bot.react(items[1]["id"], "white_check_mark")
     finally:
         await as_bot.close()
-    await asyncio.sleep(1.0)
+    # the bot handles a channel's events in order: once a later ✅ there is handled, so was its own
+    probe = await alice.post(channel["id"], "not a checklist item")
+    await alice.react(probe, "white_check_mark")
+    await bot.wait_for_log("reaction.handled", post=probe["id"])
     assert bot.db("select count(*) from checklist_items where done_by is not null") == [(0,)]
     assert (await alice.get_post(items[1]["id"]))["message"].startswith("☐")
 
@@ -182,18 +165,15 @@ async def test_duplicated_reaction_event_has_one_effect(world: World, bot: BotPr
     _, items = await checklist_posts(alice, channel["id"])
     await alice.react(items[0]["id"], "white_check_mark")
     await wait_message(alice, items[0]["id"], r"^☑")
-    await world.fake.redeliver_last("reaction_added", world.bot_user_id)
+    await world.fake.faults.redeliver_last("reaction_added", world.bot_user_id)
     await bot.wait_for_log("event.duplicate")
     kinds = [k for (k,) in bot.db("select kind from timeline where kind = 'checklist_checked'")]
     assert kinds == ["checklist_checked"]
 
 
-async def test_playbooks_from_config_database_default_and_unknown(world: World, tmp_path):
-    from tests.scenarios.conftest import BotProcess as Bot
-
-    bot = Bot(world, tmp_path, 'default_playbook = "basic"\n')
-    await bot.start()
-    try:
+async def test_playbooks_from_config_database_default_and_unknown(world: World, default_playbook_bot: BotProcess):
+    bot = default_playbook_bot
+    if True:  # (kept indented: the body reads as before)
         alice = world.alice
         ch = world.channel_ids["ops/incidents"]
 
@@ -227,5 +207,3 @@ async def test_playbooks_from_config_database_default_and_unknown(world: World, 
         assert [p["message"] for p in items] == ["☐ 1. Page primary", "☐ 2. Open a bridge"]
         assert (await say("playbook delete oncall")) == "Deleted playbook `oncall`."
         assert bot.db("select count(*) from incidents") == [(2,)]
-    finally:
-        assert await bot.stop() == 0

@@ -13,16 +13,16 @@ import sys
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from tests.scenarios.conftest import REPO, BotProcess, _bot_fixture
-from tests.scenarios.test_checklist import checklist_posts, wait_message
-from tests.scenarios.test_incidents import mention, start_incident
+import pytest
+
+from tests.support.botproc import REPO, BotProcess
+from tests.support.scenario import checklist_posts, mention, start_incident, wait_message
+from tests.support.waiting import eventually
 from tests.support.world import World
 
 MINUTE = 60
 TABLE_HEAD = "| Time (UTC) | Offset | Event | Who |"
 REMINDER_MARK = "no status update on incident"
-
-announcing_bot = _bot_fixture('announcement_channels = { ops = "announcements" }\n')
 
 
 # --- helpers: what people do and read ---------------------------------------------------
@@ -111,20 +111,20 @@ async def reminders(person, channel_id: str) -> list[dict[str, Any]]:
 
 
 async def wait_reminders(person, channel_id: str, count: int, timeout: float = 10) -> list[dict[str, Any]]:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
+    async def enough() -> list[dict[str, Any]] | None:
         found = await reminders(person, channel_id)
-        if len(found) >= count:
-            assert len(found) == count, [p["message"] for p in found]
-            return found
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"{len(found)} reminders, wanted {count}: {[p['message'] for p in found]}")
-        await asyncio.sleep(0.1)
+        if len(found) > count:
+            pytest.fail(f"{len(found)} reminders, wanted {count}: {[p['message'] for p in found]}")
+        return found if len(found) == count else None
+
+    return await eventually(enough, timeout=timeout, what=f"{count} reminders in {channel_id}")
 
 
-async def still_reminders(person, channel_id: str, count: int, seconds: float = 2.3) -> None:
-    """Several reminder ticks (1 s each) pass and the number of reminders stays ``count``."""
-    await asyncio.sleep(seconds)
+async def still_reminders(bot: BotProcess, person, channel_id: str, count: int, tick: bool = True) -> None:
+    """A whole reminder tick of the bot runs on its clock as set now (``tick``), and the number
+    of reminders is still ``count``."""
+    if tick:
+        await bot.reminder_ticks_pass()
     found = await reminders(person, channel_id)
     assert len(found) == count, [p["message"] for p in found]
 
@@ -225,7 +225,7 @@ async def test_long_timeline_is_split_across_posts_not_cut(world: World, bot: Bo
         assert (await say(world, alice, ch, f"note {note}")).startswith("Added a note")
     post = await alice.post(ch, f"{mention(world)} timeline")
     await alice.wait_for_reply(post, contains="_Part 2 of 2_")
-    await asyncio.sleep(0.5)  # and nothing more follows
+    await bot.wait_answered(post)  # the last of the two parts is out, and noted
     parts = await alice.replies_to(post)
     assert len(parts) == 2, [p["message"][:80] for p in parts]
     assert all(p["root_id"] == post["id"] for p in parts)
@@ -265,7 +265,7 @@ async def test_pushpin_adds_a_post_once_and_removing_takes_it_out(world: World, 
     await alice.react(said, "pushpin")
     assert await pin_outcome(bot, 3) == "unchanged"
     if world.fake is not None:
-        await world.fake.redeliver_last("reaction_added", world.bot_user_id)
+        await world.fake.faults.redeliver_last("reaction_added", world.bot_user_id)
         await bot.wait_for_log("event.duplicate")
     assert pinned(await timeline(world, alice, ch)) == [row]
     # alice takes hers off: bob's 📌 keeps it; bob takes his off: gone
@@ -287,13 +287,13 @@ async def test_pushpin_adds_a_post_once_and_removing_takes_it_out(world: World, 
     assert await pin_outcome(bot, 7) == "ignored:not-an-incident-channel"
     other = await bob.post(ch, "a post only carol pins")
     if world.fake is not None:
-        await world.fake.send_event(
+        await world.fake.faults.send_event(
             "reaction_added",
             {"reaction": json.dumps({"user_id": world.carol.user_id, "post_id": other["id"], "emoji_name": "pushpin",
                                      "create_at": other["create_at"] + 1, "update_at": other["create_at"] + 1,
                                      "delete_at": 0, "channel_id": ch})},
             {"channel_id": ch},
-            user_id=world.bot_user_id,
+            user=world.bot_user_id,
         )
         assert await pin_outcome(bot, 8) == "ignored:not-a-member"
     # the bot's own posts can be pinned like any other
@@ -401,22 +401,22 @@ async def test_reminder_fires_repeats_each_interval_resets_on_update_stops_at_en
     alice, bob = world.alice, world.bob
     number, channel, *_ = await start_incident(world, alice, "Payments down --sev 1")
     ch = channel["id"]
-    await still_reminders(alice, ch, 0, seconds=1.2)
+    await still_reminders(bot, alice, ch, 0)
 
     if world.fake is not None:  # Mattermost refuses the first try: the reminder is not lost
-        world.fake.fail_next("POST", r"^/api/v4/posts$", 400, times=1, user=world.bot_user_id)
+        world.fake.faults.fail(r"^/api/v4/posts$", 400, method="POST", user=world.bot_user_id)
     bot.skew(15 * MINUTE + 5)  # Sev 1: every 15 minutes
     took = "0h 15m"
     if world.fake is not None:
         await bot.wait_for_log("reminder.not_sent", incident=number)
-        await still_reminders(alice, ch, 0, seconds=1.2)  # not recorded as sent, not posted
+        await still_reminders(bot, alice, ch, 0, tick=False)  # not recorded as sent, not posted
         assert bot.db("select count(*) from timeline where kind = 'reminder_sent'") == [(0,)]
         bot.skew(16 * MINUTE + 5)  # tried again a minute later
         took = "0h 16m"
     first = (await wait_reminders(alice, ch, 1))[0]
     assert first["message"] == reminder_text(world, alice.username, number, took, 1)
     assert first["root_id"] == ""
-    await still_reminders(alice, ch, 1)  # one reminder, not one per tick
+    await still_reminders(bot, alice, ch, 1)  # one reminder, not one per tick
 
     await say(world, alice, ch, f"commander @{bob.username}")
     bot.skew(31 * MINUTE + 10)  # the next one an interval after the last reminder
@@ -426,7 +426,7 @@ async def test_reminder_fires_repeats_each_interval_resets_on_update_stops_at_en
     reply = await say(world, bob, ch, "update Failover in progress")
     assert reply.startswith(f"Posted the status update of incident #{number}. Next one due by ")
     bot.skew(40 * MINUTE)
-    await still_reminders(alice, ch, 2)
+    await still_reminders(bot, alice, ch, 2)
     bot.skew(46 * MINUTE + 20)
     third = (await wait_reminders(alice, ch, 3))[2]
     assert third["message"] == reminder_text(world, bob.username, number, "0h 15m", 1)
@@ -434,7 +434,7 @@ async def test_reminder_fires_repeats_each_interval_resets_on_update_stops_at_en
     await say(world, alice, ch, "end")
     assert incident_row(bot, number)["next_reminder_at"] is None
     bot.skew(3 * 60 * MINUTE)
-    await still_reminders(alice, ch, 3)
+    await still_reminders(bot, alice, ch, 3)
     assert bot.db("select count(*) from timeline where kind = 'reminder_sent'") == [(3,)]
 
 
@@ -451,8 +451,8 @@ async def test_overdue_reminder_after_restart_fires_once_and_none_is_forgotten(w
     r2 = await wait_reminders(bob, ch2["id"], 1)
     assert r1[0]["message"] == reminder_text(world, alice.username, one, "1h 01m", 1)
     assert r2[0]["message"] == reminder_text(world, bob.username, two, "1h 01m", 2)
-    await still_reminders(alice, ch1["id"], 1)
-    await still_reminders(bob, ch2["id"], 1, seconds=0)
+    await still_reminders(bot, alice, ch1["id"], 1)
+    await still_reminders(bot, bob, ch2["id"], 1, tick=False)
     # the next one is due an interval after the reminder, and that is kept in the database
     now = datetime.now(timezone.utc) + timedelta(minutes=61)
     due1 = incident_row(bot, one)["next_reminder_at"]
@@ -462,13 +462,13 @@ async def test_overdue_reminder_after_restart_fires_once_and_none_is_forgotten(w
 
     # a second restart repeats nothing
     await bot.restart()
-    await still_reminders(alice, ch1["id"], 1)
-    await still_reminders(bob, ch2["id"], 1, seconds=0)
+    await still_reminders(bot, alice, ch1["id"], 1)
+    await still_reminders(bot, bob, ch2["id"], 1, tick=False)
     # and the schedule goes on: one Sev 1 interval later, one more for #1 only
     bot.skew(61 * MINUTE + 15 * MINUTE + 5)
     later = await wait_reminders(alice, ch1["id"], 2)
     assert later[1]["message"] == reminder_text(world, alice.username, one, "1h 16m", 1)
-    await still_reminders(bob, ch2["id"], 1, seconds=1.5)
+    await still_reminders(bot, bob, ch2["id"], 1)
 
 
 # --- history and reopen -----------------------------------------------------------------

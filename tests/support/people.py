@@ -4,7 +4,7 @@ Works unchanged against the fake server and a real one: it only uses documented 
 and a personal access token (``Authorization: Bearer``). Every method returns what the API
 returns (plain dicts); a non-2xx answer raises ``ApiError``.
 
-Waiting for the bot polls ``GET /channels/{id}/posts?since=`` every 0.1 s. That endpoint
+Waiting for the bot polls ``GET /channels/{id}/posts?since=`` every 0.1 s (``eventually``). That endpoint
 compares ``update_at`` and also returns deleted posts, edit-history rows and roots of
 threads, so every wait filters on ``create_at`` and skips those.
 """
@@ -17,6 +17,8 @@ import re
 from typing import Any, Callable
 
 import aiohttp
+
+from tests.support.waiting import eventually
 
 _ID_RE = re.compile(r"^[a-z0-9]{26}$")
 POLL_INTERVAL = 0.1
@@ -330,56 +332,57 @@ class Person:
                              timeout: float = 15.0) -> dict[str, Any]:
         """The first bot post after ``post`` in its thread (in a DM: anywhere in the DM),
         containing ``contains`` when given. AssertionError with what was seen on timeout."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
+        seen: list[dict[str, Any]] = []
+
+        async def reply() -> dict[str, Any] | None:
             replies, after = await self._bot_replies(post)
-            for p in replies:
-                if contains is None or contains in p["message"]:
-                    return p
-            if loop.time() >= deadline:
-                seen = "\n  ".join(_brief(p) for p in after) or "(nothing)"
-                want = f" containing {contains!r}" if contains else ""
-                raise AssertionError(
-                    f"no reply by @{self.bot_username}{want} to {_brief(post)} within {timeout}s; "
-                    f"posts after it:\n  {seen}")
-            await asyncio.sleep(POLL_INTERVAL)
+            seen[:] = after
+            return next((p for p in replies if contains is None or contains in p["message"]), None)
+
+        try:
+            return await eventually(reply, timeout=timeout, interval=POLL_INTERVAL)
+        except AssertionError:
+            shown = "\n  ".join(_brief(p) for p in seen) or "(nothing)"
+            want = f" containing {contains!r}" if contains else ""
+            raise AssertionError(
+                f"no reply by @{self.bot_username}{want} to {_brief(post)} within {timeout}s; "
+                f"posts after it:\n  {shown}") from None
 
     async def replies_to(self, post: dict[str, Any]) -> list[dict[str, Any]]:
         """Every bot reply to ``post`` so far (see ``wait_for_reply``), oldest first."""
         replies, _ = await self._bot_replies(post)
         return replies
 
-    async def no_reply_within(self, post: dict[str, Any], seconds: float) -> None:
-        """Assert the bot does not answer ``post`` for ``seconds``."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
-        while True:
-            replies, _ = await self._bot_replies(post)
-            if replies:
-                raise AssertionError(f"@{self.bot_username} answered {_brief(post)}: "
-                                     + "; ".join(_brief(p) for p in replies))
-            if loop.time() >= deadline:
-                return
-            await asyncio.sleep(POLL_INTERVAL)
-
     async def wait_for_post(self, channel_id: str, predicate: Callable[[dict[str, Any]], bool],
                             timeout: float = 15.0, after_ms: int | None = None) -> dict[str, Any]:
         """The oldest live post of a channel (created after ``after_ms`` when given) that
         satisfies ``predicate``."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
         since = after_ms if after_ms is not None else 1
-        while True:
-            posts = [p for p in await self.posts_since(channel_id, since)
-                     if _is_live(p) and (after_ms is None or p["create_at"] > after_ms)]
-            for p in posts:
-                if predicate(p):
-                    return p
-            if loop.time() >= deadline:
-                seen = "\n  ".join(_brief(p) for p in posts[-20:]) or "(nothing)"
-                raise AssertionError(f"no matching post in {channel_id} within {timeout}s; last posts:\n  {seen}")
-            await asyncio.sleep(POLL_INTERVAL)
+        seen: list[dict[str, Any]] = []
+
+        async def match() -> dict[str, Any] | None:
+            seen[:] = [p for p in await self.posts_since(channel_id, since)
+                       if _is_live(p) and (after_ms is None or p["create_at"] > after_ms)]
+            return next((p for p in seen if predicate(p)), None)
+
+        try:
+            return await eventually(match, timeout=timeout, interval=POLL_INTERVAL)
+        except AssertionError:
+            shown = "\n  ".join(_brief(p) for p in seen[-20:]) or "(nothing)"
+            raise AssertionError(f"no matching post in {channel_id} within {timeout}s; last posts:\n  {shown}") from None
+
+    async def wait_for_message(self, post_id: str, pattern: str, timeout: float = 10) -> dict[str, Any]:
+        """The post once its text matches ``pattern`` (re.search), e.g. a checklist item ticked."""
+        last: list[dict[str, Any] | None] = [None]
+
+        async def matches() -> dict[str, Any] | None:
+            last[0] = post = await self.get_post(post_id)
+            return post if post and re.search(pattern, post["message"]) else None
+
+        try:
+            return await eventually(matches, timeout=timeout, interval=POLL_INTERVAL)
+        except AssertionError:
+            raise AssertionError(f"post never matched {pattern!r}: {last[0] and last[0]['message']!r}") from None
 
 
 def _retry_delay(headers: Any) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from incident_bot.app.channel import PART_PROP
 from incident_bot.chat.models import Channel
-from tests.unit.app.conftest import App
+from tests.support.inprocess import App
 
 
 def item_post(app: App, channel: Channel, number: int) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from incident_bot.app.channel import PART_PROP
 from incident_bot.domain.models import Status
-from tests.unit.app.conftest import App
+from tests.support.inprocess import App
 
 
 async def incident(app: App, number: int):

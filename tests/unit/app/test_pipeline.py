@@ -6,7 +6,7 @@ from __future__ import annotations
 from incident_bot.app.core import pending_id
 from incident_bot.chat.events import Posted
 from incident_bot.domain.models import TimelineKind
-from tests.unit.app.conftest import App
+from tests.support.inprocess import App
 
 
 async def test_a_redelivered_command_is_applied_and_answered_once(app: App) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.unit.app.conftest import App
+from tests.support.inprocess import App
 
 
 async def test_create_add_remove_delete_a_team_playbook(app: App) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from incident_bot.domain.models import TimelineKind
-from tests.unit.app.conftest import App
+from tests.support.inprocess import App
 
 
 async def kinds(app: App) -> list[TimelineKind]:
