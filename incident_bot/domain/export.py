@@ -67,9 +67,7 @@ def record(
         },
         "participants": sorted({who(p) or p for p in participants}),
         "status_updates": [
-            {"at": _iso(e.at), "by": who(e.actor_id), "text": e.text}
-            for e in events
-            if e.kind == TimelineKind.STATUS_UPDATE
+            {"at": _iso(e.at), "by": who(e.actor_id), "text": e.text} for e in events if e.kind == TimelineKind.STATUS_UPDATE
         ],
         "checklist": [
             {

@@ -372,12 +372,15 @@ def info(incident: Incident, names: Names, items: list[ChecklistItem], now: date
     return "\n".join(lines)
 
 
-def incident_list(
-    incidents: list[Incident], total: int, names: Names, team_names: Mapping[str, str], now: datetime
-) -> str:
+def incident_list(incidents: list[Incident], total: int, names: Names, team_names: Mapping[str, str], now: datetime) -> str:
     if not incidents:
         return "No active incidents in your teams."
-    lines = [f"**Active incidents ({total})**", "", "| # | Title | Sev | Commander | Started | Team | Channel |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"**Active incidents ({total})**",
+        "",
+        "| # | Title | Sev | Commander | Started | Team | Channel |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for incident in incidents:
         lines.append(
             f"| {incident.number} | {_cell(incident.title)} | {incident.severity} | {names(incident.commander_id)} | "
@@ -554,10 +557,7 @@ def item_not_assigned(item: ChecklistItem) -> str:
 
 
 def assigned_dm(incident: Incident, item: ChecklistItem, names: Names, by: str) -> str:
-    return (
-        f"{names(by)} assigned you checklist item {item.number} of incident #{incident.number} "
-        f"({link(incident)}): {item.text}"
-    )
+    return f"{names(by)} assigned you checklist item {item.number} of incident #{incident.number} ({link(incident)}): {item.text}"
 
 
 def tick_refused_ended(bot: str, incident: Incident, names: Names, user_id: str) -> str:
@@ -575,7 +575,9 @@ def playbook_list(bot: str, playbooks: list[Playbook], default: str | None) -> s
         source = "config, read-only" if playbook.read_only else "team"
         mark = " (default)" if default and playbook.name.lower() == default.lower() else ""
         description = f" — {playbook.description}" if playbook.description else ""
-        lines.append(f"- `{playbook.name}`{mark}: {len(playbook.items)} items, Sev {playbook.default_severity} by default, {source}{description}")
+        lines.append(
+            f"- `{playbook.name}`{mark}: {len(playbook.items)} items, Sev {playbook.default_severity} by default, {source}{description}"
+        )
     return "\n".join(lines)
 
 

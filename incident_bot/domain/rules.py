@@ -97,4 +97,3 @@ def required_access(command: str) -> Access:
 def allowed(command: str, level: Access) -> bool:
     """May someone with ``level`` run ``command`` on an incident?"""
     return level >= required_access(command)
-

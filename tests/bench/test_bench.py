@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -23,19 +22,42 @@ from incident_bot.store.sqlite import SQLiteStore
 pytestmark = pytest.mark.bench
 
 POST = {
-    "id": "p" * 26, "create_at": 1764165720000, "update_at": 1764165720000, "edit_at": 0, "delete_at": 0,
-    "is_pinned": False, "user_id": "u" * 26, "channel_id": "c" * 26, "root_id": "", "original_id": "",
-    "message": "@incident-bot start DB primary down --sev 1 --invite @bob @carol", "type": "", "props": {},
-    "hashtags": "", "file_ids": [], "pending_post_id": "", "reply_count": 0, "metadata": {},
+    "id": "p" * 26,
+    "create_at": 1764165720000,
+    "update_at": 1764165720000,
+    "edit_at": 0,
+    "delete_at": 0,
+    "is_pinned": False,
+    "user_id": "u" * 26,
+    "channel_id": "c" * 26,
+    "root_id": "",
+    "original_id": "",
+    "message": "@incident-bot start DB primary down --sev 1 --invite @bob @carol",
+    "type": "",
+    "props": {},
+    "hashtags": "",
+    "file_ids": [],
+    "pending_post_id": "",
+    "reply_count": 0,
+    "metadata": {},
 }
-FRAME = json.dumps({
-    "event": "posted",
-    "data": {"channel_display_name": "Incidents", "channel_name": "incidents", "channel_type": "O",
-             "post": json.dumps(POST), "sender_name": "@alice", "set_online": True, "team_id": "t" * 26,
-             "mentions": json.dumps(["b" * 26])},
-    "broadcast": {"omit_users": None, "user_id": "", "channel_id": "c" * 26, "team_id": ""},
-    "seq": 7,
-})
+FRAME = json.dumps(
+    {
+        "event": "posted",
+        "data": {
+            "channel_display_name": "Incidents",
+            "channel_name": "incidents",
+            "channel_type": "O",
+            "post": json.dumps(POST),
+            "sender_name": "@alice",
+            "set_online": True,
+            "team_id": "t" * 26,
+            "mentions": json.dumps(["b" * 26]),
+        },
+        "broadcast": {"omit_users": None, "user_id": "", "channel_id": "c" * 26, "team_id": ""},
+        "seq": 7,
+    }
+)
 
 
 def best_of(fn, repeat: int = 5) -> float:
@@ -98,15 +120,24 @@ def test_store_transactions_vs_raw_sqlite(tmp_path):
         await store.open()
         try:
             async with store.transaction() as tx:
-                incident = await tx.create_incident(Incident(
-                    team_id="t", title="bench", severity=2, status=Status.ACTIVE, commander_id="u", started_by="u",
-                    origin_channel_id="c", started_at=datetime.now(timezone.utc)))
+                incident = await tx.create_incident(
+                    Incident(
+                        team_id="t",
+                        title="bench",
+                        severity=2,
+                        status=Status.ACTIVE,
+                        commander_id="u",
+                        started_by="u",
+                        origin_channel_id="c",
+                        started_at=datetime.now(UTC),
+                    )
+                )
             start = time.perf_counter()
             for i in range(n):
                 async with store.transaction() as tx:
                     incident.severity = 1 + i % 4
                     await tx.save_incident(incident)
-                    await tx.record_event(f"posted:{i}", datetime.now(timezone.utc), incident.number)
+                    await tx.record_event(f"posted:{i}", datetime.now(UTC), incident.number)
             return time.perf_counter() - start
         finally:
             await store.close()

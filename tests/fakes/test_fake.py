@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -25,7 +26,7 @@ async def world() -> AsyncIterator[World]:
         yield w
 
 
-_open_sockets: list["Socket"] = []
+_open_sockets: list[Socket] = []
 
 
 @pytest.fixture
@@ -73,7 +74,7 @@ class Socket:
         while (left := deadline - asyncio.get_running_loop().time()) > 0:
             try:
                 msg = await self.ws.receive(timeout=left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return
             if msg.type == aiohttp.WSMsgType.TEXT and json.loads(msg.data).get("event") in ignore:
                 continue
@@ -81,12 +82,12 @@ class Socket:
 
     async def closed(self, timeout: float = 2.0) -> bool:
         msg = await self.ws.receive(timeout=timeout)
-        return msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING,
-                            aiohttp.WSMsgType.ERROR)
+        return msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.ERROR)
 
 
-async def connect(http: aiohttp.ClientSession, world: World, token: str | None = None, *,
-                  header: bool = True, **query: Any) -> Socket:
+async def connect(
+    http: aiohttp.ClientSession, world: World, token: str | None = None, *, header: bool = True, **query: Any
+) -> Socket:
     token = token or world.bot_token
     headers = {"Authorization": f"Bearer {token}"} if header else {}
     params = {k: str(v) for k, v in query.items()}
@@ -185,9 +186,11 @@ async def test_thread_rules(world: World) -> None:
     reply = await alice.reply(root, "first")
     again = await alice.reply(reply, "second")  # a reply to a reply goes to the root
     assert again["root_id"] == root["id"]
-    cases = [(ch, reply["id"], "api.post.create_post.root_id.app_error"),
-             (ch, new_id(), "api.post.create_post.root_id.app_error"),
-             (other, root["id"], "api.post.create_post.channel_root_id.app_error")]
+    cases = [
+        (ch, reply["id"], "api.post.create_post.root_id.app_error"),
+        (ch, new_id(), "api.post.create_post.root_id.app_error"),
+        (other, root["id"], "api.post.create_post.channel_root_id.app_error"),
+    ]
     for channel_id, root_id, error_id in cases:
         with pytest.raises(ApiError) as err:
             await alice.post(channel_id, "x", root_id=root_id)
@@ -356,8 +359,7 @@ async def test_reactions(world: World, http: aiohttp.ClientSession) -> None:
     assert removed["emoji_name"] == "white_check_mark"
     assert await alice.reactions(post) == []
     with pytest.raises(ApiError) as err:
-        await bob.request("POST", "/reactions", json_body={"user_id": alice.id, "post_id": post["id"],
-                                                          "emoji_name": "x"})
+        await bob.request("POST", "/reactions", json_body={"user_id": alice.id, "post_id": post["id"], "emoji_name": "x"})
     assert (err.value.status, err.value.id) == (403, "api.reaction.save_reaction.user_id.app_error")
     with pytest.raises(ApiError) as err:
         await world.dave.react(post)
@@ -400,8 +402,7 @@ async def test_authentication_challenge(world: World, http: aiohttp.ClientSessio
 
     header_sock = await connect(http, world)  # header auth: a challenge is ignored
     await header_sock.event("hello")
-    await header_sock.ws.send_json({"seq": 1, "action": "authentication_challenge",
-                                    "data": {"token": world.bot_token}})
+    await header_sock.ws.send_json({"seq": 1, "action": "authentication_challenge", "data": {"token": world.bot_token}})
     await header_sock.silent(0.2)
 
     bad = await connect(http, world, header=False)
@@ -614,7 +615,7 @@ async def test_person_waits_for_bot_replies(world: World, bot: Person) -> None:
 
     quiet = await alice.post(ch, "just chatting")
     assert await alice.replies_to(quiet) == []
-    with pytest.raises(AssertionError, match="just chatting|no reply"):
+    with pytest.raises(AssertionError, match=r"just chatting|no reply"):
         await alice.wait_for_reply(quiet, timeout=0.3)
     await bot.reply(quiet, "unasked")
     assert [r["message"] for r in await alice.replies_to(quiet)] == ["unasked"]

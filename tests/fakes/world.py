@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any
 
 from tests.fakes.mattermost import FakeMattermost
 from tests.support.people import Person
@@ -32,15 +33,15 @@ async def make_fake_world(**fake_options: Any) -> tuple[World, FakeMattermost]:
             team_ids[team_name] = team["id"]
             for uid in (admin["id"], bot["id"], *(users[m][0]["id"] for m in members)):
                 fake.add_team_member(team["id"], uid)
-            channel = fake.create_channel(team["id"], "incidents", "O", display_name="Incidents",
-                                          purpose="Where incidents are declared")
+            channel = fake.create_channel(
+                team["id"], "incidents", "O", display_name="Incidents", purpose="Where incidents are declared"
+            )
             channel_ids[f"{team_name}/incidents"] = channel["id"]
             for uid in (bot["id"], *(users[m][0]["id"] for m in members)):
                 fake.add_channel_member(channel["id"], uid)
 
         def person(user: dict[str, Any], token: str) -> Person:
-            return Person(url, token, user["username"], user["id"], bot_user_id=bot["id"],
-                          bot_username=BOT_USERNAME)
+            return Person(url, token, user["username"], user["id"], bot_user_id=bot["id"], bot_username=BOT_USERNAME)
 
         world = World(
             url=url,

@@ -31,18 +31,22 @@ from tests.support.world import World
 pytestmark = [pytest.mark.fake_only, pytest.mark.xdist_group("fuzz")]
 
 EXAMPLES = int(os.environ.get("HYPOTHESIS_FUZZ_EXAMPLES", "50"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=False,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=False,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 ERROR_OUTCOMES = {"usage", "refused", "error", "unknown", "help"}
 # Tables whose rows are the incidents' state; dedupe keys, replies and bot state are bookkeeping.
 STATE_TABLES = {
     "incidents": "select number, team_id, title, severity, status, commander_id, channel_id, summary_post_id, "
-                 "checklist_post_id, playbook, started_at, ended_at, ended_by, resolution, last_update_at, "
-                 "next_reminder_at from incidents order by number",
+    "checklist_post_id, playbook, started_at, ended_at, ended_by, resolution, last_update_at, "
+    "next_reminder_at from incidents order by number",
     "timeline": "select id, incident_number, at, kind, actor_id, text, post_id, data, deleted from timeline order by id",
     "checklist": "select incident_number, number, text, post_id, done_by, done_at, assignee_id, removed "
-                 "from checklist_items order by incident_number, number",
+    "from checklist_items order by incident_number, number",
     "playbooks": "select team_id, name, description, default_severity, items from playbooks order by team_id, name",
 }
 
@@ -89,13 +93,18 @@ def env(tmp_path_factory) -> Env:
 
         async def setup() -> None:
             alice = world.alice
-            post = await alice.post(world.channel_ids["ops/incidents"],
-                                    f"@{world.bot_username} start Fuzzing --playbook basic --invite @{world.bob.username}")
+            post = await alice.post(
+                world.channel_ids["ops/incidents"],
+                f"@{world.bot_username} start Fuzzing --playbook basic --invite @{world.bob.username}",
+            )
             reply = await alice.wait_for_reply(post, contains="Started incident")
             name = re.search(r"~(incident-[a-z0-9-]+)", reply["message"]).group(1)
             channel = await alice.channel_by_name(world.team_ids["ops"], name)
-            environment.channels.update(incident=channel["id"], ops=world.channel_ids["ops/incidents"],
-                                        dm=(await alice.dm_channel(world.bot_user_id))["id"])
+            environment.channels.update(
+                incident=channel["id"],
+                ops=world.channel_ids["ops/incidents"],
+                dm=(await alice.dm_channel(world.bot_user_id))["id"],
+            )
 
         loop.run_until_complete(setup())
         yield environment
@@ -128,12 +137,48 @@ def env(tmp_path_factory) -> Env:
 
 # --- command text ---------------------------------------------------------------------------
 
-_words = st.sampled_from([*COMMAND_WORDS, *(w.upper() for w in ("start", "check", "sev")), "frob", "", "#1", "--sev",
-                          "chec", "startx", "💥", "`x`"])
+_words = st.sampled_from(
+    [*COMMAND_WORDS, *(w.upper() for w in ("start", "check", "sev")), "frob", "", "#1", "--sev", "chec", "startx", "💥", "`x`"]
+)
 _tokens = st.one_of(
-    st.sampled_from(["1", "2", "3", "99", "#1", "-1", "0", "1.5", "--sev", "-s", "2", "5", "--team", "ops", "web",
-                     "--playbook", "basic", "nope", "--limit", "abc", "--format", "json", "md", "@alice", "@bob",
-                     "@dave", "@nobody", "@incident-bot", "--invite", "show", "create", "delete", "x" * 80, "--"]),
+    st.sampled_from(
+        [
+            "1",
+            "2",
+            "3",
+            "99",
+            "#1",
+            "-1",
+            "0",
+            "1.5",
+            "--sev",
+            "-s",
+            "2",
+            "5",
+            "--team",
+            "ops",
+            "web",
+            "--playbook",
+            "basic",
+            "nope",
+            "--limit",
+            "abc",
+            "--format",
+            "json",
+            "md",
+            "@alice",
+            "@bob",
+            "@dave",
+            "@nobody",
+            "@incident-bot",
+            "--invite",
+            "show",
+            "create",
+            "delete",
+            "x" * 80,
+            "--",
+        ]
+    ),
     st.text(alphabet=st.characters(blacklist_categories=("Cs",), max_codepoint=0x1F9FF), min_size=1, max_size=12),
 )
 _command = st.tuples(_words, st.lists(_tokens, max_size=5), st.sampled_from([" ", "  ", "\n", " \t"])).map(
@@ -142,8 +187,9 @@ _command = st.tuples(_words, st.lists(_tokens, max_size=5), st.sampled_from([" "
 
 
 @FUZZ
-@given(text=_command, where=st.sampled_from(["incident", "incident", "ops", "dm"]),
-       who=st.sampled_from(["alice", "bob", "carol"]))
+@given(
+    text=_command, where=st.sampled_from(["incident", "incident", "ops", "dm"]), who=st.sampled_from(["alice", "bob", "carol"])
+)
 def test_any_command_text_gets_exactly_one_reply_and_errors_change_nothing(env: Env, text: str, where: str, who: str):
     world = env.world
     person = world.people[who]
@@ -176,44 +222,82 @@ def test_any_command_text_gets_exactly_one_reply_and_errors_change_nothing(env: 
 # --- WebSocket frames -------------------------------------------------------------------------
 
 _json = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(-2**40, 2**40), st.floats(allow_nan=False), st.text(max_size=10)),
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.floats(allow_nan=False), st.text(max_size=10)),
     lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(st.text(max_size=8), children, max_size=4)),
     max_leaves=12,
 )
 _ids = st.text(alphabet="ybndrfg8ejkmcpqxot1uwisza345h769", min_size=26, max_size=26)
-_event_names = st.sampled_from(["posted", "post_edited", "post_deleted", "reaction_added", "reaction_removed",
-                                "typing", "status_change", "channel_updated", "", "POSTED"])
+_event_names = st.sampled_from(
+    [
+        "posted",
+        "post_edited",
+        "post_deleted",
+        "reaction_added",
+        "reaction_removed",
+        "typing",
+        "status_change",
+        "channel_updated",
+        "",
+        "POSTED",
+    ]
+)
 
 
 def _post_like(draw_json: Any) -> st.SearchStrategy[Any]:
     return st.one_of(
         draw_json,
-        st.fixed_dictionaries({"id": _ids, "channel_id": _ids, "user_id": _ids},
-                              optional={"message": st.text(max_size=20), "create_at": st.one_of(st.integers(), st.text(max_size=3)),
-                                        "props": _json, "root_id": st.text(max_size=5)}),
+        st.fixed_dictionaries(
+            {"id": _ids, "channel_id": _ids, "user_id": _ids},
+            optional={
+                "message": st.text(max_size=20),
+                "create_at": st.one_of(st.integers(), st.text(max_size=3)),
+                "props": _json,
+                "root_id": st.text(max_size=5),
+            },
+        ),
     )
 
 
 _embedded = st.one_of(_post_like(_json), _post_like(_json).map(json.dumps), st.text(max_size=30))
 _data = st.one_of(
     _json,
-    st.fixed_dictionaries({}, optional={"post": _embedded, "reaction": _embedded, "channel_type": st.sampled_from(["O", "D", 5]),
-                                        "mentions": st.one_of(_json, st.lists(_ids).map(json.dumps))}),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "post": _embedded,
+            "reaction": _embedded,
+            "channel_type": st.sampled_from(["O", "D", 5]),
+            "mentions": st.one_of(_json, st.lists(_ids).map(json.dumps)),
+        },
+    ),
 )
 _envelope = st.fixed_dictionaries(
     {"event": st.one_of(_event_names, _json)},
-    optional={"data": _data, "broadcast": _json, "seq": st.one_of(st.integers(-5, 2**33), st.booleans(), st.text(max_size=3), st.none())},
+    optional={
+        "data": _data,
+        "broadcast": _json,
+        "seq": st.one_of(st.integers(-5, 2**33), st.booleans(), st.text(max_size=3), st.none()),
+    },
 )
-_hello = st.fixed_dictionaries({"event": st.just("hello"), "data": st.fixed_dictionaries({}, optional={"connection_id": _ids, "server_version": st.text(max_size=8)})},
-                               optional={"seq": st.integers(0, 5)})
+_hello = st.fixed_dictionaries(
+    {
+        "event": st.just("hello"),
+        "data": st.fixed_dictionaries({}, optional={"connection_id": _ids, "server_version": st.text(max_size=8)}),
+    },
+    optional={"seq": st.integers(0, 5)},
+)
 _frame = st.one_of(
     st.text(max_size=40),
     _json.map(json.dumps),
     _envelope.map(json.dumps),
     _hello.map(json.dumps),
     # replies to our requests; a failed authentication reply (seq_reply 1) closes the socket, so not here
-    st.fixed_dictionaries({"seq_reply": st.one_of(st.sampled_from([0, 2, 3, 7]), st.text(max_size=2)),
-                           "status": st.sampled_from(["OK", "FAIL", ""])}).map(json.dumps),
+    st.fixed_dictionaries(
+        {
+            "seq_reply": st.one_of(st.sampled_from([0, 2, 3, 7]), st.text(max_size=2)),
+            "status": st.sampled_from(["OK", "FAIL", ""]),
+        }
+    ).map(json.dumps),
     _envelope.map(lambda e: json.dumps(e)[: max(1, len(json.dumps(e)) // 2)]),  # cut short
 )
 

@@ -162,7 +162,7 @@ async def make_real_world(
         created = await asyncio.gather(
             *(api.create_user(admin_token, usernames[name], password, name.capitalize()) for name in PEOPLE)
         )
-        user_ids = {name: user["id"] for name, user in zip(PEOPLE, created)}
+        user_ids = {name: user["id"] for name, user in zip(PEOPLE, created, strict=False)}
         bot_username = real(BOT_BASENAME)
         bot, _ = await api.call(
             "POST",
@@ -171,9 +171,7 @@ async def make_real_world(
             {"username": bot_username, "display_name": "Incident Bot", "description": "incident-bot under test"},
         )
         bot_user_id = bot["user_id"]
-        token_body, _ = await api.call(
-            "POST", f"/users/{bot_user_id}/tokens", admin_token, {"description": "integration test"}
-        )
+        token_body, _ = await api.call("POST", f"/users/{bot_user_id}/tokens", admin_token, {"description": "integration test"})
         bot_token = token_body["token"]
 
         # Teams, their members (the bot included) and each team's incidents channel.
@@ -214,9 +212,7 @@ async def make_real_world(
     def person(token: str, username: str, user_id: str) -> Any:
         return make_person(url, token, username, user_id, bot_user_id=bot_user_id, bot_username=bot_username)
 
-    people = {
-        name: person(token, usernames[name], user_ids[name]) for name, (token, _) in zip(PEOPLE, logins)
-    }
+    people = {name: person(token, usernames[name], user_ids[name]) for name, (token, _) in zip(PEOPLE, logins, strict=False)}
     return World(
         url=url,
         bot_token=bot_token,

@@ -227,7 +227,7 @@ class Proc:
     def __init__(self, name: str, argv: list[str], log: Path, **kwargs) -> None:
         self.name = name
         self.log = log
-        self._log_file = open(log, "ab", buffering=0)
+        self._log_file = open(log, "ab", buffering=0)  # noqa: SIM115 - open for the child's whole life; closed when it is stopped
         self.proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -289,8 +289,10 @@ class Postgres:
             subprocess.run(
                 [
                     str(self.bindir / "initdb"),
-                    "-D", str(self.data),
-                    "-U", DB_ROLE,
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    DB_ROLE,
                     "--auth=trust",
                     "--encoding=UTF8",
                     "--locale=C.UTF-8",
@@ -523,7 +525,7 @@ class Stopped(Exception):
     pass
 
 
-def _on_term(signum, frame):  # noqa: ARG001
+def _on_term(signum, frame):
     raise Stopped(signal.Signals(signum).name)
 
 

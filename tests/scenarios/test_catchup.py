@@ -109,7 +109,7 @@ async def test_ticks_and_unticks_while_down_end_in_the_right_state(world: World,
 
     await bot.start()
     await wait_message(alice, items[0]["id"], r"^☐ 1\. ")
-    await wait_message(alice, items[1]["id"], r"^☑ ~~2\. Check replication lag~~ — @%s" % bob.username)
+    await wait_message(alice, items[1]["id"], rf"^☑ ~~2\. Check replication lag~~ — @{bob.username}")
     await wait_message(alice, header["id"], r"2/4 done")
     await bot.wait_for_log("catchup.done", reason="start")
     rows = bot.db("select number, done_by is not null from checklist_items where incident_number = ? order by number", number)
@@ -167,7 +167,7 @@ async def test_reactions_and_commands_while_down_apply_in_the_order_they_were_ma
 
 async def test_drop_the_server_forgot_is_caught_up_over_rest(world: World, bot: BotProcess):
     alice = world.alice
-    number, channel, *_ = await start_incident(world, alice, "Forgotten socket --playbook basic")
+    _number, channel, *_ = await start_incident(world, alice, "Forgotten socket --playbook basic")
     _, items = await checklist_posts(alice, channel["id"])
     await world.fake.faults.drop_socket(refuse_for=2.0)
     world.fake.faults.forget_connections()
@@ -197,7 +197,7 @@ async def test_events_lost_on_a_live_socket_are_caught_up(world: World, bot: Bot
 
 async def test_resumable_drop_replays_without_duplicates(world: World, bot: BotProcess):
     alice = world.alice
-    number, channel, *_ = await start_incident(world, alice, "Resume me --playbook basic")
+    _number, channel, *_ = await start_incident(world, alice, "Resume me --playbook basic")
     _, items = await checklist_posts(alice, channel["id"])
     world.fake.faults.lose_events(3)  # sent by the server, never received: only a resume brings them
     first = await alice.post(channel["id"], f"{mention(world)} note one")
@@ -247,8 +247,10 @@ async def test_kill_while_posting_the_summary_makes_one_summary(world: World, bo
     alice, bob = world.alice, world.bob
     # the summary post is held: 1 s (it lands before the restart) or 4 s (while restarting)
     held = world.fake.faults.delay(r"^/api/v4/posts$", 1.0 if landed else 4.0, method="POST", user=world.bot_user_id)
-    post = await alice.post(world.channel_ids["ops/incidents"],
-                            f"{mention(world)} start Killed at the summary --playbook database --invite @{bob.username}")
+    post = await alice.post(
+        world.channel_ids["ops/incidents"],
+        f"{mention(world)} start Killed at the summary --playbook database --invite @{bob.username}",
+    )
     await eventually(lambda: held.hits == 1, what="the summary post on its way")
     await bot.kill()
     if landed:
@@ -277,9 +279,9 @@ async def test_kill_after_the_reply_left_but_before_it_was_noted(world: World, b
         held = world.fake.faults.delay(r"^/api/v4/posts$", 1.0, method="POST", user=world.bot_user_id)
         before = len(bot_requests(world, "POST", r"^/api/v4/posts$"))
         post = await alice.post(where, f"{mention(world)} {text}")
-        await eventually(lambda: held.hits == 1, what="the reply on its way")
+        await eventually(lambda held=held: held.hits == 1, what="the reply on its way")
         await bot.kill()
-        await eventually(lambda: len(bot_requests(world, "POST", r"^/api/v4/posts$")) > before, what="the reply")
+        await eventually(lambda before=before: len(bot_requests(world, "POST", r"^/api/v4/posts$")) > before, what="the reply")
         await bot.start()
         await bot.wait_for_log("catchup.done", reason="start")
         await worked_through(world, alice, where)
@@ -289,13 +291,14 @@ async def test_kill_after_the_reply_left_but_before_it_was_noted(world: World, b
 
 async def test_kill_between_commit_and_reply_answers_once_with_the_effect(world: World, bot: BotProcess):
     alice = world.alice
-    number, channel, *_ = await start_incident(world, alice, "Commit then die --playbook basic")
+    _number, channel, *_ = await start_incident(world, alice, "Commit then die --playbook basic")
     # the refresh after the commit is held: the tick is in the database, no reply yet
     patch = r"^/api/v4/channels/[a-z0-9]+/patch$"
     world.fake.faults.delay(patch, 1.0, method="PUT", user=world.bot_user_id)
     post = await alice.post(channel["id"], f"{mention(world)} check 2")
-    await eventually(lambda: bot.db("select count(*) from checklist_items where done_by is not null") == [(1,)],
-                     what="the tick committed")
+    await eventually(
+        lambda: bot.db("select count(*) from checklist_items where done_by is not null") == [(1,)], what="the tick committed"
+    )
     await bot.kill()
     await eventually(lambda: bot_requests(world, "PUT", patch), what="the held refresh done by the server")
     bot.skew(5)  # it comes back five seconds later (by its clock): the reply is late
@@ -352,13 +355,14 @@ async def test_garbage_rest_answers_do_not_crash_the_bot(world: World, bot: BotP
     dm = await alice.dm_bot("list")
     reply = await exactly_one_reply(alice, dm, bot)
     assert reply["message"].startswith("Something went wrong (ref "), reply["message"]
-    shape = fake.faults.fail(r"^/api/v4/teams/[a-z0-9]+/members/[a-z0-9]+$", 200, method="GET", body=[1, 2, 3], times=2,
-                             user=world.bot_user_id)
+    shape = fake.faults.fail(
+        r"^/api/v4/teams/[a-z0-9]+/members/[a-z0-9]+$", 200, method="GET", body=[1, 2, 3], times=2, user=world.bot_user_id
+    )
     dm = await alice.dm_bot("list")
     reply = await exactly_one_reply(alice, dm, bot)
     assert shape.hits >= 1 and reply["message"].startswith("Something went wrong (ref "), reply["message"]
     fake.faults.remove(shape)
-    number, *_ = await start_incident(world, alice, "Still fine")
+    _number, *_ = await start_incident(world, alice, "Still fine")
     assert bot.proc.returncode is None
 
 
@@ -368,7 +372,7 @@ async def test_garbage_rest_answers_do_not_crash_the_bot(world: World, bot: BotP
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 async def test_stop_signal_finishes_in_flight_work_and_exits_0(world: World, bot: BotProcess, sig):
     alice = world.alice
-    number, channel, *_ = await start_incident(world, alice, "Graceful")
+    _number, channel, *_ = await start_incident(world, alice, "Graceful")
     world.fake.faults.delay(r"^/api/v4/posts$", 1.5, method="POST", user=world.bot_user_id)
     post = await alice.post(channel["id"], f"{mention(world)} sev 1")
     await eventually(lambda: bot.db("select severity from incidents") == [(1,)], what="the change committed")

@@ -15,7 +15,7 @@ from tests.support.world import World
 
 async def test_playbook_checklist_posted_and_ticked_by_reaction(world: World, bot: BotProcess):
     alice, bob = world.alice, world.bob
-    number, channel, *_ = await start_incident(world, alice, f"DB down --playbook database --invite @{bob.username}")
+    _number, channel, *_ = await start_incident(world, alice, f"DB down --playbook database --invite @{bob.username}")
     header, items = await checklist_posts(alice, channel["id"])
     assert [p["message"] for p in items] == [
         "☐ 1. Page the on-call DBA",
@@ -29,7 +29,9 @@ async def test_playbook_checklist_posted_and_ticked_by_reaction(world: World, bo
     assert bot.db("select severity from incidents") == [(2,)]  # the playbook's default
 
     await bob.react(items[2]["id"], "white_check_mark")
-    item = await wait_message(alice, items[2]["id"], r"^☑ ~~3\. Fail over or restore~~ — @%s \d\d:\d\d UTC$" % re.escape(bob.username))
+    item = await wait_message(
+        alice, items[2]["id"], rf"^☑ ~~3\. Fail over or restore~~ — @{re.escape(bob.username)} \d\d:\d\d UTC$"
+    )
     assert item
     await wait_message(alice, header["id"], r"1/4 done")
     await wait_message(alice, pinned["id"], r"\| Checklist \| 1/4 done \|")
@@ -42,7 +44,7 @@ async def test_playbook_checklist_posted_and_ticked_by_reaction(world: World, bo
 
 async def test_two_tickers_then_one_removes_stays_ticked(world: World, bot: BotProcess):
     alice, bob = world.alice, world.bob
-    number, channel, *_ = await start_incident(world, alice, f"Two tickers --playbook basic --invite @{bob.username}")
+    _number, channel, *_ = await start_incident(world, alice, f"Two tickers --playbook basic --invite @{bob.username}")
     _, items = await checklist_posts(alice, channel["id"])
     await alice.react(items[0]["id"], "white_check_mark")
     await wait_message(alice, items[0]["id"], r"^☑")
@@ -50,7 +52,7 @@ async def test_two_tickers_then_one_removes_stays_ticked(world: World, bot: BotP
     await bot.wait_for_log("reaction.handled", outcome="unchanged")
     await alice.unreact(items[0]["id"], "white_check_mark")
     await bot.wait_for_log("reaction.handled", outcome="kept:other-tick")
-    post = await wait_message(alice, items[0]["id"], r"^☑ ~~1\. Confirm impact~~ — @%s" % re.escape(bob.username))
+    post = await wait_message(alice, items[0]["id"], rf"^☑ ~~1\. Confirm impact~~ — @{re.escape(bob.username)}")
     assert post
     await bob.unreact(items[0]["id"], "heavy_check_mark")
     await wait_message(alice, items[0]["id"], r"^☐ 1\. Confirm impact$")
@@ -58,13 +60,20 @@ async def test_two_tickers_then_one_removes_stays_ticked(world: World, bot: BotP
 
 async def test_non_member_and_bot_reactions_change_nothing(world: World, bot: BotProcess):
     alice = world.alice
-    number, channel, *_ = await start_incident(world, alice, "Ignored ticks --playbook basic")
+    _number, channel, *_ = await start_incident(world, alice, "Ignored ticks --playbook basic")
     _, items = await checklist_posts(alice, channel["id"])
     # carol is not in the channel: the fake lets the test post a reaction event as if she could
     if world.fake is not None:
         await world.fake.faults.send_event(
             "reaction_added",
-            {"reaction": {"user_id": world.carol.user_id, "post_id": items[0]["id"], "emoji_name": "white_check_mark", "create_at": 1}},
+            {
+                "reaction": {
+                    "user_id": world.carol.user_id,
+                    "post_id": items[0]["id"],
+                    "emoji_name": "white_check_mark",
+                    "create_at": 1,
+                }
+            },
             {"channel_id": channel["id"]},
             user=world.bot_user_id,
         )
@@ -88,7 +97,7 @@ async def test_twenty_people_tick_twenty_items_at_once(world: World, bot: BotPro
     items_text = "; ".join(f"step {i}" for i in range(1, 21))
     p = await alice.post(world.channel_ids["ops/incidents"], f"{mention(world)} playbook create twenty {items_text}")
     await alice.wait_for_reply(p, contains="Created playbook")
-    number, channel, *_ = await start_incident(world, alice, "Twenty --playbook twenty")
+    _number, channel, *_ = await start_incident(world, alice, "Twenty --playbook twenty")
     header, items = await checklist_posts(alice, channel["id"])
     assert len(items) == 20
     # 20 reactions at the same moment (by the members of the channel, several emoji per person)
@@ -135,7 +144,7 @@ async def test_checklist_commands(world: World, bot: BotProcess):
         "☐ 3. Roll back deploy 42",
         "☐ 4. Tell support",
     ]
-    header, items = await checklist_posts(alice, ch)
+    _header, items = await checklist_posts(alice, ch)
     assert "~~2. Post a status update~~ (removed)" in [p["message"] for p in items]
     # a non-member cannot change it
     p = await world.carol.post(world.channel_ids["ops/incidents"], f"{mention(world)} join {number}")
@@ -161,7 +170,7 @@ async def test_ticks_on_ended_incident_are_refused(world: World, bot: BotProcess
 @pytest.mark.fake_only  # redelivery needs the fake's fault injection
 async def test_duplicated_reaction_event_has_one_effect(world: World, bot: BotProcess):
     alice = world.alice
-    number, channel, *_ = await start_incident(world, alice, "Dupe tick --playbook basic")
+    _number, channel, *_ = await start_incident(world, alice, "Dupe tick --playbook basic")
     _, items = await checklist_posts(alice, channel["id"])
     await alice.react(items[0]["id"], "white_check_mark")
     await wait_message(alice, items[0]["id"], r"^☑")
@@ -191,18 +200,20 @@ async def test_playbooks_from_config_database_default_and_unknown(world: World, 
         assert "read-only" in await say("playbook add database Extra step")
         assert "already exists" in await say("playbook create ONCALL x")
         unknown = await say("start Broken --playbook nope")
-        assert unknown.startswith("There is no playbook `nope` in this team.") and "`oncall`" in unknown and "`database`" in unknown
+        assert (
+            unknown.startswith("There is no playbook `nope` in this team.") and "`oncall`" in unknown and "`database`" in unknown
+        )
         # dave's team does not see ops' playbook
         p = await world.dave.post(world.channel_ids["web/incidents"], f"{mention(world)} playbook show oncall")
         r = await world.dave.wait_for_reply(p)
         assert r["message"].startswith("There is no playbook `oncall`")
 
         # default playbook
-        number, channel, *_ = await start_incident(world, alice, "Defaulted")
+        _, channel, *_ = await start_incident(world, alice, "Defaulted")
         _, items = await checklist_posts(alice, channel["id"])
         assert [p["message"] for p in items] == ["☐ 1. Confirm impact", "☐ 2. Post a status update"]
         # database playbook
-        number, channel, *_ = await start_incident(world, alice, "From db --playbook oncall")
+        _number, channel, *_ = await start_incident(world, alice, "From db --playbook oncall")
         _, items = await checklist_posts(alice, channel["id"])
         assert [p["message"] for p in items] == ["☐ 1. Page primary", "☐ 2. Open a bridge"]
         assert (await say("playbook delete oncall")) == "Deleted playbook `oncall`."

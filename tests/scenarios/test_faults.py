@@ -53,7 +53,7 @@ async def test_dropped_socket_reconnects_and_commands_still_work(world: World, b
 
 async def test_429_on_channel_creation_is_waited_out_and_created_once(world: World, bot: BotProcess):
     world.fake.faults.rate_limit(r"^/api/v4/channels$", method="POST", times=2, retry_after=1)
-    number, channel, post, reply = await start_incident(world, world.alice, "Rate limited")
+    number, _channel, post, _reply = await start_incident(world, world.alice, "Rate limited")
     assert number == 1
     created = [r for r in world.fake.requests if r[0] == "POST" and r[1] == "/api/v4/channels"]
     assert [status for *_, status in created] == [429, 429, 201]
@@ -62,7 +62,7 @@ async def test_429_on_channel_creation_is_waited_out_and_created_once(world: Wor
 
 
 async def test_server_error_gives_a_ref_and_changes_nothing(world: World, bot: BotProcess):
-    number, channel, *_ = await start_incident(world, world.alice, "Flaky server")
+    _number, _channel, *_ = await start_incident(world, world.alice, "Flaky server")
     world.fake.faults.fail(r"^/api/v4/teams/[a-z0-9]+/members/[a-z0-9]+$", 400, method="GET")
     dm = await world.bob.dm(world.bot_user_id, "list")
     r = await world.bob.wait_for_reply(dm)

@@ -18,7 +18,7 @@ async def test_lifecycle_start_info_commander_sev_end(world: World, bot: BotProc
     assert channel["display_name"] == "#1 DB primary down"
     assert channel["type"] == "P"
     assert re.fullmatch(
-        r"Commander @%s · Sev 1 · Active · started \d{4}-\d\d-\d\d \d\d:\d\d UTC" % re.escape(alice.username),
+        rf"Commander @{re.escape(alice.username)} · Sev 1 · Active · started \d{{4}}-\d\d-\d\d \d\d:\d\d UTC",
         channel["header"],
     ), channel["header"]
     assert reply["root_id"] == post["id"]
@@ -54,7 +54,10 @@ async def test_lifecycle_start_info_commander_sev_end(world: World, bot: BotProc
     # end with a resolution
     cmd = await alice.post(channel["id"], f"{mention(world)} end rolled back the migration")
     r = await alice.wait_for_reply(cmd)
-    assert re.fullmatch(r"Ended incident #1 \(~incident-1-db-primary-down\) at \d\d:\d\d UTC after 0h 0\dm\. Resolution: rolled back the migration", r["message"]), r["message"]
+    assert re.fullmatch(
+        r"Ended incident #1 \(~incident-1-db-primary-down\) at \d\d:\d\d UTC after 0h 0\dm\. Resolution: rolled back the migration",
+        r["message"],
+    ), r["message"]
     header = (await alice.channel(channel["id"]))["header"]
     assert "· Ended ·" in header and "ended" in header
     summary = (await alice.get_post(pinned[0]["id"]))["message"]
@@ -122,13 +125,11 @@ async def test_two_people_start_at_the_same_moment(world: World, bot: BotProcess
 
 
 async def test_non_member_end_refused_then_join_and_end(world: World, bot: BotProcess):
-    number, channel, post, _ = await start_incident(world, world.alice, "Queue backlog")
+    number, channel, _post, _ = await start_incident(world, world.alice, "Queue backlog")
     carol = world.carol
     cmd = await carol.post(world.channel_ids["ops/incidents"], f"{mention(world)} end {number}")
     r = await carol.wait_for_reply(cmd)
-    assert r["message"] == (
-        f"Only members of ~{channel['name']} can end incident #{number}. Use `join {number}` first."
-    )
+    assert r["message"] == (f"Only members of ~{channel['name']} can end incident #{number}. Use `join {number}` first.")
     assert bot.db("select status from incidents") == [("active",)]
     cmd = await carol.post(world.channel_ids["ops/incidents"], f"{mention(world)} join {number}")
     r = await carol.wait_for_reply(cmd)

@@ -10,7 +10,7 @@ import os
 import re
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -56,7 +56,7 @@ def table(message: str, head: str = TABLE_HEAD) -> list[tuple[str, ...]]:
     start = lines.index(head)
     assert re.fullmatch(r"\|(---\|)+", lines[start + 1]), lines[start + 1]
     rows = []
-    for line in lines[start + 2:]:
+    for line in lines[start + 2 :]:
         if not line.startswith("|"):
             break
         rows.append(cells(line))
@@ -72,7 +72,7 @@ async def timeline(world: World, person, channel_id: str) -> list[tuple[str, ...
 
 
 def parse_db_time(value: str) -> datetime:
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
 def minute(at: datetime) -> str:
@@ -84,7 +84,7 @@ def utc(at: datetime) -> str:
 
 
 def post_time(post: dict[str, Any]) -> datetime:
-    return datetime.fromtimestamp(post["create_at"] / 1000, tz=timezone.utc)
+    return datetime.fromtimestamp(post["create_at"] / 1000, tz=UTC)
 
 
 def incident_row(bot: BotProcess, number: int) -> dict[str, Any]:
@@ -94,7 +94,7 @@ def incident_row(bot: BotProcess, number: int) -> dict[str, Any]:
         number,
     )
     keys = ("started_at", "ended_at", "last_update_at", "next_reminder_at", "status", "severity")
-    row = dict(zip(keys, con_rows[0]))
+    row = dict(zip(keys, con_rows[0], strict=False))
     for key in ("started_at", "ended_at", "last_update_at", "next_reminder_at"):
         row[key] = parse_db_time(row[key]) if row[key] else None
     return row
@@ -106,8 +106,7 @@ async def pin_outcome(bot: BotProcess, count: int) -> str:
 
 
 async def reminders(person, channel_id: str) -> list[dict[str, Any]]:
-    return [p for p in await person.posts(channel_id)
-            if p["user_id"] == person.bot_user_id and REMINDER_MARK in p["message"]]
+    return [p for p in await person.posts(channel_id) if p["user_id"] == person.bot_user_id and REMINDER_MARK in p["message"]]
 
 
 async def wait_reminders(person, channel_id: str, count: int, timeout: float = 10) -> list[dict[str, Any]]:
@@ -130,8 +129,10 @@ async def still_reminders(bot: BotProcess, person, channel_id: str, count: int, 
 
 
 def reminder_text(world: World, commander: str, number: int, took: str, sev: int) -> str:
-    return (f"@{commander}: no status update on incident #{number} for {took} (Sev {sev}). "
-            f"Post one with `{mention(world)} update <text>`.")
+    return (
+        f"@{commander}: no status update on incident #{number} for {took} (Sev {sev}). "
+        f"Post one with `{mention(world)} update <text>`."
+    )
 
 
 async def exported_file(person, reply: dict[str, Any]) -> tuple[str, str]:
@@ -145,8 +146,14 @@ async def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     """``python -m incident_bot ARGS`` as an operator runs it (without blocking the fake server)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("INCIDENT_BOT_")}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "incident_bot", *args, cwd=str(REPO), env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "incident_bot",
+        *args,
+        cwd=str(REPO),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None
@@ -188,7 +195,7 @@ async def test_timeline_records_every_change_with_time_and_actor(world: World, b
     rows = table(reply["message"])
     started = incident_row(bot, number)["started_at"]
     assert rows[0] == (minute(started), "+0h 00m", "Incident started: Checkout errors", f"@{alice.username}")
-    for time_, offset, *_ in rows:
+    for time_, _offset, *_ in rows:
         assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", time_), time_
     a, b, c = f"@{alice.username}", f"@{bob.username}", f"@{carol.username}"
     assert [(offset, event, who) for _, offset, event, who in rows] == [
@@ -289,9 +296,19 @@ async def test_pushpin_adds_a_post_once_and_removing_takes_it_out(world: World, 
     if world.fake is not None:
         await world.fake.faults.send_event(
             "reaction_added",
-            {"reaction": json.dumps({"user_id": world.carol.user_id, "post_id": other["id"], "emoji_name": "pushpin",
-                                     "create_at": other["create_at"] + 1, "update_at": other["create_at"] + 1,
-                                     "delete_at": 0, "channel_id": ch})},
+            {
+                "reaction": json.dumps(
+                    {
+                        "user_id": world.carol.user_id,
+                        "post_id": other["id"],
+                        "emoji_name": "pushpin",
+                        "create_at": other["create_at"] + 1,
+                        "update_at": other["create_at"] + 1,
+                        "delete_at": 0,
+                        "channel_id": ch,
+                    }
+                )
+            },
             {"channel_id": ch},
             user=world.bot_user_id,
         )
@@ -311,7 +328,7 @@ async def test_pushpin_adds_a_post_once_and_removing_takes_it_out(world: World, 
 
 async def test_pinned_posts_follow_edits_and_deletions(world: World, bot: BotProcess):
     alice, bob = world.alice, world.bob
-    number, channel, *_ = await start_incident(world, alice, f"Edits --invite @{bob.username}")
+    _number, channel, *_ = await start_incident(world, alice, f"Edits --invite @{bob.username}")
     ch = channel["id"]
     edited = await bob.post(ch, "Root cause: DNS")
     deleted = await bob.post(ch, "Password is hunter2 oops")
@@ -329,8 +346,12 @@ async def test_pinned_posts_follow_edits_and_deletions(world: World, bot: BotPro
     rows = await timeline(world, alice, ch)
     posts = [r for r in rows if r[2].startswith(("[Post]", "Post"))]
     assert posts == [
-        (minute(post_time(edited)), "+0h 00m",
-         f"[Post]({world.url}/ops/pl/{edited['id']}) (edited): Root cause: expired TLS certificate", f"@{bob.username}"),
+        (
+            minute(post_time(edited)),
+            "+0h 00m",
+            f"[Post]({world.url}/ops/pl/{edited['id']}) (edited): Root cause: expired TLS certificate",
+            f"@{bob.username}",
+        ),
         (minute(post_time(deleted)), "+0h 00m", "Post (deleted)", f"@{bob.username}"),
     ]
     assert not any("thought" in r[2] for r in rows)
@@ -369,7 +390,9 @@ async def test_update_goes_to_channel_origin_thread_and_announcements(world: Wor
     )
     in_channel = await alice.wait_for_post(ch, lambda p: p["message"].startswith("#### Status update"))
     assert in_channel["message"] == text and in_channel["root_id"] == ""
-    in_origin = await alice.wait_for_post(world.channel_ids["ops/incidents"], lambda p: p["message"].startswith("#### Status update"))
+    in_origin = await alice.wait_for_post(
+        world.channel_ids["ops/incidents"], lambda p: p["message"].startswith("#### Status update")
+    )
     assert in_origin["message"] == text and in_origin["root_id"] == start_post["id"]
     announced = await alice.wait_for_post(announcements["id"], lambda p: p["message"].startswith("#### Status update"))
     assert announced["message"] == text
@@ -378,7 +401,8 @@ async def test_update_goes_to_channel_origin_thread_and_announcements(world: Wor
     reply = await say(world, bob, ch, "update Fully recovered")
     assert reply.startswith(f"Posted the status update of incident #{number}.")
     by_bob = await alice.wait_for_post(
-        ch, lambda p: p["message"].startswith("#### Status update") and p["message"].endswith("Fully recovered"))
+        ch, lambda p: p["message"].startswith("#### Status update") and p["message"].endswith("Fully recovered")
+    )
     assert f"by @{bob.username}\n\nFully recovered" in by_bob["message"]
     rows = await timeline(world, alice, ch)
     assert [(r[2], r[3]) for r in rows if r[2].startswith("Status update")] == [
@@ -392,8 +416,9 @@ async def test_update_goes_to_channel_origin_thread_and_announcements(world: Wor
     )
     assert await say(world, alice, ch, "update") == f"The text is empty.\nUsage: `{mention(world)} update <text>`"
     await say(world, alice, ch, "end")
-    assert re.fullmatch(rf"Incident #{number} already ended at \d\d:\d\d UTC \(after 0h 00m\)\.",
-                        await say(world, alice, ch, "update too late"))
+    assert re.fullmatch(
+        rf"Incident #{number} already ended at \d\d:\d\d UTC \(after 0h 00m\)\.", await say(world, alice, ch, "update too late")
+    )
     assert len([p for p in await alice.posts(ch) if p["message"].startswith("#### Status update")]) == 2
 
 
@@ -454,7 +479,7 @@ async def test_overdue_reminder_after_restart_fires_once_and_none_is_forgotten(w
     await still_reminders(bot, alice, ch1["id"], 1)
     await still_reminders(bot, bob, ch2["id"], 1, tick=False)
     # the next one is due an interval after the reminder, and that is kept in the database
-    now = datetime.now(timezone.utc) + timedelta(minutes=61)
+    now = datetime.now(UTC) + timedelta(minutes=61)
     due1 = incident_row(bot, one)["next_reminder_at"]
     due2 = incident_row(bot, two)["next_reminder_at"]
     assert now + timedelta(minutes=14) < due1 <= now + timedelta(minutes=15)
@@ -488,7 +513,7 @@ async def test_history_pages_newest_first_and_reopen_keeps_both_in_the_timeline(
     n3 = int(re.search(r"#(\d+)", r["message"]).group(1))
     c3 = await dave.channel_by_name(world.team_ids["web"], re.search(r"~(\S+)", r["message"]).group(1).rstrip(")."))
     await say(world, dave, c3["id"], "end")
-    n4, c4, *_ = await start_incident(world, alice, "Still burning")
+    n4, _c4, *_ = await start_incident(world, alice, "Still burning")
     n5, c5, *_ = await start_incident(world, bob, "Flapping alert --sev 4")
     await say(world, bob, c5["id"], "end")
     assert (n1, n2, n3, n4, n5) == (1, 2, 3, 4, 5)
@@ -555,7 +580,7 @@ async def test_stats_counts_by_severity_open_now_median_and_mean(world: World, b
 
     async def incident(title: str, start_at: float, minutes: float | None) -> None:
         bot.skew(start_at)
-        number, channel, *_ = await start_incident(world, alice, title)
+        _number, channel, *_ = await start_incident(world, alice, title)
         if minutes is not None:
             bot.skew(start_at + minutes * MINUTE)
             await say(world, alice, channel["id"], "end")
@@ -625,7 +650,12 @@ async def test_export_postmortem_markdown_json_dm_and_cli(world: World, bot: Bot
     sections = md.split("\n## ")
     assert sections[0] == f"# Incident #{number}: Payments failing\n"
     assert [s.splitlines()[0] for s in sections[1:]] == [
-        "Summary", "Participants", "Status updates", "Checklist", "Timeline", "Analysis",
+        "Summary",
+        "Participants",
+        "Status updates",
+        "Checklist",
+        "Timeline",
+        "Analysis",
     ]
     summary, participants, updates, checklist, timeline_, analysis = sections[1:]
     took = re.search(r"\| Duration \| (0h 0\dm) \|", summary).group(1)
@@ -645,7 +675,9 @@ async def test_export_postmortem_markdown_json_dm_and_cli(world: World, bot: Bot
     ]
     assert participants.splitlines()[2:] == [f"- @{alice.username}", f"- @{bob.username}"]
     assert updates.splitlines()[2:] == [
-        f"### {utc(parse_db_time(update_at))} — @{alice.username}", "", "Payments recovering",
+        f"### {utc(parse_db_time(update_at))} — @{alice.username}",
+        "",
+        "Payments recovering",
     ]
     assert checklist.splitlines()[2:] == [
         f"- [x] 1. Confirm impact (done by @{bob.username} at {utc(parse_db_time(done_at))})",
@@ -673,18 +705,43 @@ async def test_export_postmortem_markdown_json_dm_and_cli(world: World, bot: Bot
     name, raw = await exported_file(alice, reply)
     assert name == f"incident-{number}-postmortem.json"
     data = json.loads(raw)
-    assert {k: data["incident"][k] for k in ("number", "title", "team", "channel", "status", "severity", "commander",
-                                             "started_by", "ended_by", "resolution", "playbook", "duration")} == {
-        "number": number, "title": "Payments failing", "team": "ops", "channel": channel["name"], "status": "ended",
-        "severity": 3, "commander": alice.username, "started_by": alice.username, "ended_by": alice.username,
-        "resolution": "Renewed the certificate", "playbook": "basic", "duration": took,
+    assert {
+        k: data["incident"][k]
+        for k in (
+            "number",
+            "title",
+            "team",
+            "channel",
+            "status",
+            "severity",
+            "commander",
+            "started_by",
+            "ended_by",
+            "resolution",
+            "playbook",
+            "duration",
+        )
+    } == {
+        "number": number,
+        "title": "Payments failing",
+        "team": "ops",
+        "channel": channel["name"],
+        "status": "ended",
+        "severity": 3,
+        "commander": alice.username,
+        "started_by": alice.username,
+        "ended_by": alice.username,
+        "resolution": "Renewed the certificate",
+        "playbook": "basic",
+        "duration": took,
     }
     assert parse_db_time(data["incident"]["started_at"]) == row["started_at"]
     assert parse_db_time(data["incident"]["ended_at"]) == row["ended_at"]
     assert data["participants"] == [alice.username, bob.username]
     assert [(u["by"], u["text"]) for u in data["status_updates"]] == [(alice.username, "Payments recovering")]
     assert [(i["number"], i["text"], i["done"], i["done_by"]) for i in data["checklist"]] == [
-        (1, "Confirm impact", True, bob.username), (2, "Post a status update", False, None),
+        (1, "Confirm impact", True, bob.username),
+        (2, "Post a status update", False, None),
     ]
     assert parse_db_time(data["checklist"][0]["done_at"]) == parse_db_time(done_at)
     assert [(e["kind"], e["text"], e["by"]) for e in data["timeline"]] == [
@@ -779,8 +836,16 @@ async def test_visibility_member_team_member_outside_and_other_team(world: World
 
     # dave, of another team, and erin, of none: nothing, and the same words whether it exists or not
     for person in (dave, erin):
-        for text, number in ((f"info {n1}", n1), (f"export {n1}", n1), (f"export {n2}", n2), ("export 99", 99),
-                             (f"join {n1}", n1), (f"reopen {n2}", n2), ("info 99", 99), (f"end {n1}", n1)):
+        for text, number in (
+            (f"info {n1}", n1),
+            (f"export {n1}", n1),
+            (f"export {n2}", n2),
+            ("export 99", 99),
+            (f"join {n1}", n1),
+            (f"reopen {n2}", n2),
+            ("info 99", 99),
+            (f"end {n1}", n1),
+        ):
             reply = await dm(person, text)
             assert reply["message"] == f"No incident #{number} in your teams.", (person, text, reply["message"])
             assert not reply.get("file_ids")

@@ -93,7 +93,7 @@ class ClockReads:
             while offset < len(data):
                 _wd, mask, _cookie, length = self._HEADER.unpack_from(data, offset)
                 offset += self._HEADER.size
-                name = data[offset:offset + length].rstrip(b"\0")
+                name = data[offset : offset + length].rstrip(b"\0")
                 offset += length
                 if mask & self.IN_OPEN and name == self.name:
                     self.times.append(now)
@@ -156,8 +156,9 @@ class BotProcess:
 
         await eventually(quiet, timeout=timeout, interval=0.05, what="the bot idle (no clock reads)")
         mark = clock.poll()
-        await eventually(lambda: clock.poll() >= mark + 2, timeout=timeout, interval=0.05,
-                         what="two reminder ticks (clock reads) of the bot")
+        await eventually(
+            lambda: clock.poll() >= mark + 2, timeout=timeout, interval=0.05, what="two reminder ticks (clock reads) of the bot"
+        )
 
     def _clock_reads(self) -> ClockReads:
         if self._clock is None:
@@ -170,10 +171,18 @@ class BotProcess:
         assert self.proc is None or self.proc.returncode is not None, "bot already running"
         self.log_path = self.workdir / f"bot-{self.runs}.log"
         self.runs += 1
-        log = open(self.log_path, "wb")
+        log = open(self.log_path, "wb")  # noqa: ASYNC230, SIM115 - a local file opened once per start; the child writes it, we close our copy below
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "incident_bot", "--config", str(self.config_path), "run",
-            cwd=str(REPO), env=self.env(), stdout=log, stderr=asyncio.subprocess.STDOUT,
+            sys.executable,
+            "-m",
+            "incident_bot",
+            "--config",
+            str(self.config_path),
+            "run",
+            cwd=str(REPO),
+            env=self.env(),
+            stdout=log,
+            stderr=asyncio.subprocess.STDOUT,
         )
         log.close()
         if wait_ready:
@@ -220,20 +229,21 @@ class BotProcess:
         """The ``count``-th line of the current run logging ``event`` with these fields."""
 
         def found() -> dict[str, Any] | None:
-            hits = [e for e in self.current_log()
-                    if e.get("event") == event and all(e.get(k) == v for k, v in fields.items())]
+            hits = [e for e in self.current_log() if e.get("event") == event and all(e.get(k) == v for k, v in fields.items())]
             if len(hits) >= count:
                 return hits[count - 1]
             if self.proc is not None and self.proc.returncode is not None:
-                raise RuntimeError(f"bot exited ({self.proc.returncode}) before logging {event}:\n"
-                                   f"{self.log_path.read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"bot exited ({self.proc.returncode}) before logging {event}:\n{self.log_path.read_text()[-3000:]}"
+                )
             return None
 
         try:
             return await eventually(found, timeout=timeout, interval=0.05, what=f"log {event} {fields}")
         except AssertionError:
-            raise AssertionError(f"bot did not log {event} {fields} within {timeout}s:\n"
-                                 f"{self.log_path.read_text()[-3000:]}") from None
+            raise AssertionError(
+                f"bot did not log {event} {fields} within {timeout}s:\n{self.log_path.read_text()[-3000:]}"
+            ) from None
 
     def db(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         """Read the bot's database the way an operator would (read-only)."""
@@ -251,8 +261,11 @@ class BotProcess:
             return False
 
     async def wait_answered(self, post: dict[str, Any], timeout: float = 30) -> None:
-        await eventually(lambda: self.answered(post), timeout=timeout,
-                         what=f"the bot's reply noted for {post['id']} ({post.get('message', '')[:60]!r})")
+        await eventually(
+            lambda: self.answered(post),
+            timeout=timeout,
+            what=f"the bot's reply noted for {post['id']} ({post.get('message', '')[:60]!r})",
+        )
 
 
 def keep_logs(bot: BotProcess, dest_dir: str) -> None:
@@ -283,5 +296,3 @@ async def running_bot(world: World, workdir: Path, config_extra: str = "") -> As
             assert "Traceback" not in text, "a stack trace appeared in the bot's log"
         finally:
             bot.close()
-
-

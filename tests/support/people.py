@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 
@@ -47,8 +48,7 @@ def _post_id(post: dict[str, Any] | str) -> str:
 
 def _is_live(post: dict[str, Any]) -> bool:
     """A post a person would see: not deleted, not an edit-history row, not a system message."""
-    return (not post.get("delete_at") and not post.get("original_id")
-            and not str(post.get("type") or "").startswith("system_"))
+    return not post.get("delete_at") and not post.get("original_id") and not str(post.get("type") or "").startswith("system_")
 
 
 def _brief(post: dict[str, Any]) -> str:
@@ -59,8 +59,15 @@ def _brief(post: dict[str, Any]) -> str:
 class Person:
     """One user acting over the REST API, e.g. ``await alice.post(channel_id, "@incident-bot start x")``."""
 
-    def __init__(self, base_url: str, token: str, username: str, user_id: str,
-                 bot_user_id: str | None = None, bot_username: str = "incident-bot") -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        username: str,
+        user_id: str,
+        bot_user_id: str | None = None,
+        bot_username: str = "incident-bot",
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.username = username
@@ -93,14 +100,23 @@ class Person:
             await self._session.close()
         self._session = None
 
-    async def __aenter__(self) -> "Person":
+    async def __aenter__(self) -> Person:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def request(self, method: str, path: str, *, json_body: Any = None, params: dict[str, Any] | None = None,
-                      data: Any = None, raw: bool = False, retries_429: int = 5) -> Any:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: dict[str, Any] | None = None,
+        data: Any = None,
+        raw: bool = False,
+        retries_429: int = 5,
+    ) -> Any:
         """Call ``/api/v4{path}``; JSON back (bytes with ``raw``). 429s are waited out."""
         url = f"{self.base_url}/api/v4{path}"
         for attempt in range(retries_429 + 1):
@@ -179,18 +195,27 @@ class Person:
         ids: list[str] = []
         page = 0
         while True:
-            batch = await self.request("GET", f"/channels/{channel_id}/members",
-                                       params={"page": page, "per_page": 200})
+            batch = await self.request("GET", f"/channels/{channel_id}/members", params={"page": page, "per_page": 200})
             ids.extend(m["user_id"] for m in batch)
             if len(batch) < 200:
                 return ids
             page += 1
 
-    async def create_channel(self, team_id: str, name: str, display_name: str | None = None,
-                             type: str = "O", header: str = "", purpose: str = "") -> dict[str, Any]:
-        return await self.request("POST", "/channels", json_body={
-            "team_id": team_id, "name": name, "display_name": display_name or name, "type": type,
-            "header": header, "purpose": purpose})
+    async def create_channel(
+        self, team_id: str, name: str, display_name: str | None = None, type: str = "O", header: str = "", purpose: str = ""
+    ) -> dict[str, Any]:
+        return await self.request(
+            "POST",
+            "/channels",
+            json_body={
+                "team_id": team_id,
+                "name": name,
+                "display_name": display_name or name,
+                "type": type,
+                "header": header,
+                "purpose": purpose,
+            },
+        )
 
     async def patch_channel(self, channel_id: str, **fields: Any) -> dict[str, Any]:
         return await self.request("PUT", f"/channels/{channel_id}/patch", json_body=fields)
@@ -223,8 +248,15 @@ class Person:
 
     # ---------------------------------------------------------------------------- posting
 
-    async def post(self, channel_id: str, message: str, root_id: str | None = None, *,
-                   props: dict[str, Any] | None = None, file_ids: list[str] | None = None) -> dict[str, Any]:
+    async def post(
+        self,
+        channel_id: str,
+        message: str,
+        root_id: str | None = None,
+        *,
+        props: dict[str, Any] | None = None,
+        file_ids: list[str] | None = None,
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {"channel_id": channel_id, "message": message}
         if root_id:
             body["root_id"] = root_id
@@ -259,14 +291,16 @@ class Person:
         await self.request("POST", f"/posts/{_post_id(post)}/unpin")
 
     async def react(self, post: dict[str, Any] | str, emoji: str = "white_check_mark") -> dict[str, Any]:
-        return await self.request("POST", "/reactions", json_body={
-            "user_id": self.user_id, "post_id": _post_id(post), "emoji_name": emoji})
+        return await self.request(
+            "POST", "/reactions", json_body={"user_id": self.user_id, "post_id": _post_id(post), "emoji_name": emoji}
+        )
 
     async def unreact(self, post: dict[str, Any] | str, emoji: str = "white_check_mark") -> None:
         await self.request("DELETE", f"/users/{self.user_id}/posts/{_post_id(post)}/reactions/{emoji}")
 
-    async def upload(self, channel_id: str, filename: str, content: bytes,
-                     content_type: str = "application/octet-stream") -> dict[str, Any]:
+    async def upload(
+        self, channel_id: str, filename: str, content: bytes, content_type: str = "application/octet-stream"
+    ) -> dict[str, Any]:
         form = aiohttp.FormData()
         form.add_field("channel_id", channel_id)
         form.add_field("files", content, filename=filename, content_type=content_type)
@@ -283,8 +317,7 @@ class Person:
         found: dict[str, dict[str, Any]] = {}
         page = 0
         while True:
-            lst = await self.request("GET", f"/channels/{channel_id}/posts",
-                                     params={"page": page, "per_page": 200})
+            lst = await self.request("GET", f"/channels/{channel_id}/posts", params={"page": page, "per_page": 200})
             for pid in lst["order"]:
                 found[pid] = lst["posts"][pid]
             if len(lst["order"]) < 200:
@@ -299,8 +332,7 @@ class Person:
     async def thread(self, post_id: str) -> list[dict[str, Any]]:
         """Root and replies of the thread holding ``post_id``, oldest first."""
         lst = await self.request("GET", f"/posts/{post_id}/thread")
-        return sorted((p for p in lst["posts"].values() if not p.get("delete_at")),
-                      key=lambda p: (p["create_at"], p["id"]))
+        return sorted((p for p in lst["posts"].values() if not p.get("delete_at")), key=lambda p: (p["create_at"], p["id"]))
 
     async def reactions(self, post: dict[str, Any] | str) -> list[dict[str, Any]]:
         return await self.request("GET", f"/posts/{_post_id(post)}/reactions") or []
@@ -323,13 +355,15 @@ class Person:
         bot = await self.bot_id()
         root = post.get("root_id") or post["id"]
         dm = await self._is_dm(post["channel_id"])
-        after = [p for p in await self.posts_since(post["channel_id"], post["create_at"] - 1)
-                 if _is_live(p) and p["id"] != post["id"] and p["create_at"] >= post["create_at"]]
+        after = [
+            p
+            for p in await self.posts_since(post["channel_id"], post["create_at"] - 1)
+            if _is_live(p) and p["id"] != post["id"] and p["create_at"] >= post["create_at"]
+        ]
         replies = [p for p in after if p["user_id"] == bot and (dm or p.get("root_id") == root)]
         return replies, after
 
-    async def wait_for_reply(self, post: dict[str, Any], contains: str | None = None,
-                             timeout: float = 15.0) -> dict[str, Any]:
+    async def wait_for_reply(self, post: dict[str, Any], contains: str | None = None, timeout: float = 15.0) -> dict[str, Any]:
         """The first bot post after ``post`` in its thread (in a DM: anywhere in the DM),
         containing ``contains`` when given. AssertionError with what was seen on timeout."""
         seen: list[dict[str, Any]] = []
@@ -345,24 +379,28 @@ class Person:
             shown = "\n  ".join(_brief(p) for p in seen) or "(nothing)"
             want = f" containing {contains!r}" if contains else ""
             raise AssertionError(
-                f"no reply by @{self.bot_username}{want} to {_brief(post)} within {timeout}s; "
-                f"posts after it:\n  {shown}") from None
+                f"no reply by @{self.bot_username}{want} to {_brief(post)} within {timeout}s; posts after it:\n  {shown}"
+            ) from None
 
     async def replies_to(self, post: dict[str, Any]) -> list[dict[str, Any]]:
         """Every bot reply to ``post`` so far (see ``wait_for_reply``), oldest first."""
         replies, _ = await self._bot_replies(post)
         return replies
 
-    async def wait_for_post(self, channel_id: str, predicate: Callable[[dict[str, Any]], bool],
-                            timeout: float = 15.0, after_ms: int | None = None) -> dict[str, Any]:
+    async def wait_for_post(
+        self, channel_id: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 15.0, after_ms: int | None = None
+    ) -> dict[str, Any]:
         """The oldest live post of a channel (created after ``after_ms`` when given) that
         satisfies ``predicate``."""
         since = after_ms if after_ms is not None else 1
         seen: list[dict[str, Any]] = []
 
         async def match() -> dict[str, Any] | None:
-            seen[:] = [p for p in await self.posts_since(channel_id, since)
-                       if _is_live(p) and (after_ms is None or p["create_at"] > after_ms)]
+            seen[:] = [
+                p
+                for p in await self.posts_since(channel_id, since)
+                if _is_live(p) and (after_ms is None or p["create_at"] > after_ms)
+            ]
             return next((p for p in seen if predicate(p)), None)
 
         try:

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from typing import Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -23,8 +24,13 @@ DEFAULT_TIMEOUT = 15.0
 DEFAULT_INTERVAL = 0.1
 
 
-async def eventually(check: Callable[[], T | Awaitable[T]], *, timeout: float = DEFAULT_TIMEOUT,
-                     interval: float = DEFAULT_INTERVAL, what: str = "the condition") -> T:
+async def eventually(
+    check: Callable[[], T | Awaitable[T]],
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    interval: float = DEFAULT_INTERVAL,
+    what: str = "the condition",
+) -> T:
     """Call ``check`` until it passes (see the module docstring); its passing result."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -40,7 +46,7 @@ async def eventually(check: Callable[[], T | Awaitable[T]], *, timeout: float = 
             last = str(exc) or repr(exc)
         else:
             if result:
-                return result  # type: ignore[return-value]
+                return result  # type: ignore[return-value]  # awaited above: no longer the awaitable the check returned
             last = f"got {result!r}"
         if loop.time() >= deadline:
             raise AssertionError(f"{what} not reached within {timeout:g}s ({attempts} tries); last: {last}")

@@ -22,14 +22,14 @@ class World:
     bot_token: str
     bot_username: str  # "incident-bot"
     bot_user_id: str
-    admin: "Person"
-    people: dict[str, "Person"]  # alice, bob, carol, dave, erin
+    admin: Person
+    people: dict[str, Person]  # alice, bob, carol, dave, erin
     team_ids: dict[str, str]  # team name -> id
     channel_ids: dict[str, str]  # "ops/incidents", "web/incidents" -> id
     fake: Any = None  # the FakeMattermost for fault injection; None on a real server
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def __getattr__(self, name: str) -> "Person":
+    def __getattr__(self, name: str) -> Person:
         people = self.__dict__.get("people", {})
         if name in people:
             return people[name]

@@ -68,7 +68,15 @@ def test_flags_others_need():
 
 def test_commands_about_one_incident_say_what_access_they_need():
     assert {w for w, s in COMMANDS.items() if s.access is Access.TEAM} == {"info", "join", "checklist"}
-    assert {w for w, s in COMMANDS.items() if s.access is None} == {"start", "list", "history", "stats", "playbooks", "playbook", "help"}
+    assert {w for w, s in COMMANDS.items() if s.access is None} == {
+        "start",
+        "list",
+        "history",
+        "stats",
+        "playbooks",
+        "playbook",
+        "help",
+    }
 
 
 @pytest.mark.parametrize("word", list(COMMANDS))

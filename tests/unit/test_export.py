@@ -10,9 +10,21 @@ T0 = datetime(2026, 11, 26, 14, 2, tzinfo=UTC)
 
 
 def make():
-    incident = Incident(number=7, team_id="t1", title="Payments | slow", severity=2, status=Status.ENDED,
-                        commander_id="u1", started_by="u1", origin_channel_id="c0", channel_name="incident-7-payments-slow",
-                        started_at=T0, ended_at=T0 + timedelta(hours=1, minutes=2), ended_by="u2", resolution="rolled back")
+    incident = Incident(
+        number=7,
+        team_id="t1",
+        title="Payments | slow",
+        severity=2,
+        status=Status.ENDED,
+        commander_id="u1",
+        started_by="u1",
+        origin_channel_id="c0",
+        channel_name="incident-7-payments-slow",
+        started_at=T0,
+        ended_at=T0 + timedelta(hours=1, minutes=2),
+        ended_by="u2",
+        resolution="rolled back",
+    )
     items = [
         ChecklistItem(incident_number=7, number=1, text="Page DBA", done_by="u2", done_at=T0 + timedelta(minutes=8)),
         ChecklistItem(incident_number=7, number=2, text="Gone", removed=True),
@@ -20,8 +32,12 @@ def make():
     ]
     events = [
         TimelineEvent(incident_number=7, at=T0, kind=TimelineKind.STARTED, actor_id="u1", text="Payments | slow"),
-        TimelineEvent(incident_number=7, at=T0 + timedelta(minutes=12), kind=TimelineKind.STATUS_UPDATE, actor_id="u2", text="Rolling back"),
-        TimelineEvent(incident_number=7, at=T0 + timedelta(hours=1, minutes=2), kind=TimelineKind.ENDED, actor_id="u2", text="rolled back"),
+        TimelineEvent(
+            incident_number=7, at=T0 + timedelta(minutes=12), kind=TimelineKind.STATUS_UPDATE, actor_id="u2", text="Rolling back"
+        ),
+        TimelineEvent(
+            incident_number=7, at=T0 + timedelta(hours=1, minutes=2), kind=TimelineKind.ENDED, actor_id="u2", text="rolled back"
+        ),
     ]
     return incident, items, events
 
@@ -48,7 +64,9 @@ def test_markdown_sections_and_json_hold_the_same_data():
 def test_long_timeline_is_split_not_cut():
     incident, _, _ = make()
     events = [
-        TimelineEvent(incident_number=7, at=T0 + timedelta(minutes=i), kind=TimelineKind.NOTE, actor_id="u1", text=f"note {i} " + "x" * 300)
+        TimelineEvent(
+            incident_number=7, at=T0 + timedelta(minutes=i), kind=TimelineKind.NOTE, actor_id="u1", text=f"note {i} " + "x" * 300
+        )
         for i in range(200)
     ]
     parts = messages.timeline_tables(incident, events, lambda uid: "@alice", max_chars=15000)

@@ -18,8 +18,26 @@ def test_team_members_may_read_and_join(command):
     assert not allowed(command, Access.NONE)
 
 
-@pytest.mark.parametrize("command", ["end", "reopen", "commander", "sev", "update", "check", "uncheck", "add",
-                                     "remove", "rename", "assign", "unassign", "note", "timeline", "export"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        "end",
+        "reopen",
+        "commander",
+        "sev",
+        "update",
+        "check",
+        "uncheck",
+        "add",
+        "remove",
+        "rename",
+        "assign",
+        "unassign",
+        "note",
+        "timeline",
+        "export",
+    ],
+)
 def test_changes_and_channel_quotes_need_the_channel(command):
     assert allowed(command, Access.CHANNEL)
     assert not allowed(command, Access.TEAM)
@@ -37,4 +55,3 @@ def test_allowed_reads_the_command_table(word):
     assert required_access(word) == (spec.access if spec.access is not None else Access.CHANNEL)
     for level in Access:
         assert allowed(word, level) == (level >= required_access(word))
-

@@ -13,9 +13,18 @@ T0 = datetime(2026, 11, 26, 14, 2, tzinfo=UTC)
 
 
 def incident(**kw):
-    base = dict(number=12, team_id="t", title="DB primary down", severity=2, status=Status.ACTIVE,
-                commander_id="u1", started_by="u1", origin_channel_id="c", channel_name="incident-12-db-primary-down",
-                started_at=T0)
+    base = dict(
+        number=12,
+        team_id="t",
+        title="DB primary down",
+        severity=2,
+        status=Status.ACTIVE,
+        commander_id="u1",
+        started_by="u1",
+        origin_channel_id="c",
+        channel_name="incident-12-db-primary-down",
+        started_at=T0,
+    )
     base.update(kw)
     return Incident(**base)
 
@@ -79,7 +88,10 @@ def test_the_bot_is_named_as_the_caller_says():
     )
     assert messages.usage("ops-bot", "frob") == "Try `@ops-bot help`."
     assert messages.help_all("ops-bot").startswith("**@ops-bot commands**")
-    assert messages.help_one("ops-bot", "join") == "`@ops-bot join <id>`\nAdd yourself to an incident's private channel. Where: anywhere."
+    assert (
+        messages.help_one("ops-bot", "join")
+        == "`@ops-bot join <id>`\nAdd yourself to an incident's private channel. Where: anywhere."
+    )
 
 
 def test_checklist_item_rendering():

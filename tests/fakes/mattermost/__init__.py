@@ -34,6 +34,13 @@ from tests.fakes.mattermost.faults import FaultRule, Faults
 from tests.fakes.mattermost.server import FakeMattermost, RequestRecord
 
 __all__ = [
-    "ApiFailure", "FakeMattermost", "FaultRule", "Faults", "RequestRecord", "error_body", "is_valid_id",
-    "mentioned_usernames", "new_id",
+    "ApiFailure",
+    "FakeMattermost",
+    "FaultRule",
+    "Faults",
+    "RequestRecord",
+    "error_body",
+    "is_valid_id",
+    "mentioned_usernames",
+    "new_id",
 ]

@@ -7,7 +7,6 @@ import re
 import secrets
 from typing import Any
 
-
 API = "/api/v4"
 SERVER_VERSION = "10.11.0.0.fake.false"
 MAX_POST_RUNES = 16383
@@ -85,8 +84,9 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
-def error_body(status: int, error_id: str, message: str | None = None, request_id: str | None = None,
-               **params: Any) -> dict[str, Any]:
+def error_body(
+    status: int, error_id: str, message: str | None = None, request_id: str | None = None, **params: Any
+) -> dict[str, Any]:
     """The real server's AppError JSON."""
     text = message if message is not None else MESSAGES.get(error_id, error_id)
     if params:

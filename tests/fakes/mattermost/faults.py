@@ -73,34 +73,60 @@ class FaultRule:
             self.remaining -= 1
 
 
-RATE_LIMIT_HEADERS = {"Retry-After": "1", "X-RateLimit-Limit": "10", "X-RateLimit-Remaining": "0",
-                      "X-RateLimit-Reset": "1"}
+RATE_LIMIT_HEADERS = {"Retry-After": "1", "X-RateLimit-Limit": "10", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1"}
 
 
 class Faults:
     """``fake.faults``: see the module docstring."""
 
-    def __init__(self, fake: "FakeMattermost") -> None:
+    def __init__(self, fake: FakeMattermost) -> None:
         self._fake = fake
         self._rules: list[FaultRule] = []
 
     # ---------------------------------------------------------------------------- REST
 
-    def fail(self, path: str, status: int, *, method: str = "*", times: int | None = 1,
-             headers: dict[str, str] | None = None, body: Any = None, user: str | None = None,
-             after_effect: bool = False) -> FaultRule:
+    def fail(
+        self,
+        path: str,
+        status: int,
+        *,
+        method: str = "*",
+        times: int | None = 1,
+        headers: dict[str, str] | None = None,
+        body: Any = None,
+        user: str | None = None,
+        after_effect: bool = False,
+    ) -> FaultRule:
         """The next ``times`` matching requests (None: all until removed) get ``status``.
 
         With ``after_effect`` the request is applied first and only its response is replaced
         (a lost response). A 429 gets the real rate limiter's headers and text body unless
         overridden; ``body`` a dict (or list) replaces the error JSON, a str is sent as text.
         """
-        return self._add(FaultRule("fail", method.upper(), re.compile(path), times, status=status, headers=headers,
-                                   body=body, user_id=self._fake._user_ref(user), after_effect=after_effect))
+        return self._add(
+            FaultRule(
+                "fail",
+                method.upper(),
+                re.compile(path),
+                times,
+                status=status,
+                headers=headers,
+                body=body,
+                user_id=self._fake._user_ref(user),
+                after_effect=after_effect,
+            )
+        )
 
-    def rate_limit(self, path: str = r"^/api/v4/", *, method: str = "*", times: int | None = 1,
-                   retry_after: float | None = 1, headers: dict[str, str] | None = None,
-                   user: str | None = None) -> FaultRule:
+    def rate_limit(
+        self,
+        path: str = r"^/api/v4/",
+        *,
+        method: str = "*",
+        times: int | None = 1,
+        retry_after: float | None = 1,
+        headers: dict[str, str] | None = None,
+        user: str | None = None,
+    ) -> FaultRule:
         """429 ``limit exceeded`` with the rate limiter's headers (``Retry-After`` unless None)."""
         hdrs = dict(RATE_LIMIT_HEADERS)
         if retry_after is None:
@@ -110,11 +136,11 @@ class Faults:
         hdrs.update(headers or {})
         return self.fail(path, 429, method=method, times=times, headers=hdrs, user=user)
 
-    def delay(self, path: str, seconds: float, *, method: str = "*", times: int | None = 1,
-              user: str | None = None) -> FaultRule:
+    def delay(self, path: str, seconds: float, *, method: str = "*", times: int | None = 1, user: str | None = None) -> FaultRule:
         """Hold the next ``times`` matching requests for ``seconds`` before handling them."""
-        return self._add(FaultRule("delay", method.upper(), re.compile(path), times, seconds=seconds,
-                                   user_id=self._fake._user_ref(user)))
+        return self._add(
+            FaultRule("delay", method.upper(), re.compile(path), times, seconds=seconds, user_id=self._fake._user_ref(user))
+        )
 
     def outage(self, *, status: int = 503, user: str | None = None) -> FaultRule:
         """Every REST request (of ``user``) fails with ``status`` until ``remove``d."""
@@ -174,8 +200,9 @@ class Faults:
         """An arbitrary text frame (no seq) to every socket of a user (default the bot)."""
         return await self._fake._send_raw(text, user)
 
-    async def send_event(self, event: str, data: dict[str, Any], broadcast: dict[str, Any] | None = None,
-                         user: str | None = None) -> int:
+    async def send_event(
+        self, event: str, data: dict[str, Any], broadcast: dict[str, Any] | None = None, user: str | None = None
+    ) -> int:
         """A well-formed event (next seq) to a user's connections (default the bot)."""
         return await self._fake._send_event(event, data, broadcast, user)
 
@@ -211,11 +238,18 @@ class Faults:
         if rule.headers:
             headers.update(rule.headers)
         if isinstance(rule.body, (str, bytes)):
-            return web.Response(status=rule.status, body=rule.body if isinstance(rule.body, bytes) else
-                                rule.body.encode(), headers=headers, content_type="text/plain")
+            return web.Response(
+                status=rule.status,
+                body=rule.body if isinstance(rule.body, bytes) else rule.body.encode(),
+                headers=headers,
+                content_type="text/plain",
+            )
         if rule.body is not None:
             return web.json_response(rule.body, status=rule.status, headers=headers)
         if rule.status == 429:
             return web.Response(status=429, text="limit exceeded\n", headers=headers, content_type="text/plain")
-        return web.json_response(error_body(rule.status, "app.fake.injected_fault.app_error",
-                                            request_id=request_id), status=rule.status, headers=headers)
+        return web.json_response(
+            error_body(rule.status, "app.fake.injected_fault.app_error", request_id=request_id),
+            status=rule.status,
+            headers=headers,
+        )

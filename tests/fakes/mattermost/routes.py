@@ -8,13 +8,23 @@ from __future__ import annotations
 import json
 import mimetypes
 import time
-from typing import Any, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from aiohttp import web
 
 from tests.fakes.mattermost.common import (
-    API, EMOJI_RE, SERVER_VERSION, USERNAME_RE, ApiFailure, bad_body, bad_url, dumps,
-    forbidden, is_valid_id, new_id,
+    API,
+    EMOJI_RE,
+    SERVER_VERSION,
+    USERNAME_RE,
+    ApiFailure,
+    bad_body,
+    bad_url,
+    dumps,
+    forbidden,
+    is_valid_id,
+    new_id,
 )
 
 _Handler = Callable[..., Awaitable[Any]]
@@ -88,17 +98,17 @@ class RestRoutes:
 
         return endpoint
 
-    async def h_ping(self, ctx: "_Ctx") -> tuple[int, Any]:
+    async def h_ping(self, ctx: _Ctx) -> tuple[int, Any]:
         return 200, {"status": "OK", "ActiveSearchBackend": "database", "version": SERVER_VERSION}
 
-    async def h_get_me(self, ctx: "_Ctx") -> tuple[int, Any]:
+    async def h_get_me(self, ctx: _Ctx) -> tuple[int, Any]:
         return 200, dict(self.users[ctx.user_id])
 
-    async def h_get_user(self, ctx: "_Ctx", user_id: str) -> tuple[int, Any]:
+    async def h_get_user(self, ctx: _Ctx, user_id: str) -> tuple[int, Any]:
         uid = ctx.user_param(user_id)
         return 200, dict(self._require_user(uid))
 
-    async def h_user_by_username(self, ctx: "_Ctx", username: str) -> tuple[int, Any]:
+    async def h_user_by_username(self, ctx: _Ctx, username: str) -> tuple[int, Any]:
         if not USERNAME_RE.match(username.lower()):
             raise bad_url("username")
         user = self.user_by_username(username)
@@ -106,13 +116,13 @@ class RestRoutes:
             raise ApiFailure(404, "app.user.get_by_username.app_error")
         return 200, dict(user)
 
-    async def h_users_by_ids(self, ctx: "_Ctx") -> tuple[int, Any]:
+    async def h_users_by_ids(self, ctx: _Ctx) -> tuple[int, Any]:
         ids = await ctx.json("user_ids")
         if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
             raise bad_body("user_ids")
         return 200, [dict(self.users[i]) for i in dict.fromkeys(ids) if i in self.users]
 
-    async def h_users_by_usernames(self, ctx: "_Ctx") -> tuple[int, Any]:
+    async def h_users_by_usernames(self, ctx: _Ctx) -> tuple[int, Any]:
         names = await ctx.json("usernames")
         if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
             raise bad_body("usernames")
@@ -123,39 +133,42 @@ class RestRoutes:
                 out.append(dict(u))
         return 200, out
 
-    async def h_user_teams(self, ctx: "_Ctx", user_id: str) -> tuple[int, Any]:
+    async def h_user_teams(self, ctx: _Ctx, user_id: str) -> tuple[int, Any]:
         uid = ctx.user_param(user_id)
         if uid != ctx.user_id and not self._is_admin(ctx.user_id):
             raise forbidden()
         return 200, [dict(t) for t in self.teams.values() if self._in_team(t["id"], uid)]
 
-    async def h_user_team_channels(self, ctx: "_Ctx", user_id: str, team_id: str) -> tuple[int, Any]:
+    async def h_user_team_channels(self, ctx: _Ctx, user_id: str, team_id: str) -> tuple[int, Any]:
         uid = ctx.user_param(user_id)
         tid = ctx.id_param(team_id, "team_id")
         if uid != ctx.user_id and not self._is_admin(ctx.user_id):
             raise forbidden()
         if not self._in_team(tid, ctx.user_id) and not self._is_admin(ctx.user_id):
             raise forbidden()
-        out = [dict(c) for c in self.channels.values()
-               if (c["team_id"] == tid or c["team_id"] == "") and self._in_channel(c["id"], uid)]
+        out = [
+            dict(c)
+            for c in self.channels.values()
+            if (c["team_id"] == tid or c["team_id"] == "") and self._in_channel(c["id"], uid)
+        ]
         if not out:
             # Real: an empty result is a 404, not [].
             raise ApiFailure(404, "app.channel.get_channels.not_found.app_error")
         return 200, out
 
-    async def h_user_channels(self, ctx: "_Ctx", user_id: str) -> tuple[int, Any]:
+    async def h_user_channels(self, ctx: _Ctx, user_id: str) -> tuple[int, Any]:
         uid = ctx.user_param(user_id)
         if uid != ctx.user_id and not self._is_admin(ctx.user_id):
             raise forbidden()
         return 200, [dict(c) for c in self.channels.values() if self._in_channel(c["id"], uid)]
 
-    async def h_get_team(self, ctx: "_Ctx", team_id: str) -> tuple[int, Any]:
+    async def h_get_team(self, ctx: _Ctx, team_id: str) -> tuple[int, Any]:
         tid = ctx.id_param(team_id, "team_id")
         team = self._require_team(tid)
         self._check_team_visible(ctx.user_id, team)
         return 200, dict(team)
 
-    async def h_team_by_name(self, ctx: "_Ctx", name: str) -> tuple[int, Any]:
+    async def h_team_by_name(self, ctx: _Ctx, name: str) -> tuple[int, Any]:
         team = self.team_by_name(name)
         if team is None:
             raise ApiFailure(404, "app.team.get_by_name.missing.app_error")
@@ -163,11 +176,14 @@ class RestRoutes:
         return 200, dict(team)
 
     def _check_team_visible(self, user_id: str, team: dict[str, Any]) -> None:
-        if (team["type"] != "O" or not team["allow_open_invite"]) and not self._in_team(team["id"], user_id) \
-                and not self._is_admin(user_id):
+        if (
+            (team["type"] != "O" or not team["allow_open_invite"])
+            and not self._in_team(team["id"], user_id)
+            and not self._is_admin(user_id)
+        ):
             raise forbidden()
 
-    async def h_team_member(self, ctx: "_Ctx", team_id: str, user_id: str) -> tuple[int, Any]:
+    async def h_team_member(self, ctx: _Ctx, team_id: str, user_id: str) -> tuple[int, Any]:
         tid = ctx.id_param(team_id, "team_id")
         uid = ctx.user_param(user_id)
         if not self._in_team(tid, ctx.user_id) and not self._is_admin(ctx.user_id):
@@ -177,13 +193,13 @@ class RestRoutes:
             raise ApiFailure(404, "app.team.get_member.missing.app_error")
         return 200, dict(member)
 
-    async def h_get_channel(self, ctx: "_Ctx", channel_id: str) -> tuple[int, Any]:
+    async def h_get_channel(self, ctx: _Ctx, channel_id: str) -> tuple[int, Any]:
         ch = self._require_channel(ctx.id_param(channel_id, "channel_id"))
         if not self._can_read_channel(ctx.user_id, ch):
             raise forbidden()
         return 200, dict(ch)
 
-    async def h_channel_by_name(self, ctx: "_Ctx", team_id: str, name: str) -> tuple[int, Any]:
+    async def h_channel_by_name(self, ctx: _Ctx, team_id: str, name: str) -> tuple[int, Any]:
         tid = ctx.id_param(team_id, "team_id")
         ch = self.channel_by_name(tid, name)
         if ch is None:
@@ -195,7 +211,7 @@ class RestRoutes:
             raise ApiFailure(404, "app.channel.get_by_name.missing.app_error")
         return 200, dict(ch)
 
-    async def h_create_channel(self, ctx: "_Ctx") -> tuple[int, Any]:
+    async def h_create_channel(self, ctx: _Ctx) -> tuple[int, Any]:
         body = await ctx.json("channel")
         if not isinstance(body, dict):
             raise bad_body("channel")
@@ -205,8 +221,11 @@ class RestRoutes:
             raise ApiFailure(400, "api.channel.create_channel.direct_channel.app_error")
         if type_ not in ("O", "P"):
             raise ApiFailure(400, "model.channel.is_valid.type.app_error")
-        if not is_valid_id(team_id) or team_id not in self.teams or \
-                (not self._in_team(team_id, ctx.user_id) and not self._is_admin(ctx.user_id)):
+        if (
+            not is_valid_id(team_id)
+            or team_id not in self.teams
+            or (not self._in_team(team_id, ctx.user_id) and not self._is_admin(ctx.user_id))
+        ):
             raise forbidden()
         name = body.get("name")
         display = body.get("display_name")
@@ -216,12 +235,13 @@ class RestRoutes:
             raise ApiFailure(400, "model.channel.is_valid.2_or_more.app_error")
         if not isinstance(display, str):
             raise ApiFailure(400, "model.channel.is_valid.display_name.app_error")
-        ch = self.create_channel(team_id, name, type_, display_name=display, creator_id=ctx.user_id,
-                                 header=header, purpose=purpose)
+        ch = self.create_channel(
+            team_id, name, type_, display_name=display, creator_id=ctx.user_id, header=header, purpose=purpose
+        )
         self._publish("channel_created", {"channel_id": ch["id"], "team_id": team_id}, user_id=ctx.user_id)
         return 201, ch
 
-    async def h_create_direct(self, ctx: "_Ctx") -> tuple[int, Any]:
+    async def h_create_direct(self, ctx: _Ctx) -> tuple[int, Any]:
         ids = await ctx.json("user_ids")
         if not isinstance(ids, list) or len(ids) != 2 or not all(is_valid_id(i) for i in ids):
             raise bad_body("user_ids")
@@ -233,7 +253,7 @@ class RestRoutes:
         ch, _created = self._direct_channel(ids[0], ids[1], ctx.user_id)
         return 201, dict(ch)
 
-    async def h_channel_member(self, ctx: "_Ctx", channel_id: str, user_id: str) -> tuple[int, Any]:
+    async def h_channel_member(self, ctx: _Ctx, channel_id: str, user_id: str) -> tuple[int, Any]:
         ch = self._require_channel(ctx.id_param(channel_id, "channel_id"))
         uid = ctx.user_param(user_id)
         if not self._can_read_channel(ctx.user_id, ch):
@@ -243,15 +263,15 @@ class RestRoutes:
             raise ApiFailure(404, "app.channel.get_member.missing.app_error")
         return 200, dict(member)
 
-    async def h_channel_members(self, ctx: "_Ctx", channel_id: str) -> tuple[int, Any]:
+    async def h_channel_members(self, ctx: _Ctx, channel_id: str) -> tuple[int, Any]:
         ch = self._require_channel(ctx.id_param(channel_id, "channel_id"))
         if not self._can_read_channel(ctx.user_id, ch):
             raise forbidden()
         page, per_page = ctx.paging()
         members = list(self.channel_members[ch["id"]].values())
-        return 200, [dict(m) for m in members[page * per_page:(page + 1) * per_page]]
+        return 200, [dict(m) for m in members[page * per_page : (page + 1) * per_page]]
 
-    async def h_add_channel_member(self, ctx: "_Ctx", channel_id: str) -> tuple[int, Any]:
+    async def h_add_channel_member(self, ctx: _Ctx, channel_id: str) -> tuple[int, Any]:
         ch = self._require_channel(ctx.id_param(channel_id, "channel_id"))
         body = await ctx.json("user_id")
         if not isinstance(body, dict):
@@ -275,7 +295,7 @@ class RestRoutes:
             out.append(self._add_channel_member(ch, uid, ctx.user_id))
         return 201, (out if many else out[0])
 
-    async def h_remove_channel_member(self, ctx: "_Ctx", channel_id: str, user_id: str) -> tuple[int, Any]:
+    async def h_remove_channel_member(self, ctx: _Ctx, channel_id: str, user_id: str) -> tuple[int, Any]:
         ch = self._require_channel(ctx.id_param(channel_id, "channel_id"))
         uid = ctx.user_param(user_id)
         if ch["type"] in ("D", "G"):
@@ -285,22 +305,20 @@ class RestRoutes:
         self._remove_channel_member(ch, uid, ctx.user_id)
         return 200, {"status": "OK"}
 
-    async def h_patch_channel(self, ctx: "_Ctx", channel_id: str) -> tuple[int, Any]:
+    async def h_patch_channel(self, ctx: _Ctx, channel_id: str) -> tuple[int, Any]:
         ch = self._require_channel(ctx.id_param(channel_id, "channel_id"))
         patch = await ctx.json("channel")
         if not isinstance(patch, dict):
             raise bad_body("channel")
         if not self._can_write_channel(ctx.user_id, ch):
             raise forbidden()
-        fields = {k: patch[k] for k in ("name", "display_name", "header", "purpose")
-                  if k in patch and patch[k] is not None}
+        fields = {k: patch[k] for k in ("name", "display_name", "header", "purpose") if k in patch and patch[k] is not None}
         if any(not isinstance(v, str) for v in fields.values()):
             raise bad_body("channel")
         if ch["type"] in ("D", "G"):
             fields.pop("name", None)
             fields.pop("display_name", None)
-        self._validate_channel_fields(fields.get("name"), fields.get("display_name"), fields.get("header"),
-                                      fields.get("purpose"))
+        self._validate_channel_fields(fields.get("name"), fields.get("display_name"), fields.get("header"), fields.get("purpose"))
         if "name" in fields and fields["name"] != ch["name"] and self.channel_by_name(ch["team_id"], fields["name"]):
             raise ApiFailure(400, "store.sql_channel.save_channel.exists.app_error")
         old = dict(ch)
@@ -310,31 +328,52 @@ class RestRoutes:
         if self.system_posts:
             actor = self.users[ctx.user_id]["username"]
             if ch["header"] != old["header"]:
-                msg = (f"@{actor} updated the channel header from: {old['header']} to: {ch['header']}"
-                       if old["header"] else f"@{actor} updated the channel header to: {ch['header']}")
+                msg = (
+                    f"@{actor} updated the channel header from: {old['header']} to: {ch['header']}"
+                    if old["header"]
+                    else f"@{actor} updated the channel header to: {ch['header']}"
+                )
                 if not ch["header"]:
                     msg = f"@{actor} removed the channel header (was: {old['header']})"
-                self._system_post(ch, ctx.user_id, "system_header_change", msg,
-                                  {"username": actor, "old_header": old["header"], "new_header": ch["header"]})
+                self._system_post(
+                    ch,
+                    ctx.user_id,
+                    "system_header_change",
+                    msg,
+                    {"username": actor, "old_header": old["header"], "new_header": ch["header"]},
+                )
             if ch["display_name"] != old["display_name"]:
-                self._system_post(ch, ctx.user_id, "system_displayname_change",
-                                  f"@{actor} updated the channel display name from: {old['display_name']} "
-                                  f"to: {ch['display_name']}",
-                                  {"username": actor, "old_displayname": old["display_name"],
-                                   "new_displayname": ch["display_name"]})
+                self._system_post(
+                    ch,
+                    ctx.user_id,
+                    "system_displayname_change",
+                    f"@{actor} updated the channel display name from: {old['display_name']} to: {ch['display_name']}",
+                    {"username": actor, "old_displayname": old["display_name"], "new_displayname": ch["display_name"]},
+                )
             if ch["purpose"] != old["purpose"]:
-                self._system_post(ch, ctx.user_id, "system_purpose_change",
-                                  f"@{actor} updated the channel purpose to: {ch['purpose']}",
-                                  {"username": actor, "old_purpose": old["purpose"], "new_purpose": ch["purpose"]})
+                self._system_post(
+                    ch,
+                    ctx.user_id,
+                    "system_purpose_change",
+                    f"@{actor} updated the channel purpose to: {ch['purpose']}",
+                    {"username": actor, "old_purpose": old["purpose"], "new_purpose": ch["purpose"]},
+                )
         return 200, dict(ch)
 
-    def _post_list(self, posts: list[dict[str, Any]], extra: Iterable[dict[str, Any]] = (),
-                   prev_post_id: str = "", next_post_id: str = "") -> dict[str, Any]:
+    def _post_list(
+        self, posts: list[dict[str, Any]], extra: Iterable[dict[str, Any]] = (), prev_post_id: str = "", next_post_id: str = ""
+    ) -> dict[str, Any]:
         out = {p["id"]: self.post_json(p) for p in extra}
         for p in posts:
             out[p["id"]] = self.post_json(p)
-        return {"order": [p["id"] for p in posts], "posts": out, "next_post_id": next_post_id,
-                "prev_post_id": prev_post_id, "has_next": False, "first_inaccessible_post_time": 0}
+        return {
+            "order": [p["id"] for p in posts],
+            "posts": out,
+            "next_post_id": next_post_id,
+            "prev_post_id": prev_post_id,
+            "has_next": False,
+            "first_inaccessible_post_time": 0,
+        }
 
     def _roots_of(self, posts: list[dict[str, Any]]) -> list[dict[str, Any]]:
         have = {p["id"] for p in posts}
@@ -346,7 +385,7 @@ class RestRoutes:
                 roots.append(r)
         return roots
 
-    async def h_channel_posts(self, ctx: "_Ctx", channel_id: str) -> tuple[int, Any]:
+    async def h_channel_posts(self, ctx: _Ctx, channel_id: str) -> tuple[int, Any]:
         ch = self._require_channel(ctx.id_param(channel_id, "channel_id"))
         if not self._can_read_channel(ctx.user_id, ch):
             raise forbidden()
@@ -372,25 +411,27 @@ class RestRoutes:
                 hits.sort(key=lambda p: p["create_at"], reverse=True)
                 return 200, self._post_list(hits)
         page, per_page = ctx.paging()
-        live = sorted((p for p in self._posts.values()
-                       if p["channel_id"] == ch["id"] and not p["delete_at"] and not p["original_id"]),
-                      key=lambda p: p["create_at"], reverse=True)  # newest first
+        live = sorted(
+            (p for p in self._posts.values() if p["channel_id"] == ch["id"] and not p["delete_at"] and not p["original_id"]),
+            key=lambda p: p["create_at"],
+            reverse=True,
+        )  # newest first
         after, before = q.get("after", ""), q.get("before", "")
         if after:
             anchor = self._posts.get(after)
             if anchor is None:
                 return 200, self._post_list([])
             newer = [p for p in live if p["create_at"] > anchor["create_at"]][::-1]  # oldest first
-            chunk = newer[page * per_page:(page + 1) * per_page]
+            chunk = newer[page * per_page : (page + 1) * per_page]
             posts = chunk[::-1]
         elif before:
             anchor = self._posts.get(before)
             if anchor is None:
                 return 200, self._post_list([])
             older = [p for p in live if p["create_at"] < anchor["create_at"]]
-            posts = older[page * per_page:(page + 1) * per_page]
+            posts = older[page * per_page : (page + 1) * per_page]
         else:
-            posts = live[page * per_page:(page + 1) * per_page]
+            posts = live[page * per_page : (page + 1) * per_page]
         prev_id = next_id = ""
         if posts:
             idx_old = live.index(posts[-1])
@@ -399,16 +440,22 @@ class RestRoutes:
             next_id = live[idx_new - 1]["id"] if idx_new > 0 else ""
         return 200, self._post_list(posts, self._roots_of(posts), prev_id, next_id)
 
-    async def h_channel_pinned(self, ctx: "_Ctx", channel_id: str) -> tuple[int, Any]:
+    async def h_channel_pinned(self, ctx: _Ctx, channel_id: str) -> tuple[int, Any]:
         ch = self._require_channel(ctx.id_param(channel_id, "channel_id"))
         if not self._can_read_channel(ctx.user_id, ch):
             raise forbidden()
-        pinned = sorted((p for p in self._posts.values() if p["channel_id"] == ch["id"] and p["is_pinned"]
-                         and not p["delete_at"] and not p["original_id"]),
-                        key=lambda p: p["create_at"], reverse=True)
+        pinned = sorted(
+            (
+                p
+                for p in self._posts.values()
+                if p["channel_id"] == ch["id"] and p["is_pinned"] and not p["delete_at"] and not p["original_id"]
+            ),
+            key=lambda p: p["create_at"],
+            reverse=True,
+        )
         return 200, self._post_list(pinned)
 
-    async def h_create_post(self, ctx: "_Ctx") -> tuple[int, Any]:
+    async def h_create_post(self, ctx: _Ctx) -> tuple[int, Any]:
         body = await ctx.json("post")
         if not isinstance(body, dict):
             raise bad_body("post")
@@ -432,13 +479,14 @@ class RestRoutes:
                 if p is not None and not p["delete_at"]:
                     return 201, self.post_json(p)
         create_at = body.get("create_at") if self._is_admin(ctx.user_id) else None
-        post = self._create_post(self.users[ctx.user_id], ch, body, type_=type_,
-                                 create_at=create_at if isinstance(create_at, int) else None)
+        post = self._create_post(
+            self.users[ctx.user_id], ch, body, type_=type_, create_at=create_at if isinstance(create_at, int) else None
+        )
         if isinstance(pending, str) and pending:
             self._pending_ids[pending] = (post["id"], time.monotonic(), None)
         return 201, self.post_json(post)
 
-    def _post_for_change(self, ctx: "_Ctx", post_id: str, own_only: bool = True) -> dict[str, Any]:
+    def _post_for_change(self, ctx: _Ctx, post_id: str, own_only: bool = True) -> dict[str, Any]:
         """Mutations check permission first: a missing or deleted post is a 403, not a 404."""
         pid = ctx.id_param(post_id, "post_id")
         p = self._live_post(pid)
@@ -453,7 +501,7 @@ class RestRoutes:
             raise forbidden()
         return p
 
-    async def h_get_post(self, ctx: "_Ctx", post_id: str) -> tuple[int, Any]:
+    async def h_get_post(self, ctx: _Ctx, post_id: str) -> tuple[int, Any]:
         p = self._live_post(ctx.id_param(post_id, "post_id"))
         if p is None:
             raise ApiFailure(404, "app.post.get.app_error")
@@ -461,19 +509,28 @@ class RestRoutes:
             raise forbidden()
         return 200, self.post_json(p)
 
-    async def h_thread(self, ctx: "_Ctx", post_id: str) -> tuple[int, Any]:
+    async def h_thread(self, ctx: _Ctx, post_id: str) -> tuple[int, Any]:
         p = self._live_post(ctx.id_param(post_id, "post_id"))
         if p is None:
             raise ApiFailure(404, "app.post.get.app_error")
         if not self._can_read_channel(ctx.user_id, self.channels[p["channel_id"]]):
             raise forbidden()
         root_id = p["root_id"] or p["id"]
-        others = sorted((q for q in self._posts.values() if (q["id"] == root_id or q["root_id"] == root_id)
-                         and q["id"] != p["id"] and not q["delete_at"] and not q["original_id"]),
-                        key=lambda q: q["create_at"], reverse=True)
-        return 200, self._post_list([p] + others)  # real: order[0] is the requested post
+        others = sorted(
+            (
+                q
+                for q in self._posts.values()
+                if (q["id"] == root_id or q["root_id"] == root_id)
+                and q["id"] != p["id"]
+                and not q["delete_at"]
+                and not q["original_id"]
+            ),
+            key=lambda q: q["create_at"],
+            reverse=True,
+        )
+        return 200, self._post_list([p, *others])  # real: order[0] is the requested post
 
-    async def h_patch_post(self, ctx: "_Ctx", post_id: str) -> tuple[int, Any]:
+    async def h_patch_post(self, ctx: _Ctx, post_id: str) -> tuple[int, Any]:
         patch = await ctx.json("post")
         if not isinstance(patch, dict):
             raise bad_body("post")
@@ -483,11 +540,10 @@ class RestRoutes:
         if (message is not None and not isinstance(message, str)) or (props is not None and not isinstance(props, dict)):
             raise bad_body("post")
         is_pinned = patch.get("is_pinned")
-        self._edit_post(p, message=message, props=props,
-                        is_pinned=bool(is_pinned) if is_pinned is not None else None)
+        self._edit_post(p, message=message, props=props, is_pinned=bool(is_pinned) if is_pinned is not None else None)
         return 200, self.post_json(p)
 
-    async def h_update_post(self, ctx: "_Ctx", post_id: str) -> tuple[int, Any]:
+    async def h_update_post(self, ctx: _Ctx, post_id: str) -> tuple[int, Any]:
         body = await ctx.json("post")
         if not isinstance(body, dict):
             raise bad_body("post")
@@ -499,41 +555,51 @@ class RestRoutes:
             raise bad_body("post")
         props = body.get("props") if isinstance(body.get("props"), dict) else None
         is_pinned = body.get("is_pinned")
-        self._edit_post(p, message=message if message is not None else p["message"], props=props,
-                        is_pinned=bool(is_pinned) if is_pinned is not None else None)
+        self._edit_post(
+            p,
+            message=message if message is not None else p["message"],
+            props=props,
+            is_pinned=bool(is_pinned) if is_pinned is not None else None,
+        )
         return 200, self.post_json(p)
 
-    async def h_delete_post(self, ctx: "_Ctx", post_id: str) -> tuple[int, Any]:
+    async def h_delete_post(self, ctx: _Ctx, post_id: str) -> tuple[int, Any]:
         p = self._post_for_change(ctx, post_id)
         self._delete_post(p)
         return 200, {"status": "OK"}
 
-    async def _set_pinned(self, ctx: "_Ctx", post_id: str, pinned: bool) -> tuple[int, Any]:
+    async def _set_pinned(self, ctx: _Ctx, post_id: str, pinned: bool) -> tuple[int, Any]:
         p = self._post_for_change(ctx, post_id, own_only=False)
         if p["is_pinned"] != pinned:
             self._edit_post(p, is_pinned=pinned)
         return 200, {"status": "OK"}
 
-    async def h_pin(self, ctx: "_Ctx", post_id: str) -> tuple[int, Any]:
+    async def h_pin(self, ctx: _Ctx, post_id: str) -> tuple[int, Any]:
         return await self._set_pinned(ctx, post_id, True)
 
-    async def h_unpin(self, ctx: "_Ctx", post_id: str) -> tuple[int, Any]:
+    async def h_unpin(self, ctx: _Ctx, post_id: str) -> tuple[int, Any]:
         return await self._set_pinned(ctx, post_id, False)
 
-    async def h_post_reactions(self, ctx: "_Ctx", post_id: str) -> tuple[int, Any]:
+    async def h_post_reactions(self, ctx: _Ctx, post_id: str) -> tuple[int, Any]:
         pid = ctx.id_param(post_id, "post_id")
         p = self._posts.get(pid)
         if p is None or not self._can_read_channel(ctx.user_id, self.channels[p["channel_id"]]):
             raise forbidden()
         return 200, [dict(r) for r in self._reactions.get(pid, [])]
 
-    async def h_save_reaction(self, ctx: "_Ctx") -> tuple[int, Any]:
+    async def h_save_reaction(self, ctx: _Ctx) -> tuple[int, Any]:
         body = await ctx.json("reaction")
         if not isinstance(body, dict):
             raise bad_body("reaction")
         user_id, post_id, emoji = body.get("user_id"), body.get("post_id"), body.get("emoji_name")
-        if not is_valid_id(user_id) or not is_valid_id(post_id) or not isinstance(emoji, str) \
-                or not emoji or len(emoji) > 64 or not EMOJI_RE.match(emoji):
+        if (
+            not is_valid_id(user_id)
+            or not is_valid_id(post_id)
+            or not isinstance(emoji, str)
+            or not emoji
+            or len(emoji) > 64
+            or not EMOJI_RE.match(emoji)
+        ):
             raise bad_body("reaction")
         if user_id != ctx.user_id:
             raise ApiFailure(403, "api.reaction.save_reaction.user_id.app_error")
@@ -544,8 +610,16 @@ class RestRoutes:
         reactions = self._reactions.setdefault(post_id, [])
         reaction = next((r for r in reactions if r["user_id"] == user_id and r["emoji_name"] == emoji), None)
         if reaction is None:
-            reaction = {"user_id": user_id, "post_id": post_id, "emoji_name": emoji, "create_at": now,
-                        "update_at": now, "delete_at": 0, "remote_id": "", "channel_id": p["channel_id"]}
+            reaction = {
+                "user_id": user_id,
+                "post_id": post_id,
+                "emoji_name": emoji,
+                "create_at": now,
+                "update_at": now,
+                "delete_at": 0,
+                "remote_id": "",
+                "channel_id": p["channel_id"],
+            }
             reactions.append(reaction)
         else:
             reaction["update_at"] = now
@@ -555,7 +629,7 @@ class RestRoutes:
         self._reaction_event("reaction_added", reaction, p)
         return 200, dict(reaction)
 
-    async def h_delete_reaction(self, ctx: "_Ctx", user_id: str, post_id: str, emoji: str) -> tuple[int, Any]:
+    async def h_delete_reaction(self, ctx: _Ctx, user_id: str, post_id: str, emoji: str) -> tuple[int, Any]:
         uid = ctx.user_param(user_id)
         pid = ctx.id_param(post_id, "post_id")
         if not EMOJI_RE.match(emoji) or len(emoji) > 64:
@@ -576,13 +650,21 @@ class RestRoutes:
             p["update_at"] = now
             event_reaction = {**found, "update_at": now, "delete_at": now}
         else:
-            event_reaction = {"user_id": uid, "post_id": pid, "emoji_name": emoji, "create_at": 0,
-                              "update_at": 0, "delete_at": 0, "remote_id": "", "channel_id": p["channel_id"]}
+            event_reaction = {
+                "user_id": uid,
+                "post_id": pid,
+                "emoji_name": emoji,
+                "create_at": 0,
+                "update_at": 0,
+                "delete_at": 0,
+                "remote_id": "",
+                "channel_id": p["channel_id"],
+            }
         # Real: reaction_removed is published even when there was nothing to remove.
         self._reaction_event("reaction_removed", event_reaction, p)
         return 200, {"status": "OK"}
 
-    async def h_upload(self, ctx: "_Ctx") -> tuple[int, Any]:
+    async def h_upload(self, ctx: _Ctx) -> tuple[int, Any]:
         request = ctx.request
         channel_id = request.query.get("channel_id", "")
         uploads: list[tuple[str, bytes, str | None]] = []
@@ -590,7 +672,7 @@ class RestRoutes:
         if request.content_type.startswith("multipart/"):
             try:
                 form = await request.post()
-            except Exception:
+            except Exception:  # noqa: BLE001 - whatever the body is, the real server answers it with this 400
                 raise ApiFailure(400, "api.file.upload_file.read_request.app_error") from None
             channel_id = str(form.get("channel_id") or channel_id)
             client_ids = [str(c) for c in form.getall("client_ids", [])]
@@ -617,17 +699,28 @@ class RestRoutes:
             now = self.now_ms()
             ext = name.rsplit(".", 1)[1].lower() if "." in name else ""
             info = {
-                "id": new_id(), "user_id": ctx.user_id, "post_id": "", "channel_id": channel_id,
-                "create_at": now, "update_at": now, "delete_at": 0, "name": name, "extension": ext,
-                "size": len(data), "mime_type": mimetypes.guess_type(name)[0] or "",
-                "has_preview_image": False, "mini_preview": None, "remote_id": "", "archived": False,
+                "id": new_id(),
+                "user_id": ctx.user_id,
+                "post_id": "",
+                "channel_id": channel_id,
+                "create_at": now,
+                "update_at": now,
+                "delete_at": 0,
+                "name": name,
+                "extension": ext,
+                "size": len(data),
+                "mime_type": mimetypes.guess_type(name)[0] or "",
+                "has_preview_image": False,
+                "mini_preview": None,
+                "remote_id": "",
+                "archived": False,
             }
             self._files[info["id"]] = info
             self._file_content[info["id"]] = data
             infos.append(dict(info))
         return 201, {"file_infos": infos, "client_ids": client_ids}
 
-    def _file_for(self, ctx: "_Ctx", file_id: str) -> dict[str, Any]:
+    def _file_for(self, ctx: _Ctx, file_id: str) -> dict[str, Any]:
         info = self._files.get(ctx.id_param(file_id, "file_id"))
         if info is None or info["delete_at"]:
             raise ApiFailure(404, "app.file_info.get.app_error")
@@ -638,14 +731,15 @@ class RestRoutes:
             raise forbidden()
         return info
 
-    async def h_file(self, ctx: "_Ctx", file_id: str) -> web.StreamResponse:
+    async def h_file(self, ctx: _Ctx, file_id: str) -> web.StreamResponse:
         info = self._file_for(ctx, file_id)
-        return web.Response(body=self._file_content[info["id"]],
-                            content_type=info["mime_type"] or "application/octet-stream",
-                            headers={"Content-Disposition": f'attachment;filename="{info["name"]}"',
-                                     "X-Content-Type-Options": "nosniff"})
+        return web.Response(
+            body=self._file_content[info["id"]],
+            content_type=info["mime_type"] or "application/octet-stream",
+            headers={"Content-Disposition": f'attachment;filename="{info["name"]}"', "X-Content-Type-Options": "nosniff"},
+        )
 
-    async def h_file_info(self, ctx: "_Ctx", file_id: str) -> tuple[int, Any]:
+    async def h_file_info(self, ctx: _Ctx, file_id: str) -> tuple[int, Any]:
         return 200, dict(self._file_for(ctx, file_id))
 
 

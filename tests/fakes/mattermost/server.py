@@ -13,8 +13,9 @@ import json
 import re
 import time
 import traceback
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -44,12 +45,17 @@ class FakeMattermost(RestRoutes, WebSocketEvents, State):
     data (``users``, ``channels``, ``all_posts()`` …). Faults: ``faults`` (see faults.py).
     """
 
-    def __init__(self, *, resume_window: float = 300.0, ws_auth_timeout: float = 5.0,
-                 system_posts: bool = True, per_recipient_mentions: bool = True,
-                 hello_on_resume: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        resume_window: float = 300.0,
+        ws_auth_timeout: float = 5.0,
+        system_posts: bool = True,
+        per_recipient_mentions: bool = True,
+        hello_on_resume: bool = False,
+    ) -> None:
         self._init_state(system_posts=system_posts, per_recipient_mentions=per_recipient_mentions)
-        self._init_websocket(resume_window=resume_window, ws_auth_timeout=ws_auth_timeout,
-                             hello_on_resume=hello_on_resume)
+        self._init_websocket(resume_window=resume_window, ws_auth_timeout=ws_auth_timeout, hello_on_resume=hello_on_resume)
         self.faults = Faults(self)
         self.requests: list[tuple[str, str, int]] = []
         self.request_log: list[RequestRecord] = []
@@ -83,7 +89,7 @@ class FakeMattermost(RestRoutes, WebSocketEvents, State):
             await self._runner.cleanup()
             self._runner = None
 
-    async def __aenter__(self) -> "FakeMattermost":
+    async def __aenter__(self) -> FakeMattermost:
         await self.start()
         return self
 
@@ -94,19 +100,18 @@ class FakeMattermost(RestRoutes, WebSocketEvents, State):
 
     def count_requests(self, method: str, path_regex: str, status: int | None = None) -> int:
         rx = re.compile(path_regex)
-        return sum(1 for m, p, s in self.requests
-                   if method in ("*", m) and rx.search(p) and (status is None or s == status))
+        return sum(1 for m, p, s in self.requests if method in ("*", m) and rx.search(p) and (status is None or s == status))
 
     def _record(self, request: web.Request, status: int, user_id: str | None, body: Any) -> None:
         self.requests.append((request.method, request.path, status))
-        self.request_log.append(RequestRecord(request.method, request.path, status, user_id,
-                                              dict(request.query), body))
+        self.request_log.append(RequestRecord(request.method, request.path, status, user_id, dict(request.query), body))
 
     # ---------------------------------------------------------------------------- REST dispatch
 
     @web.middleware
-    async def _middleware(self, request: web.Request,
-                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    async def _middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         if request.method == "GET" and request.path.rstrip("/") == API + "/websocket":
             return await handler(request)  # the upgrade records itself
         request_id = new_id()
@@ -119,10 +124,11 @@ class FakeMattermost(RestRoutes, WebSocketEvents, State):
             response = await self._handle(request, handler, ctx)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # a bug in the fake should be loud, not a hang
+        except Exception as exc:  # noqa: BLE001 - a bug in the fake should be loud (a 500 and a traceback), not a hang
             traceback.print_exc()
-            response = web.json_response(error_body(500, "app.fake.internal.app_error", f"fake bug: {exc!r}",
-                                                    request_id), status=500)
+            response = web.json_response(
+                error_body(500, "app.fake.internal.app_error", f"fake bug: {exc!r}", request_id), status=500
+            )
         finally:
             entry = self._pending_ids.get(claim) if claim else None
             if entry is not None and not entry[0] and entry[2] is request:
@@ -130,8 +136,9 @@ class FakeMattermost(RestRoutes, WebSocketEvents, State):
         self._record(request, response.status, user_id, ctx.body_value)
         return response
 
-    async def _handle(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
-                      ctx: _Ctx) -> web.StreamResponse:
+    async def _handle(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]], ctx: _Ctx
+    ) -> web.StreamResponse:
         fail = await self.faults.before(request, ctx.user_id)
         if fail is not None and not fail.after_effect:
             return self.faults.response(fail, ctx.request_id)
@@ -150,8 +157,9 @@ class FakeMattermost(RestRoutes, WebSocketEvents, State):
         return response
 
     def _error_response(self, status: int, error_id: str, request_id: str, **params: Any) -> web.Response:
-        return web.json_response(error_body(status, error_id, request_id=request_id, **params), status=status,
-                                 headers=std_headers(request_id))
+        return web.json_response(
+            error_body(status, error_id, request_id=request_id, **params), status=status, headers=std_headers(request_id)
+        )
 
     async def _claim_pending(self, request: web.Request) -> str | None:
         """Real: the pending id is claimed as the request comes in, before the post is saved."""

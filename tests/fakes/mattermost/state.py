@@ -8,8 +8,19 @@ import time
 from typing import Any
 
 from tests.fakes.mattermost.common import (
-    CHANNEL_DISPLAY_NAME_MAX, CHANNEL_HEADER_MAX, CHANNEL_NAME_MAX, CHANNEL_NAME_RE, CHANNEL_PURPOSE_MAX,
-    MAX_POST_RUNES, USERNAME_RE, ApiFailure, bad_body, dumps, is_valid_id, mentioned_usernames, new_id,
+    CHANNEL_DISPLAY_NAME_MAX,
+    CHANNEL_HEADER_MAX,
+    CHANNEL_NAME_MAX,
+    CHANNEL_NAME_RE,
+    CHANNEL_PURPOSE_MAX,
+    MAX_POST_RUNES,
+    USERNAME_RE,
+    ApiFailure,
+    bad_body,
+    dumps,
+    is_valid_id,
+    mentioned_usernames,
+    new_id,
 )
 
 
@@ -48,8 +59,9 @@ class State:
 
     # ---------------------------------------------------------------------------- setup helpers
 
-    def create_user(self, username: str, *, is_bot: bool = False, system_admin: bool = False,
-                    first_name: str = "", last_name: str = "") -> tuple[dict[str, Any], str]:
+    def create_user(
+        self, username: str, *, is_bot: bool = False, system_admin: bool = False, first_name: str = "", last_name: str = ""
+    ) -> tuple[dict[str, Any], str]:
         """A user and a personal access token for it."""
         username = username.lower()
         if not USERNAME_RE.match(username):
@@ -94,8 +106,7 @@ class State:
     def revoke_token(self, token: str) -> None:
         self.tokens.pop(token, None)
 
-    def create_team(self, name: str, display_name: str | None = None, *,
-                    open_invite: bool = False) -> dict[str, Any]:
+    def create_team(self, name: str, display_name: str | None = None, *, open_invite: bool = False) -> dict[str, Any]:
         if any(t["name"] == name for t in self.teams.values()):
             raise ValueError(f"team {name!r} exists")
         now = self.now_ms()
@@ -146,8 +157,17 @@ class State:
             if ch["team_id"] == team_id:
                 self.channel_members[ch["id"]].pop(user_id, None)
 
-    def create_channel(self, team_id: str, name: str, type: str = "O", *, display_name: str | None = None,
-                       creator_id: str | None = None, header: str = "", purpose: str = "") -> dict[str, Any]:
+    def create_channel(
+        self,
+        team_id: str,
+        name: str,
+        type: str = "O",
+        *,
+        display_name: str | None = None,
+        creator_id: str | None = None,
+        header: str = "",
+        purpose: str = "",
+    ) -> dict[str, Any]:
         """A team channel; the creator (when given) becomes a member. Raises ApiFailure like the API."""
         self._require_team(team_id)
         if type not in ("O", "P"):
@@ -175,14 +195,30 @@ class State:
         """Get or create the DM channel of two users."""
         return dict(self._direct_channel(user_a, user_b, creator_id=user_a)[0])
 
-    def create_post(self, user_id: str, channel_id: str, message: str, *, root_id: str = "",
-                    props: dict[str, Any] | None = None, create_at: int | None = None,
-                    file_ids: list[str] | None = None) -> dict[str, Any]:
+    def create_post(
+        self,
+        user_id: str,
+        channel_id: str,
+        message: str,
+        *,
+        root_id: str = "",
+        props: dict[str, Any] | None = None,
+        create_at: int | None = None,
+        file_ids: list[str] | None = None,
+    ) -> dict[str, Any]:
         """Create a post as ``user_id`` (no membership check), publishing ``posted``."""
         ch = self._require_channel(channel_id)
-        post = self._create_post(self.users[user_id], ch, {
-            "message": message, "root_id": root_id, "props": props or {}, "file_ids": file_ids or [],
-        }, create_at=create_at)
+        post = self._create_post(
+            self.users[user_id],
+            ch,
+            {
+                "message": message,
+                "root_id": root_id,
+                "props": props or {},
+                "file_ids": file_ids or [],
+            },
+            create_at=create_at,
+        )
         return self.post_json(post)
 
     # ---------------------------------------------------------------------------- read helpers
@@ -208,8 +244,9 @@ class State:
         post = self._posts.get(post_id)
         return self.post_json(post) if post else None
 
-    def all_posts(self, channel_id: str | None = None, *, include_deleted: bool = False,
-                  include_system: bool = True) -> list[dict[str, Any]]:
+    def all_posts(
+        self, channel_id: str | None = None, *, include_deleted: bool = False, include_system: bool = True
+    ) -> list[dict[str, Any]]:
         """Posts oldest first (edit-history rows never included)."""
         out = []
         for p in sorted(self._posts.values(), key=lambda p: p["create_at"]):
@@ -296,8 +333,9 @@ class State:
     def _can_write_channel(self, user_id: str, ch: dict[str, Any]) -> bool:
         return self._is_admin(user_id) or self._in_channel(ch["id"], user_id)
 
-    def _validate_channel_fields(self, name: str | None, display_name: str | None, header: str | None,
-                                 purpose: str | None) -> None:
+    def _validate_channel_fields(
+        self, name: str | None, display_name: str | None, header: str | None, purpose: str | None
+    ) -> None:
         if display_name is not None and not (0 < len(display_name) <= CHANNEL_DISPLAY_NAME_MAX):
             raise ApiFailure(400, "model.channel.is_valid.display_name.app_error")
         if name is not None:
@@ -311,8 +349,9 @@ class State:
         if purpose is not None and len(purpose) > CHANNEL_PURPOSE_MAX:
             raise ApiFailure(400, "model.channel.is_valid.purpose.app_error")
 
-    def _new_channel(self, team_id: str, name: str, display_name: str, type_: str, creator_id: str,
-                     header: str, purpose: str) -> dict[str, Any]:
+    def _new_channel(
+        self, team_id: str, name: str, display_name: str, type_: str, creator_id: str, header: str, purpose: str
+    ) -> dict[str, Any]:
         now = self.now_ms()
         ch = {
             "id": new_id(),
@@ -353,8 +392,13 @@ class State:
             "mention_count_root": 0,
             "urgent_mention_count": 0,
             "msg_count_root": 0,
-            "notify_props": {"desktop": "default", "email": "default", "ignore_channel_mentions": "default",
-                             "mark_unread": "all", "push": "default"},
+            "notify_props": {
+                "desktop": "default",
+                "email": "default",
+                "ignore_channel_mentions": "default",
+                "mark_unread": "all",
+                "push": "default",
+            },
             "last_update_at": now,
             "scheme_guest": False,
             "scheme_user": True,
@@ -364,8 +408,7 @@ class State:
         self.channel_members[channel_id][user_id] = member
         return member
 
-    def _add_channel_member(self, ch: dict[str, Any], user_id: str, actor_id: str,
-                            system_post: bool = True) -> dict[str, Any]:
+    def _add_channel_member(self, ch: dict[str, Any], user_id: str, actor_id: str, system_post: bool = True) -> dict[str, Any]:
         if ch["type"] in ("D", "G"):
             raise ApiFailure(400, "api.channel.add_user_to_channel.type.app_error")
         existing = self.channel_members[ch["id"]].get(user_id)
@@ -379,18 +422,26 @@ class State:
         if system_post and self.system_posts:
             user = self.users[user_id]
             if actor_id == user_id:
-                self._system_post(ch, user_id, "system_join_channel", f"@{user['username']} joined the channel.",
-                                  {"username": user["username"]})
+                self._system_post(
+                    ch, user_id, "system_join_channel", f"@{user['username']} joined the channel.", {"username": user["username"]}
+                )
             else:
                 actor = self.users[actor_id]
-                self._system_post(ch, actor_id, "system_add_to_channel",
-                                  f"@{user['username']} added to the channel by @{actor['username']}.",
-                                  {"userId": actor_id, "username": actor["username"],
-                                   "addedUserId": user_id, "addedUsername": user["username"]})
+                self._system_post(
+                    ch,
+                    actor_id,
+                    "system_add_to_channel",
+                    f"@{user['username']} added to the channel by @{actor['username']}.",
+                    {
+                        "userId": actor_id,
+                        "username": actor["username"],
+                        "addedUserId": user_id,
+                        "addedUsername": user["username"],
+                    },
+                )
         return dict(member)
 
-    def _remove_channel_member(self, ch: dict[str, Any], user_id: str, actor_id: str,
-                               system_post: bool = True) -> None:
+    def _remove_channel_member(self, ch: dict[str, Any], user_id: str, actor_id: str, system_post: bool = True) -> None:
         if ch["type"] in ("D", "G"):
             raise ApiFailure(400, "api.channel.remove_user_from_channel.app_error")
         if user_id not in self.channel_members[ch["id"]]:
@@ -398,13 +449,18 @@ class State:
         if system_post and self.system_posts:
             user = self.users[user_id]
             if actor_id == user_id:
-                self._system_post(ch, user_id, "system_leave_channel", f"@{user['username']} left the channel.",
-                                  {"username": user["username"]})
+                self._system_post(
+                    ch, user_id, "system_leave_channel", f"@{user['username']} left the channel.", {"username": user["username"]}
+                )
             else:
-                actor = self.users[actor_id]
-                self._system_post(ch, actor_id, "system_remove_from_channel",
-                                  f"@{user['username']} was removed from the channel.",
-                                  {"removedUserId": user_id, "removedUsername": user["username"]})
+                self.users[actor_id]
+                self._system_post(
+                    ch,
+                    actor_id,
+                    "system_remove_from_channel",
+                    f"@{user['username']} was removed from the channel.",
+                    {"removedUserId": user_id, "removedUsername": user["username"]},
+                )
         del self.channel_members[ch["id"]][user_id]
         self._publish("user_removed", {"user_id": user_id, "remover_id": actor_id}, channel_id=ch["id"])
         self._publish("user_removed", {"channel_id": ch["id"], "remover_id": actor_id}, user_id=user_id)
@@ -422,12 +478,12 @@ class State:
             self._publish("direct_added", {"creator_id": creator_id, "teammate_id": other}, user_id=uid)
         return ch, True
 
-    def _system_post(self, ch: dict[str, Any], user_id: str, type_: str, message: str,
-                     props: dict[str, Any]) -> dict[str, Any]:
+    def _system_post(self, ch: dict[str, Any], user_id: str, type_: str, message: str, props: dict[str, Any]) -> dict[str, Any]:
         return self._create_post(self.users[user_id], ch, {"message": message, "props": props}, type_=type_)
 
-    def _create_post(self, user: dict[str, Any], ch: dict[str, Any], body: dict[str, Any], *,
-                     type_: str = "", create_at: int | None = None) -> dict[str, Any]:
+    def _create_post(
+        self, user: dict[str, Any], ch: dict[str, Any], body: dict[str, Any], *, type_: str = "", create_at: int | None = None
+    ) -> dict[str, Any]:
         message = body.get("message") or ""
         if not isinstance(message, str):
             raise bad_body("post")
@@ -455,8 +511,13 @@ class State:
         for fid in body.get("file_ids") or []:
             info = self._files.get(fid)
             # Real: silently drop files of other users/channels, or already attached.
-            if (info and info["user_id"] == user["id"] and info["channel_id"] == ch["id"]
-                    and not info["post_id"] and fid not in file_ids):
+            if (
+                info
+                and info["user_id"] == user["id"]
+                and info["channel_id"] == ch["id"]
+                and not info["post_id"]
+                and fid not in file_ids
+            ):
                 file_ids.append(fid)
         post = {
             "id": new_id(),
@@ -496,8 +557,7 @@ class State:
         return post
 
     def _reply_count(self, root_id: str) -> int:
-        return sum(1 for p in self._posts.values()
-                   if p["root_id"] == root_id and not p["delete_at"] and not p["original_id"])
+        return sum(1 for p in self._posts.values() if p["root_id"] == root_id and not p["delete_at"] and not p["original_id"])
 
     def _publish_posted(self, post: dict[str, Any], ch: dict[str, Any], sender: dict[str, Any]) -> None:
         members = list(self.channel_members[ch["id"]])
@@ -508,10 +568,7 @@ class State:
             else:
                 names = mentioned_usernames(post["message"])
                 mentioned = {m for m in members if m != sender["id"] and self.users[m]["username"] in names}
-        if ch["type"] == "D":
-            display = "@" + sender["username"]
-        else:
-            display = ch["display_name"]
+        display = "@" + sender["username"] if ch["type"] == "D" else ch["display_name"]
         data: dict[str, Any] = {
             "channel_display_name": display,
             "channel_name": ch["name"],
@@ -536,15 +593,28 @@ class State:
 
         self._publish("posted", data, channel_id=ch["id"], data_for=data_for)
 
-    def _edit_post(self, post: dict[str, Any], *, message: str | None = None, props: dict[str, Any] | None = None,
-                   is_pinned: bool | None = None) -> dict[str, Any]:
+    def _edit_post(
+        self,
+        post: dict[str, Any],
+        *,
+        message: str | None = None,
+        props: dict[str, Any] | None = None,
+        is_pinned: bool | None = None,
+    ) -> dict[str, Any]:
         now = self.now_ms()
         if message is not None and message != post["message"]:
             if len(message) > MAX_POST_RUNES:
                 raise ApiFailure(400, "model.post.is_valid.msg.app_error")
             # Real: the old version is kept as a deleted row pointing at the post.
-            history = {**post, "id": new_id(), "original_id": post["id"], "delete_at": now, "update_at": now,
-                       "props": dict(post["props"]), "file_ids": list(post["file_ids"])}
+            history = {
+                **post,
+                "id": new_id(),
+                "original_id": post["id"],
+                "delete_at": now,
+                "update_at": now,
+                "props": dict(post["props"]),
+                "file_ids": list(post["file_ids"]),
+            }
             self._posts[history["id"]] = history
             post["message"] = message
             post["edit_at"] = now
@@ -583,7 +653,6 @@ class State:
 
     def _reaction_event(self, event: str, reaction: dict[str, Any], post: dict[str, Any]) -> None:
         self._publish(event, {"reaction": dumps(reaction)}, channel_id=post["channel_id"])
-
 
     def _live_post(self, post_id: str) -> dict[str, Any] | None:
         p = self._posts.get(post_id)

@@ -9,14 +9,21 @@ import asyncio
 import collections
 import json
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
 from tests.fakes.mattermost.common import (
-    DEAD_QUEUE_SIZE, SEND_QUEUE_SIZE, SERVER_VERSION, dumps, error_body, is_valid_id, new_id, token_from,
+    DEAD_QUEUE_SIZE,
+    SEND_QUEUE_SIZE,
+    SERVER_VERSION,
+    dumps,
+    error_body,
+    is_valid_id,
+    new_id,
+    token_from,
 )
-
 
 
 class _Socket:
@@ -65,16 +72,14 @@ class WebSocketEvents:
     def events_for(self, user: str | None = None, event: str | None = None) -> list[dict[str, Any]]:
         """Envelopes written (or lost) to a user's sockets (default the bot), oldest first."""
         uid = self._user_ref(user) or self.bot_user_id
-        return [e["envelope"] for e in self.ws_log
-                if e["user_id"] == uid and (event is None or e["envelope"]["event"] == event)]
+        return [e["envelope"] for e in self.ws_log if e["user_id"] == uid and (event is None or e["envelope"]["event"] == event)]
 
     # ---------------------------------------------------------------------------- primitives for faults
 
     def _refuse_websockets(self, seconds: float) -> None:
         self.refuse_websocket_until = max(self.refuse_websocket_until, time.time() + seconds)
 
-    async def _drop_sockets(self, user: str | None = None, *, refuse_for: float = 0.0,
-                           abrupt: bool = True) -> int:
+    async def _drop_sockets(self, user: str | None = None, *, refuse_for: float = 0.0, abrupt: bool = True) -> int:
         """Close open websockets (all, or one user's) without a close frame; returns how many.
 
         Their connections stay resumable for ``resume_window`` seconds. ``refuse_for`` also
@@ -125,8 +130,9 @@ class WebSocketEvents:
         await asyncio.sleep(0)
         return n
 
-    async def _send_event(self, event: str, data: dict[str, Any], broadcast: dict[str, Any] | None = None,
-                         user_id: str | None = None) -> int:
+    async def _send_event(
+        self, event: str, data: dict[str, Any], broadcast: dict[str, Any] | None = None, user_id: str | None = None
+    ) -> int:
         """Send a well-formed event (next seq) to a user's connections (default the bot)."""
         uid = self._user_ref(user_id) or self.bot_user_id
         bc = self._broadcast(**(broadcast or {}))
@@ -151,8 +157,15 @@ class WebSocketEvents:
     # ---------------------------------------------------------------------------- internals
 
     @staticmethod
-    def _broadcast(user_id: str = "", channel_id: str = "", team_id: str = "", omit_users: Any = None,
-                   connection_id: str = "", omit_connection_id: str = "", **_: Any) -> dict[str, Any]:
+    def _broadcast(
+        user_id: str = "",
+        channel_id: str = "",
+        team_id: str = "",
+        omit_users: Any = None,
+        connection_id: str = "",
+        omit_connection_id: str = "",
+        **_: Any,
+    ) -> dict[str, Any]:
         return {
             "omit_users": omit_users,
             "user_id": user_id,
@@ -162,14 +175,23 @@ class WebSocketEvents:
             "omit_connection_id": omit_connection_id,
         }
 
-    def _publish(self, event: str, data: dict[str, Any], *, user_id: str = "", channel_id: str = "",
-                 team_id: str = "", omit_users: Iterable[str] = (),
-                 data_for: Callable[[str], dict[str, Any]] | None = None) -> None:
+    def _publish(
+        self,
+        event: str,
+        data: dict[str, Any],
+        *,
+        user_id: str = "",
+        channel_id: str = "",
+        team_id: str = "",
+        omit_users: Iterable[str] = (),
+        data_for: Callable[[str], dict[str, Any]] | None = None,
+    ) -> None:
         """Queue an event for every connection allowed to see it (also dropped-but-resumable ones)."""
         self._reap()
         omit = set(omit_users)
-        bc = self._broadcast(user_id=user_id, channel_id=channel_id, team_id=team_id,
-                             omit_users={u: True for u in omit} if omit else None)
+        bc = self._broadcast(
+            user_id=user_id, channel_id=channel_id, team_id=team_id, omit_users={u: True for u in omit} if omit else None
+        )
         if user_id:
             recipients = {user_id}
         elif channel_id:
@@ -211,8 +233,7 @@ class WebSocketEvents:
     def _hello(self, conn: _Conn) -> dict[str, Any]:
         return {
             "event": "hello",
-            "data": {"connection_id": conn.id, "server_version": SERVER_VERSION,
-                     "server_hostname": "fake-mattermost"},
+            "data": {"connection_id": conn.id, "server_version": SERVER_VERSION, "server_hostname": "fake-mattermost"},
             "broadcast": self._broadcast(user_id=conn.user_id),
         }
 
@@ -252,16 +273,14 @@ class WebSocketEvents:
         task.add_done_callback(self._tasks.discard)
 
     async def _write_event(self, conn: _Conn, sock: _Socket, envelope: dict[str, Any]) -> None:
-        env = {"event": envelope["event"], "data": envelope["data"], "broadcast": envelope["broadcast"],
-               "seq": conn.next_seq}
+        env = {"event": envelope["event"], "data": envelope["data"], "broadcast": envelope["broadcast"], "seq": conn.next_seq}
         conn.next_seq += 1
         text = dumps(env)
         conn.dead.append((env["seq"], text, env))
         lost = conn.lose > 0
         if lost:
             conn.lose -= 1
-        self.ws_log.append({"user_id": conn.user_id, "connection_id": conn.id, "envelope": env,
-                            "delivered": not lost})
+        self.ws_log.append({"user_id": conn.user_id, "connection_id": conn.id, "envelope": env, "delivered": not lost})
         if not lost:
             await sock.ws.send_str(text)
 
@@ -280,7 +299,7 @@ class WebSocketEvents:
                 await conn.wake.wait()
         except asyncio.CancelledError:
             raise
-        except Exception:  # the socket went away mid-write; the reader will notice
+        except Exception:  # noqa: BLE001 - the socket went away mid-write; the reader will notice
             return
 
     async def _resume(self, conn: _Conn, sock: _Socket, seq: int) -> None:
@@ -290,8 +309,9 @@ class WebSocketEvents:
             conn.next_seq = seq
             for s, text, env in list(conn.dead)[index:]:
                 conn.next_seq = s + 1
-                self.ws_log.append({"user_id": conn.user_id, "connection_id": conn.id, "envelope": env,
-                                    "delivered": True, "replayed": True})
+                self.ws_log.append(
+                    {"user_id": conn.user_id, "connection_id": conn.id, "envelope": env, "delivered": True, "replayed": True}
+                )
                 await sock.ws.send_str(text)
             if self.hello_on_resume:
                 await self._write_event(conn, sock, self._hello(conn))
@@ -314,7 +334,6 @@ class WebSocketEvents:
             await sock.ws.close()
 
     async def _ws_handler(self, request: web.Request) -> web.StreamResponse:
-        path = request.path
         if time.time() < self.refuse_websocket_until:
             body = error_body(503, "app.fake.injected_fault.app_error", "Websocket upgrades refused.")
             self._record(request, 503, None, None)
@@ -380,8 +399,11 @@ class WebSocketEvents:
                 await sock.ws.send_str(dumps(obj))
 
         def fail(status: int, error_id: str) -> dict[str, Any]:
-            return {"status": "FAIL", "seq_reply": seq if isinstance(seq, int) else 0,
-                    "error": error_body(status, error_id, request_id="")}
+            return {
+                "status": "FAIL",
+                "seq_reply": seq if isinstance(seq, int) else 0,
+                "error": error_body(status, error_id, request_id=""),
+            }
 
         if not action:
             await reply(fail(400, "api.web_socket_router.no_action.app_error"))
@@ -402,9 +424,13 @@ class WebSocketEvents:
         elif sock.conn is None:
             await reply(fail(401, "api.web_socket_router.not_authenticated.app_error"))
         elif action == "ping":
-            await reply({"status": "OK", "seq_reply": seq,
-                         "data": {"text": "pong", "version": SERVER_VERSION, "server_time": self.now_ms(),
-                                  "node_id": ""}})
+            await reply(
+                {
+                    "status": "OK",
+                    "seq_reply": seq,
+                    "data": {"text": "pong", "version": SERVER_VERSION, "server_time": self.now_ms(), "node_id": ""},
+                }
+            )
         elif action == "user_typing":
             await reply({"status": "OK", "seq_reply": seq})
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 from incident_bot.domain.models import TimelineKind
 from tests.support.inprocess import App
@@ -43,9 +44,11 @@ async def test_a_pin_adds_a_post_and_taking_it_off_removes_it(app: App) -> None:
         assert said.id not in [e.post_id for e in await tx.list_timeline(1)]
 
 
-async def test_a_reminder_comes_once_when_overdue(app: App) -> None:
+async def test_a_reminder_comes_once_when_overdue(app: App, tmp_path: Path) -> None:
     channel = await app.start(options="--sev 1")
-    app.bot.core.clock.offset = lambda: timedelta(hours=1)  # type: ignore[method-assign]
+    skew = tmp_path / "skew"
+    skew.write_text(str(timedelta(hours=1).total_seconds()))
+    app.bot.core.clock.skew_file = str(skew)  # the clock hook the scenario tests use
     assert await app.bot.timeline.send_due_reminders() == 1
     assert await app.bot.timeline.send_due_reminders() == 0
     assert any("status update" in p.message.lower() for p in app.chat.bot_posts(channel))
