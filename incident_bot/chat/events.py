@@ -38,64 +38,58 @@ RAW_LIMIT = 500
 class _Event(BaseModel):
     model_config = {"extra": "ignore"}
 
+    seq: int | None = None
+
 
 class Hello(_Event):
     """First frame of a fresh connection; ``connection_id`` is the reliable-WebSocket id."""
 
     connection_id: str = ""
     server_version: str = ""
-    seq: int | None = None
 
 
-class Posted(_Event):
+class _PostEvent(_Event):
     post: Post
+
+
+class _ReactionEvent(_Event):
+    reaction: Reaction
+    channel_id: str = ""
+
+
+class Posted(_PostEvent):
     channel_type: str = ""  # "O", "P", "D", "G"
     channel_name: str = ""
     channel_display_name: str = ""
     sender_name: str = ""  # "@alice"
     team_id: str = ""
     mentions: list[str] = []  # user ids mentioned in the post
-    seq: int | None = None
 
     @property
     def dedupe_key(self) -> str:
         return f"posted:{self.post.id}"
 
 
-class PostEdited(_Event):
-    post: Post
-    seq: int | None = None
-
+class PostEdited(_PostEvent):
     @property
     def dedupe_key(self) -> str:
         return f"edited:{self.post.id}:{self.post.edit_at or self.post.update_at}"
 
 
-class PostDeleted(_Event):
-    post: Post
-    seq: int | None = None
-
+class PostDeleted(_PostEvent):
     @property
     def dedupe_key(self) -> str:
         return f"deleted:{self.post.id}"
 
 
-class ReactionAdded(_Event):
-    reaction: Reaction
-    channel_id: str = ""
-    seq: int | None = None
-
+class ReactionAdded(_ReactionEvent):
     @property
     def dedupe_key(self) -> str:
         r = self.reaction
         return f"reaction+:{r.user_id}:{r.post_id}:{r.emoji_name}:{r.update_at or r.create_at}"
 
 
-class ReactionRemoved(_Event):
-    reaction: Reaction
-    channel_id: str = ""
-    seq: int | None = None
-
+class ReactionRemoved(_ReactionEvent):
     @property
     def dedupe_key(self) -> str:
         r = self.reaction
@@ -109,7 +103,6 @@ class OtherEvent(_Event):
     name: str
     data: dict[str, Any] = {}
     broadcast: dict[str, Any] = {}
-    seq: int | None = None
 
 
 class Malformed(_Event):
