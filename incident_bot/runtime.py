@@ -70,7 +70,7 @@ class Bot:
             IncidentPlugin(runner, self.incidents, Help(core)),
             ChecklistPlugin(runner, checklists, settings.check_emojis),
             PlaybookPlugin(runner, Playbooks(core, teams)),
-            TimelinePlugin(runner, self.timeline, Reports(core, teams, self.timeline), settings.timeline_emoji),
+            TimelinePlugin(runner, self.timeline, Reports(core, teams), settings.timeline_emoji),
         ]
         self.manager = IncidentPluginManager(plugins)
         mm_settings = MMSettings(MATTERMOST_URL=settings.mattermost_url, BOT_TOKEN="unused")

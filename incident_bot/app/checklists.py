@@ -37,7 +37,7 @@ class Checklists:
         raise UserError(messages.no_item(self.core.bot_name, incident, number))
 
     async def _editable(self, req: Request, cmd: Command) -> Incident:
-        return await self.core.incident_for(req, None, cmd.name, member_action="change the checklist of", channel_only=True)
+        return await self.core.incident_for(req, None, cmd.name, channel_only=True)
 
     @asynccontextmanager
     async def _editing(self, req: Request, cmd: Command) -> AsyncIterator[tuple[Incident, ChecklistItem]]:
@@ -120,7 +120,9 @@ class Checklists:
     async def rename(self, req: Request, cmd: Command) -> None:
         async with self._editing(req, cmd) as (incident, item):
             old, item.text = item.text, cmd.text
-            await self._change(req.key, incident, item, TimelineKind.CHECKLIST_RENAMED, req.user_id, f"{old} → {cmd.text}")
+            await self._change(
+                req.key, incident, item, TimelineKind.CHECKLIST_RENAMED, req.user_id, messages.change(old, cmd.text)
+            )
         await self.core.reply(req, messages.item_renamed(item, old))
 
     async def assign(self, req: Request, cmd: Command) -> None:

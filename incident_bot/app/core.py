@@ -18,6 +18,7 @@ from incident_bot.chat.models import Post, User
 from incident_bot.chat.port import ChatPort
 from incident_bot.config import Settings
 from incident_bot.domain import messages, rules
+from incident_bot.domain.commands import Access
 from incident_bot.domain.format import format_short_duration
 from incident_bot.domain.models import ChecklistItem, Incident, Playbook, TimelineEvent, TimelineKind
 from incident_bot.domain.rules import RuleError
@@ -189,12 +190,12 @@ class Core:
         number: int | None,
         command: str,
         *,
-        member_action: str | None = None,
         channel_only: bool = False,
     ) -> Incident:
         """The incident a command is about: by number (team members only; the same reply
         whether it exists elsewhere or not) or the incident of the channel it was posted in.
-        ``member_action`` set: the requester must be in the incident channel."""
+        Then the access the command table asks for: commands that change the incident or
+        quote its channel need the requester in the incident channel."""
         incident: Incident | None
         if number is not None and not channel_only:
             async with self.store.transaction() as tx:
@@ -211,11 +212,11 @@ class Core:
             if number is not None and number != incident.number:
                 raise UserError(messages.need_incident_channel_only(self.bot_name, command))
         req.incident = incident.number
-        if member_action:
-            # The requester is in the team here (found by channel, or checked above).
+        # The requester is in the team here (found by channel, or checked above).
+        if not rules.allowed(command, Access.TEAM):
             level = rules.access(in_team=True, in_channel=await self.directory.in_channel(incident.channel_id, req.user_id))
             if not rules.allowed(command, level):
-                raise UserError(messages.not_a_member(incident, member_action))
+                raise UserError(messages.not_a_member(incident, command))
         return incident
 
     # --- playbooks -----------------------------------------------------------------------

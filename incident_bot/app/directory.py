@@ -8,6 +8,7 @@ from collections.abc import Iterable
 
 from incident_bot.chat.models import Reaction, Team, User
 from incident_bot.chat.port import ChatPort
+from incident_bot.domain import messages
 from incident_bot.domain.messages import Names
 from incident_bot.store.base import Store
 
@@ -55,9 +56,9 @@ class Directory:
 
         def name(user_id: str | None) -> str:
             if not user_id:
-                return "nobody"
+                return messages.NOBODY
             user = self._users.get(user_id)
-            return f"@{user.username}" if user else "@unknown-user"
+            return f"@{user.username}" if user else messages.UNKNOWN_USER
 
         return name
 

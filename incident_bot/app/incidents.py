@@ -26,7 +26,6 @@ log = structlog.get_logger("incident_bot.app")
 
 LIST_LIMIT = 20
 HISTORY_LIMIT = 10
-CHANNEL_PURPOSE = "Incident #{n}, managed by incident-bot"
 REPAIR_ENDED_WITHIN = timedelta(days=1)  # ended incidents whose channel a restart still mends
 
 
@@ -264,7 +263,7 @@ class Incidents:
         core = self.core
         if incident.channel_id:
             return await core.chat.get_channel(incident.channel_id)
-        purpose = CHANNEL_PURPOSE.format(n=incident.number)
+        purpose = messages.channel_purpose(incident.number)
         for attempt in range(20):
             name = channel_name(incident.number, incident.title, attempt)
             try:
@@ -292,7 +291,11 @@ class Incidents:
 
     async def end(self, req: Request, cmd: Command) -> None:
         core = self.core
-        found = await core.incident_for(req, cmd.incident, "end", member_action="end")
+        found = await core.incident_for(
+            req,
+            cmd.incident,
+            "end",
+        )
         async with core.changing(found) as incident:
             incident.status = Status.ENDED
             incident.ended_at = core.now()
@@ -313,7 +316,11 @@ class Incidents:
 
     async def reopen(self, req: Request, cmd: Command) -> None:
         core = self.core
-        found = await core.incident_for(req, cmd.incident, "reopen", member_action="reopen")
+        found = await core.incident_for(
+            req,
+            cmd.incident,
+            "reopen",
+        )
         async with core.changing(found, active=False) as incident:
             if incident.status != Status.ENDED:
                 raise UserError(messages.not_ended(incident))
@@ -379,9 +386,7 @@ class Incidents:
 
     async def commander(self, req: Request, cmd: Command) -> None:
         core = self.core
-        found = await core.incident_for(
-            req, cmd.incident, "commander", member_action="change the commander of", channel_only=True
-        )
+        found = await core.incident_for(req, cmd.incident, "commander", channel_only=True)
         assert cmd.user is not None
         user = await core.team_member(cmd.user, found)
         async with core.changing(found) as incident:
@@ -392,13 +397,13 @@ class Incidents:
             await core.chat.add_channel_member(incident.channel_id, user.id)
             previous = incident.commander_id
             incident.commander_id = user.id
-            change = f"{names(previous)} → {names(user.id)}"
+            change = messages.change(names(previous), names(user.id))
             await self._apply(req, incident, TimelineKind.COMMANDER_CHANGED, change, {"from": previous, "to": user.id})
         await core.reply(req, messages.commander_changed(incident, names, previous))
 
     async def sev(self, req: Request, cmd: Command) -> None:
         core = self.core
-        found = await core.incident_for(req, cmd.incident, "sev", member_action="change the severity of", channel_only=True)
+        found = await core.incident_for(req, cmd.incident, "sev", channel_only=True)
         assert cmd.severity is not None
         async with core.changing(found) as incident:
             if incident.severity == cmd.severity:
@@ -407,6 +412,6 @@ class Incidents:
             incident.severity = cmd.severity
             last = incident.last_update_at or incident.started_at
             incident.next_reminder_at = reminder_due(last, core.settings.reminders.minutes_for(incident.severity))
-            change = f"Sev {previous} → Sev {cmd.severity}"
+            change = messages.change(messages.sev(previous), messages.sev(cmd.severity))
             await self._apply(req, incident, TimelineKind.SEVERITY_CHANGED, change, {"from": previous, "to": cmd.severity})
         await core.reply(req, messages.severity_changed(incident, previous))

@@ -8,7 +8,6 @@ from datetime import timedelta
 from incident_bot.app.core import Core
 from incident_bot.app.request import Request, UserError
 from incident_bot.app.teams import Teams
-from incident_bot.app.timeline import Timeline
 from incident_bot.chat.errors import MattermostError
 from incident_bot.domain import export, messages
 from incident_bot.domain.commands import Command
@@ -20,10 +19,9 @@ STATS_DAYS = 30
 
 
 class Reports:
-    def __init__(self, core: Core, teams: Teams, timeline: Timeline) -> None:
+    def __init__(self, core: Core, teams: Teams) -> None:
         self.core = core
         self.teams = teams
-        self.timeline = timeline
 
     async def stats(self, req: Request, cmd: Command) -> None:
         core = self.core
@@ -41,15 +39,14 @@ class Reports:
         durations = [(i.ended_at - i.started_at).total_seconds() for i in ended if i.ended_at and i.started_at >= since]
         median = format_duration(timedelta(seconds=statistics.median(durations))) if durations else None
         mean = format_duration(timedelta(seconds=statistics.fmean(durations))) if durations else None
-        label = ", ".join(t.name for t in shared) or "your teams"
-        await core.reply(req, messages.stats(label, days, by_sev, len(active), median, mean, len(durations)))
+        await core.reply(req, messages.stats([t.name for t in shared], days, by_sev, len(active), median, mean, len(durations)))
 
     async def export(self, req: Request, cmd: Command) -> None:
         core = self.core
         if req.is_dm:
             if cmd.incident is None:
                 raise UserError(messages.need_incident_channel(self.core.bot_name, "export"))
-            incident = await self.timeline.member_incident(req, cmd.incident, "export")
+            incident = await core.incident_for(req, cmd.incident, "export")
         else:
             # The file quotes the incident channel: it goes there or to a DM, never to a channel
             # (or another incident's channel) where people outside the incident would read it.
@@ -57,7 +54,7 @@ class Reports:
                 here = await tx.get_incident_by_channel(req.channel_id)
             if here is None or (cmd.incident is not None and cmd.incident != here.number):
                 raise UserError(messages.export_where(cmd.incident))
-            incident = await self.timeline.member_incident(req, None, "export")
+            incident = await core.incident_for(req, None, "export")
         fmt = cmd.format or "md"
         content = await self.render(incident, fmt)
         name = export.filename(incident, fmt)

@@ -8,12 +8,11 @@ import structlog
 
 from incident_bot.app.channel import ChannelWriter
 from incident_bot.app.core import Core
-from incident_bot.app.request import Applied, Request, UserError
+from incident_bot.app.request import Applied, Request
 from incident_bot.chat.models import Post, Reaction
 from incident_bot.chat.retry import sleep_unless_stopped
 from incident_bot.domain import messages
 from incident_bot.domain.commands import Command
-from incident_bot.domain.format import format_duration
 from incident_bot.domain.models import Incident, Status, TimelineEvent, TimelineKind
 from incident_bot.domain.rules import REMINDER_MIN_GAP, reminder_due
 from incident_bot.store.base import Transaction
@@ -28,18 +27,11 @@ class Timeline:
         self.core = core
         self.channel = channel
 
-    async def member_incident(self, req: Request, number: int | None, command: str, *, channel_only: bool = False) -> Incident:
-        """Timeline, notes and exports quote the channel: members only."""
-        incident = await self.core.incident_for(req, number, command, channel_only=channel_only)
-        if not await self.core.directory.in_channel(incident.channel_id, req.user_id):
-            raise UserError(messages.not_a_member_to_read(incident, command))
-        return incident
-
     # --- notes and the timeline view -------------------------------------------------
 
     async def note(self, req: Request, cmd: Command) -> None:
         core = self.core
-        incident = await core.incident_for(req, None, "note", member_action="add notes to", channel_only=True)
+        incident = await core.incident_for(req, None, "note", channel_only=True)
         async with core.lock(incident.number):
             await core.commit(
                 req.key,
@@ -50,7 +42,7 @@ class Timeline:
 
     async def show(self, req: Request, cmd: Command) -> None:
         core = self.core
-        incident = await self.member_incident(req, None, "timeline", channel_only=True)
+        incident = await core.incident_for(req, None, "timeline", channel_only=True)
         async with core.store.transaction() as tx:
             events = await tx.list_timeline(incident.number)
         names = await core.directory.names(e.actor_id for e in events)
@@ -177,7 +169,7 @@ class Timeline:
 
     async def update(self, req: Request, cmd: Command) -> None:
         core = self.core
-        found = await core.incident_for(req, None, "update", member_action="post updates to", channel_only=True)
+        found = await core.incident_for(req, None, "update", channel_only=True)
         async with core.changing(found) as incident:
             now = core.now()
             incident.last_update_at = now
@@ -227,9 +219,7 @@ class Timeline:
                 await core.commit(
                     None,
                     incident.number,
-                    event=core.event(
-                        incident.number, TimelineKind.REMINDER_SENT, None, f"no update for {format_duration(now - since)}"
-                    ),
+                    event=core.event(incident.number, TimelineKind.REMINDER_SENT, None, messages.no_update_for(now - since)),
                 )
                 sent += 1
                 log.info("reminder.sent", incident=incident.number, channel=incident.channel_name, user=incident.commander_id)

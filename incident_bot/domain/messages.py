@@ -6,7 +6,7 @@ Texts that name the bot take ``bot``, its username without the ``@``, as first a
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from incident_bot.domain.commands import COMMANDS
 from incident_bot.domain.format import format_datetime, format_duration, format_offset, format_time
@@ -15,6 +15,9 @@ from incident_bot.domain.rules import IncidentEnded, RuleError, duration
 
 # A function that turns a user id into "@name" (the app layer resolves names).
 Names = Callable[[str | None], str]
+
+NOBODY = "nobody"  # where a person is named but none is set
+UNKNOWN_USER = "@unknown-user"  # a user id Mattermost no longer knows
 
 CHECK_OPEN = "☐"
 CHECK_DONE = "☑"
@@ -165,8 +168,26 @@ def not_found(number: int) -> str:
     return f"No incident #{number} in your teams."
 
 
-def not_a_member(incident: Incident, action: str) -> str:
-    return f"Only members of {link(incident)} can {action} incident #{incident.number}. Use `join {incident.number}` first."
+# What a command does to an incident, for the refusal of someone outside its channel.
+_MEMBER_ACTIONS = {
+    "end": "end",
+    "reopen": "reopen",
+    "commander": "change the commander of",
+    "sev": "change the severity of",
+    "update": "post updates to",
+    "note": "add notes to",
+    **dict.fromkeys(("check", "uncheck", "add", "remove", "rename", "assign", "unassign"), "change the checklist of"),
+}
+
+
+def not_a_member(incident: Incident, command: str) -> str:
+    """The refusal of ``command`` to someone in the team but not in the incident channel."""
+    if command not in _MEMBER_ACTIONS:  # commands that quote the channel: timeline, export
+        return (
+            f"Only members of {link(incident)} can read the {command} of incident #{incident.number}. "
+            f"Use `join {incident.number}` first."
+        )
+    return f"Only members of {link(incident)} can {_MEMBER_ACTIONS[command]} incident #{incident.number}. Use `join {incident.number}` first."
 
 
 def need_incident_channel(bot: str, command: str) -> str:
@@ -717,7 +738,7 @@ def reminder(bot: str, incident: Incident, names: Names, since: datetime, now: d
 
 
 def stats(
-    team_label: str,
+    teams: list[str],
     days: int,
     by_severity: Mapping[int, int],
     open_now: int,
@@ -726,6 +747,7 @@ def stats(
     resolved: int,
 ) -> str:
     total = sum(by_severity.values())
+    team_label = ", ".join(teams) or "your teams"
     lines = [
         f"**Incidents in {team_label}, last {days} days: {total}**",
         "",
@@ -757,8 +779,17 @@ def reopened(incident: Incident) -> str:
     return f"Reopened incident #{incident.number} ({link(incident)}); it is active again."
 
 
-def not_a_member_to_read(incident: Incident, what: str) -> str:
-    return (
-        f"Only members of {link(incident)} can read the {what} of incident #{incident.number}. "
-        f"Use `join {incident.number}` first."
-    )
+# --- what the timeline records of a change --------------------------------------------
+
+
+def change(before: str, after: str) -> str:
+    """``Sev 3 → Sev 1``, ``@alice → @bob``, an item's old text → its new one."""
+    return f"{before} → {after}"
+
+
+def no_update_for(quiet: timedelta) -> str:
+    return f"no update for {format_duration(quiet)}"
+
+
+def channel_purpose(number: int) -> str:
+    return f"Incident #{number}, managed by incident-bot"
