@@ -2,8 +2,9 @@
 
 Every read and write happens inside ``async with store.transaction() as tx``: one
 transaction at a time (the store serialises them), committed on normal exit, rolled
-back on exception. A second backend (PostgreSQL) would implement the same two
-protocols.
+back on exception. Two backends implement the two protocols: SQLite
+(store/sqlite.py, the default) and PostgreSQL (store/postgres.py); ``store.open_store``
+picks one from the ``database`` setting.
 
 What every backend guarantees (tests/store/test_contract.py checks it):
 
@@ -26,6 +27,11 @@ from incident_bot.domain.models import ChecklistItem, Incident, Playbook, Status
 
 class SchemaTooNew(Exception):
     """The database was written by a newer incident-bot than this one."""
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached (PostgreSQL down, wrong host or credentials); the
+    message names it without its password."""
 
 
 class Transaction(Protocol):

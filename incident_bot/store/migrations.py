@@ -1,14 +1,21 @@
-"""Numbered SQL migrations for the SQLite store, each applied in its own transaction.
+"""Numbered SQL migrations for every store backend, each applied in its own transaction.
 
 The idea is mautrix-python's upgrade table: ``migrations/NNNN_name.sql`` files numbered
 1, 2, 3… without gaps; the versions applied are rows of ``schema_version``; opening a
 database applies the files above its version, one transaction per file, and refuses a
 database whose version is above the newest file (written by a newer incident-bot).
 
+One list for all backends: ``NNNN_name.sql`` is the migration (SQLite's dialect, and
+every backend's when the SQL is portable); ``NNNN_name.postgresql.sql`` next to it
+replaces it on PostgreSQL where the dialects differ. A backend file without its
+``NNNN_name.sql`` is an error, so the versions cannot drift apart. Both record the
+same name (``NNNN_name.sql``) in ``schema_version``.
+
 A migration file holds plain SQL statements separated by ``;`` and no transaction
 control (``BEGIN``/``COMMIT``): the runner wraps each file. ``PRAGMA foreign_keys`` has
 no effect inside a transaction; a file that rebuilds a table can use
-``PRAGMA defer_foreign_keys = ON`` instead.
+``PRAGMA defer_foreign_keys = ON`` instead. PostgreSQL files run as one script (the
+simple query protocol), so dollar-quoted function bodies need no special care.
 """
 
 from __future__ import annotations
@@ -20,8 +27,10 @@ from dataclasses import dataclass
 from importlib import resources
 from importlib.abc import Traversable
 from pathlib import Path
+from typing import Any, Literal
 
 import aiosqlite
+import asyncpg
 import structlog
 
 from incident_bot import __version__
@@ -29,8 +38,23 @@ from incident_bot.store.base import SchemaTooNew
 
 log = structlog.get_logger("incident_bot.store")
 
-_FILE_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+Dialect = Literal["sqlite", "postgresql"]
+DIALECTS: tuple[Dialect, ...] = ("sqlite", "postgresql")
+
+_FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)(?:\.(sqlite|postgresql))?\.sql$")
 _COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
+
+# Any constant shared by every incident-bot: two processes migrating one PostgreSQL database
+# at once take turns on it (pg_advisory_xact_lock, released at commit or rollback).
+_PG_MIGRATION_LOCK = 0x1_C1DE_4B07
+
+_CREATE_VERSION_TABLE_PG = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version     INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL,
+    applied_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+)
+"""
 
 _CREATE_VERSION_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_version (
@@ -89,20 +113,39 @@ def migrations_dir() -> Traversable:
     return resources.files("incident_bot.store").joinpath("migrations")
 
 
-def load_migrations(directory: Traversable | Path | None = None) -> list[Migration]:
-    """Read every ``NNNN_name.sql`` file, ordered; versions must run 1, 2, 3… without gaps.
+def load_migrations(directory: Traversable | Path | None = None, dialect: Dialect = "sqlite") -> list[Migration]:
+    """Read every ``NNNN_name.sql`` file, ordered, with ``dialect``'s own file where there is
+    one; versions must run 1, 2, 3… without gaps.
 
     Synchronous file reads: call it through ``asyncio.to_thread`` from the event loop.
     """
+    if dialect not in DIALECTS:
+        raise ValueError(f"unknown SQL dialect {dialect!r}")
     folder = directory if directory is not None else migrations_dir()
-    found: list[Migration] = []
+    base: dict[str, Migration] = {}
+    variants: dict[str, Traversable | Path] = {}
+    any_variant: set[str] = set()
     for entry in folder.iterdir():
         match = _FILE_NAME.match(entry.name)
         if match is None:
             if entry.name.endswith(".sql"):
-                raise MigrationError(f"{entry.name}: migration files are named NNNN_name.sql")
+                raise MigrationError(
+                    f"{entry.name}: migration files are named NNNN_name.sql (or NNNN_name.postgresql.sql for one backend)"
+                )
             continue
-        found.append(Migration(int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
+        name = f"{match.group(1)}_{match.group(2)}.sql"
+        if match.group(3) is None:
+            base[name] = Migration(int(match.group(1)), name, entry.read_text(encoding="utf-8"))
+        else:
+            any_variant.add(name)
+            if match.group(3) == dialect:
+                variants[name] = entry
+    for name in sorted(any_variant - set(base)):
+        raise MigrationError(f"{name.removesuffix('.sql')}.<backend>.sql has no {name}: every version needs its common file")
+    found = [
+        Migration(m.version, m.name, variants[m.name].read_text(encoding="utf-8")) if m.name in variants else m
+        for m in base.values()
+    ]
     found.sort(key=lambda m: m.version)
     for expected, migration in enumerate(found, start=1):
         if migration.version != expected:
@@ -173,3 +216,53 @@ def _refuse_newer(version: int, newest: Migration | None, database: str) -> None
             f"{newest_name}). It was written by a newer incident-bot: run that version, or "
             f"restore a backup made with this one."
         )
+
+
+# --- PostgreSQL -------------------------------------------------------------------------
+
+
+async def current_version_pg(conn: Any) -> int:
+    """``current_version`` on an asyncpg connection (0 when ``schema_version`` is missing)."""
+    exists = await conn.fetchval("SELECT to_regclass('schema_version') IS NOT NULL")
+    if not exists:
+        return 0
+    return int(await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version"))
+
+
+async def upgrade_pg(conn: Any, database: str, migrations: Sequence[Migration]) -> int:
+    """``upgrade`` on an asyncpg connection (``conn``, outside any transaction).
+
+    Each file runs as one script in its own transaction together with its
+    ``schema_version`` row, after an advisory lock that makes concurrent starts of several
+    incident-bots take turns; a failure leaves the database at the previous version.
+    """
+    newest = migrations[-1] if migrations else None
+    newest_version = newest.version if newest else 0
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _PG_MIGRATION_LOCK)
+        version = await current_version_pg(conn)
+        _refuse_newer(version, newest, database)  # before creating anything
+        await conn.execute(_CREATE_VERSION_TABLE_PG)
+    for migration in migrations:
+        if migration.version <= version:
+            continue
+        try:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", _PG_MIGRATION_LOCK)
+                version = await current_version_pg(conn)  # another process may have migrated meanwhile
+                if migration.version <= version:
+                    continue
+                _refuse_newer(version, newest, database)
+                await conn.execute(migration.sql)
+                await conn.execute(
+                    "INSERT INTO schema_version (version, name) VALUES ($1, $2)", migration.version, migration.name
+                )
+        except asyncpg.PostgresError as exc:
+            raise MigrationError(
+                f"migration {migration.name} failed on {database}: {exc}; the database stays at schema version {version}"
+            ) from exc
+        version = migration.version
+        log.info("store.migrated", database=database, version=version, file=migration.name)
+    if version != newest_version:  # pragma: no cover - guarded by _refuse_newer above
+        raise MigrationError(f"{database}: expected schema version {newest_version}, found {version}")
+    return version

@@ -7,22 +7,20 @@ fixed width, so ordering and comparing the text orders the times.
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from enum import Enum
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import aiosqlite
 import structlog
-from pydantic_core import to_jsonable_python
 
 from incident_bot.domain.models import ChecklistItem, Incident, Playbook, Status, TimelineEvent, ensure_utc
 from incident_bot.store import migrations
 from incident_bot.store.base import Transaction
+from incident_bot.store.values import INCIDENT_COLUMNS, INCIDENT_FIELDS, INCIDENT_TIMES, from_json, incident_values, to_json
 
 log = structlog.get_logger("incident_bot.store")
 
@@ -56,40 +54,13 @@ def db_time(value: str) -> datetime:
     return datetime.fromisoformat(value).astimezone(UTC)
 
 
-def _to_json(value: Any) -> str:
-    return json.dumps(value, default=to_jsonable_python, ensure_ascii=False, separators=(",", ":"))
-
-
-def _from_json(text: str) -> Any:
-    return json.loads(text)
-
-
-def _is_time_field(annotation: Any) -> bool:
-    return annotation is datetime or datetime in get_args(annotation)
-
-
-# Columns named after the model's fields: a field added to Incident without a migration
-# fails loudly ("no such column") instead of being silently dropped.
-_INCIDENT_FIELDS = tuple(Incident.model_fields)
-_INCIDENT_COLUMNS = tuple(name for name in _INCIDENT_FIELDS if name != "number")
-_INCIDENT_TIMES = frozenset(n for n, f in Incident.model_fields.items() if _is_time_field(f.annotation))
-
-
 def _incident_params(incident: Incident) -> list[Any]:
-    params: list[Any] = []
-    for name in _INCIDENT_COLUMNS:
-        value = getattr(incident, name)
-        if isinstance(value, datetime):
-            value = to_db_time(value)
-        elif isinstance(value, Enum):
-            value = value.value
-        params.append(value)
-    return params
+    return [to_db_time(v) if isinstance(v, datetime) else v for v in incident_values(incident)]
 
 
 def _incident(row: sqlite3.Row) -> Incident:
-    values = {name: row[name] for name in _INCIDENT_FIELDS}
-    for name in _INCIDENT_TIMES:
+    values = {name: row[name] for name in INCIDENT_FIELDS}
+    for name in INCIDENT_TIMES:
         values[name] = from_db_time(values[name])
     return Incident.model_validate(values)
 
@@ -103,7 +74,7 @@ def _timeline(row: sqlite3.Row) -> TimelineEvent:
         actor_id=row["actor_id"],
         text=row["text"],
         post_id=row["post_id"],
-        data=_from_json(row["data"]),
+        data=from_json(row["data"]),
         deleted=bool(row["deleted"]),
     )
 
@@ -127,7 +98,7 @@ def _playbook(row: sqlite3.Row) -> Playbook:
         name=row["name"],
         description=row["description"],
         default_severity=row["default_severity"],
-        items=_from_json(row["items"]),
+        items=from_json(row["items"]),
     )
 
 
@@ -303,14 +274,14 @@ class _SQLiteTransaction:
 
     async def create_incident(self, incident: Incident) -> Incident:
         row = await self._one(
-            f"INSERT INTO incidents ({', '.join(_INCIDENT_COLUMNS)}) VALUES ({_marks(_INCIDENT_COLUMNS)}) RETURNING number",
+            f"INSERT INTO incidents ({', '.join(INCIDENT_COLUMNS)}) VALUES ({_marks(INCIDENT_COLUMNS)}) RETURNING number",
             _incident_params(incident),
         )
         assert row is not None
         return incident.model_copy(update={"number": row["number"]})
 
     async def save_incident(self, incident: Incident) -> None:
-        assignments = ", ".join(f"{name} = ?" for name in _INCIDENT_COLUMNS)
+        assignments = ", ".join(f"{name} = ?" for name in INCIDENT_COLUMNS)
         changed = await self._write(
             f"UPDATE incidents SET {assignments}, updated_at = {_NOW_SQL} WHERE number = ?",
             [*_incident_params(incident), incident.number],
@@ -375,7 +346,7 @@ class _SQLiteTransaction:
                 event.actor_id,
                 event.text,
                 event.post_id,
-                _to_json(event.data),
+                to_json(event.data),
                 int(event.deleted),
             ),
         )
@@ -392,7 +363,7 @@ class _SQLiteTransaction:
                 event.actor_id,
                 event.text,
                 event.post_id,
-                _to_json(event.data),
+                to_json(event.data),
                 int(event.deleted),
                 event.id,
                 event.incident_number,
@@ -475,7 +446,7 @@ class _SQLiteTransaction:
             "ON CONFLICT (team_id, name) DO UPDATE SET name = excluded.name, description = excluded.description, "
             "default_severity = excluded.default_severity, items = excluded.items, "
             f"updated_at = {_NOW_SQL}",
-            (playbook.team_id, playbook.name, playbook.description, playbook.default_severity, _to_json(playbook.items)),
+            (playbook.team_id, playbook.name, playbook.description, playbook.default_severity, to_json(playbook.items)),
         )
 
     async def delete_playbook(self, team_id: str, name: str) -> bool:
@@ -493,11 +464,11 @@ class _SQLiteTransaction:
 
     async def get_state(self, key: str) -> Any | None:
         row = await self._one("SELECT value FROM bot_state WHERE key = ?", (key,))
-        return _from_json(row["value"]) if row else None
+        return from_json(row["value"]) if row else None
 
     async def set_state(self, key: str, value: Any) -> None:
         await self._write(
             "INSERT INTO bot_state (key, value) VALUES (?, ?) "
             f"ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = {_NOW_SQL}",
-            (key, _to_json(value)),
+            (key, to_json(value)),
         )

@@ -1,0 +1,477 @@
+"""The Store on a PostgreSQL database, through one asyncpg connection.
+
+For several bot processes sharing one database (and, later, an active/standby pair). The
+same contract as the SQLite store (tests/store runs on both); where PostgreSQL differs:
+
+- Times are ``timestamptz`` written truncated to the millisecond (``values.utc_ms``), so
+  they compare and order as SQLite's UTC text does; asyncpg reads them back aware UTC.
+- Incident numbers come from a row of ``counters`` updated inside the creating
+  transaction, not from a sequence: a rolled-back start gives its number back (as
+  SQLite's AUTOINCREMENT does) and starts from two processes wait for each other's commit
+  instead of sharing a number.
+- Checklist items lock their incident's row (``FOR UPDATE``) before taking MAX + 1, so two
+  processes adding to one checklist take turns.
+- Within one process transactions run one at a time, in arrival order, like SQLite's;
+  across processes PostgreSQL's row locks decide (READ COMMITTED).
+- The connection is re-made at the next transaction when it was lost (server restart),
+  so a transaction that fails on a dropped connection is the one that sees the error.
+
+Active/standby (issue #14, part 2) plugs in at ``transaction()``: after BEGIN, check the
+replica's lease and fencing token in the same transaction (e.g. ``SELECT 1 FROM lease
+WHERE holder = $1 AND token = $2 FOR SHARE``) and refuse the transaction when it is gone,
+so a deposed replica can never commit. Nothing else here would change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any, cast
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import structlog
+
+from incident_bot.domain.models import ChecklistItem, Incident, Playbook, Status, TimelineEvent
+from incident_bot.store import migrations
+from incident_bot.store.base import StoreUnavailable, Transaction
+from incident_bot.store.values import INCIDENT_COLUMNS, INCIDENT_FIELDS, from_json, incident_values, to_json, utc_ms
+
+log = structlog.get_logger("incident_bot.store")
+
+CONNECT_TIMEOUT = 10.0
+_NOW_SQL = "date_trunc('milliseconds', now())"
+# SQLite's NOCASE: ASCII letters only (see 0001_initial.postgresql.sql, playbooks.name_key).
+_FOLD_SQL = "translate({}, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')"
+
+# asyncpg ships no type hints: its connection and records are Any; these aliases say what is meant.
+Connection = Any
+Record = Any
+
+
+def redact(dsn: str) -> str:
+    """The DSN without its password, for logs and messages."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.rsplit("@", 1)
+    user = netloc[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+
+
+def _time(value: datetime | None) -> datetime | None:
+    return None if value is None else utc_ms(value)
+
+
+def _incident_params(incident: Incident) -> list[Any]:
+    return [utc_ms(v) if isinstance(v, datetime) else v for v in incident_values(incident)]
+
+
+def _incident(row: Record) -> Incident:
+    return Incident.model_validate({name: row[name] for name in INCIDENT_FIELDS})
+
+
+def _timeline(row: Record) -> TimelineEvent:
+    return TimelineEvent(
+        id=row["id"],
+        incident_number=row["incident_number"],
+        at=row["at"],
+        kind=row["kind"],
+        actor_id=row["actor_id"],
+        text=row["text"],
+        post_id=row["post_id"],
+        data=from_json(row["data"]),
+        deleted=row["deleted"],
+    )
+
+
+def _item(row: Record) -> ChecklistItem:
+    return ChecklistItem(
+        incident_number=row["incident_number"],
+        number=row["number"],
+        text=row["text"],
+        post_id=row["post_id"],
+        done_by=row["done_by"],
+        done_at=row["done_at"],
+        assignee_id=row["assignee_id"],
+        removed=row["removed"],
+    )
+
+
+def _playbook(row: Record) -> Playbook:
+    return Playbook(
+        team_id=row["team_id"],
+        name=row["name"],
+        description=row["description"],
+        default_severity=row["default_severity"],
+        items=from_json(row["items"]),
+    )
+
+
+def _marks(values: Sequence[Any], start: int = 1) -> str:
+    return ", ".join(f"${i}" for i in range(start, start + len(values)))
+
+
+# --- the store --------------------------------------------------------------------------
+
+
+class PostgresStore:
+    """Store on the PostgreSQL database at ``dsn`` (``postgresql://user@host/db``, asyncpg's forms):
+    ``await open()`` before use, ``await close()`` after."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.location = redact(dsn)
+        self._conn: Connection | None = None
+        self._open = False
+        self._lock = asyncio.Lock()
+        self._holder: asyncio.Task[Any] | None = None
+
+    async def _connect(self) -> Connection:
+        try:
+            return await asyncpg.connect(self.dsn, timeout=CONNECT_TIMEOUT, server_settings={"timezone": "UTC"})
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreUnavailable(f"cannot connect to the database {self.location}: {exc}") from exc
+
+    async def open(self) -> None:
+        """Connect and apply pending migrations; raises SchemaTooNew, StoreUnavailable."""
+        if self._open:
+            raise RuntimeError(f"store {self.location} is already open")
+        known = await asyncio.to_thread(migrations.load_migrations, None, "postgresql")
+        conn = await self._connect()
+        try:
+            version = await migrations.upgrade_pg(conn, self.location, known)
+        except BaseException:
+            await conn.close()
+            raise
+        self._conn, self._open = conn, True
+        log.info("store.opened", database=self.location, backend="postgresql", schema_version=version)
+
+    async def close(self) -> None:
+        """Wait for the running transaction, if any, then close the connection."""
+        if not self._open:
+            return
+        async with self._lock:
+            conn, self._conn, self._open = self._conn, None, False
+            if conn is not None and not conn.is_closed():
+                await conn.close()
+
+    async def _require_conn(self) -> Connection:
+        if not self._open:
+            raise RuntimeError(f"store {self.location} is not open")
+        if self._conn is None or self._conn.is_closed():
+            log.warning("store.reconnecting", database=self.location)
+            self._conn = await self._connect()
+        return self._conn
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """One transaction at a time in this process: BEGIN, COMMIT on normal exit, ROLLBACK
+        on any exception (cancellation too), which is re-raised."""
+        task = asyncio.current_task()
+        if task is not None and self._holder is task:
+            raise RuntimeError("a transaction is already open in this task; nested transactions are not supported")
+        async with self._lock:
+            conn = await self._require_conn()
+            self._holder = task
+            tx = _PostgresTransaction(conn)
+            pg_tx = conn.transaction()
+            try:
+                await pg_tx.start()
+                # The place for the active/standby lease and fencing check (module docstring).
+                yield tx
+                tx._finish()
+                await pg_tx.commit()
+            except BaseException:
+                tx._finish()
+                await self._rollback(conn, pg_tx)
+                raise
+            finally:
+                self._holder = None
+
+    async def _rollback(self, conn: Connection, pg_tx: Any) -> None:
+        try:
+            await pg_tx.rollback()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # The connection is gone or unusable: drop it; the next transaction connects again.
+            log.warning("store.rollback_failed", database=self.location, reason=str(exc)[:200])
+            conn.terminate()
+            if self._conn is conn:
+                self._conn = None
+
+    async def schema_version(self) -> int:
+        async with self._lock:
+            return await migrations.current_version_pg(await self._require_conn())
+
+
+class _PostgresTransaction:
+    """The Transaction protocol on the store's connection, valid inside its ``async with`` only."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._connection: Connection | None = conn
+
+    def _finish(self) -> None:
+        self._connection = None
+
+    @property
+    def _conn(self) -> Connection:
+        if self._connection is None:
+            raise RuntimeError("this transaction has ended; use the store inside `async with store.transaction()`")
+        return self._connection
+
+    async def _all(self, sql: str, params: Iterable[Any] = ()) -> list[Record]:
+        return list(await self._conn.fetch(sql, *params))
+
+    async def _one(self, sql: str, params: Iterable[Any] = ()) -> Record | None:
+        return await self._conn.fetchrow(sql, *params)
+
+    async def _write(self, sql: str, params: Iterable[Any] = ()) -> int:
+        """Run one statement; the number of rows it changed (from the command tag, "UPDATE 3")."""
+        status = cast(str, await self._conn.execute(sql, *params))
+        return int(status.rsplit(" ", 1)[-1]) if status[-1:].isdigit() else 0
+
+    async def _require_incident(self, number: int, lock: bool = False) -> None:
+        sql = "SELECT 1 FROM incidents WHERE number = $1" + (" FOR UPDATE" if lock else "")
+        if await self._one(sql, (number,)) is None:
+            raise KeyError(f"no incident #{number}")
+
+    # --- idempotency -------------------------------------------------------------------
+
+    async def event_seen(self, key: str) -> bool:
+        return await self._one("SELECT 1 FROM processed_events WHERE key = $1", (key,)) is not None
+
+    async def record_event(self, key: str, at: datetime, incident_number: int | None = None) -> None:
+        await self._write(
+            "INSERT INTO processed_events (key, at, incident_number) VALUES ($1, $2, $3) ON CONFLICT (key) DO NOTHING",
+            (key, utc_ms(at), incident_number),
+        )
+
+    async def prune_events(self, before: datetime) -> int:
+        removed = await self._write("DELETE FROM processed_events WHERE at < $1", (utc_ms(before),))
+        removed += await self._write("DELETE FROM replies WHERE at < $1", (utc_ms(before),))
+        return removed
+
+    # --- replies -------------------------------------------------------------------------
+
+    async def get_reply(self, command_key: str) -> str | None:
+        row = await self._one("SELECT reply_post_id FROM replies WHERE command_key = $1", (command_key,))
+        return cast(str, row["reply_post_id"]) if row else None
+
+    async def record_reply(self, command_key: str, reply_post_id: str, at: datetime) -> None:
+        await self._write(
+            "INSERT INTO replies (command_key, reply_post_id, at) VALUES ($1, $2, $3) ON CONFLICT (command_key) DO NOTHING",
+            (command_key, reply_post_id, utc_ms(at)),
+        )
+
+    # --- incidents -------------------------------------------------------------------------
+
+    async def create_incident(self, incident: Incident) -> Incident:
+        # The counter row stays locked until this transaction ends: a concurrent start in
+        # another process waits here, then reads the committed value (or the old one, after
+        # a rollback).
+        row = await self._one(
+            "WITH next AS (UPDATE counters SET value = value + 1 WHERE name = 'incidents' RETURNING value) "
+            f"INSERT INTO incidents (number, {', '.join(INCIDENT_COLUMNS)}) "
+            f"SELECT next.value, {_marks(INCIDENT_COLUMNS)} FROM next RETURNING number",
+            _incident_params(incident),
+        )
+        if row is None:  # pragma: no cover - the row is created by migration 0001
+            raise RuntimeError("the incidents counter row is missing")
+        return incident.model_copy(update={"number": row["number"]})
+
+    async def save_incident(self, incident: Incident) -> None:
+        assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(INCIDENT_COLUMNS, start=1))
+        changed = await self._write(
+            f"UPDATE incidents SET {assignments}, updated_at = {_NOW_SQL} WHERE number = ${len(INCIDENT_COLUMNS) + 1}",
+            [*_incident_params(incident), incident.number],
+        )
+        if changed == 0:
+            raise KeyError(f"no incident #{incident.number}")
+
+    async def get_incident(self, number: int) -> Incident | None:
+        row = await self._one("SELECT * FROM incidents WHERE number = $1", (number,))
+        return _incident(row) if row else None
+
+    async def get_incident_by_channel(self, channel_id: str) -> Incident | None:
+        row = await self._one("SELECT * FROM incidents WHERE channel_id = $1", (channel_id,))
+        return _incident(row) if row else None
+
+    async def get_incident_by_command_post(self, post_id: str) -> Incident | None:
+        row = await self._one("SELECT * FROM incidents WHERE command_post_id = $1 ORDER BY number LIMIT 1", (post_id,))
+        return _incident(row) if row else None
+
+    async def list_incidents(
+        self,
+        team_ids: list[str],
+        statuses: list[Status],
+        limit: int,
+        offset: int = 0,
+    ) -> tuple[list[Incident], int]:
+        if limit < 0 or offset < 0:
+            raise ValueError(f"limit and offset must not be negative (got {limit}, {offset})")
+        if not team_ids or not statuses:
+            return [], 0
+        where = "team_id = ANY($1::text[]) AND status = ANY($2::text[])"
+        params: list[Any] = [list(team_ids), [Status(s).value for s in statuses]]
+        count = await self._one(f"SELECT COUNT(*) AS n FROM incidents WHERE {where}", params)
+        total = int(count["n"]) if count else 0
+        if limit == 0 or offset >= total:
+            return [], total
+        rows = await self._all(
+            f"SELECT * FROM incidents WHERE {where} ORDER BY number DESC LIMIT $3 OFFSET $4", [*params, limit, offset]
+        )
+        return [_incident(row) for row in rows], total
+
+    async def list_incidents_in_status(self, statuses: list[Status]) -> list[Incident]:
+        if not statuses:
+            return []
+        rows = await self._all(
+            "SELECT * FROM incidents WHERE status = ANY($1::text[]) ORDER BY number", ([Status(s).value for s in statuses],)
+        )
+        return [_incident(row) for row in rows]
+
+    # --- timeline ------------------------------------------------------------------------------
+
+    async def add_timeline(self, event: TimelineEvent) -> TimelineEvent:
+        await self._require_incident(event.incident_number)
+        row = await self._one(
+            "INSERT INTO timeline (incident_number, at, kind, actor_id, text, post_id, data, deleted) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+            (
+                event.incident_number,
+                utc_ms(event.at),
+                event.kind.value,
+                event.actor_id,
+                event.text,
+                event.post_id,
+                to_json(event.data),
+                event.deleted,
+            ),
+        )
+        assert row is not None
+        return event.model_copy(update={"id": row["id"]})
+
+    async def update_timeline(self, event: TimelineEvent) -> None:
+        changed = await self._write(
+            "UPDATE timeline SET at = $1, kind = $2, actor_id = $3, text = $4, post_id = $5, data = $6, deleted = $7 "
+            "WHERE id = $8 AND incident_number = $9",
+            (
+                utc_ms(event.at),
+                event.kind.value,
+                event.actor_id,
+                event.text,
+                event.post_id,
+                to_json(event.data),
+                event.deleted,
+                event.id,
+                event.incident_number,
+            ),
+        )
+        if changed == 0:
+            raise KeyError(f"no timeline event {event.id} in incident #{event.incident_number}")
+
+    async def list_timeline(self, incident_number: int, include_deleted: bool = False) -> list[TimelineEvent]:
+        live = "" if include_deleted else "AND NOT deleted"
+        rows = await self._all(f"SELECT * FROM timeline WHERE incident_number = $1 {live} ORDER BY at, id", (incident_number,))
+        return [_timeline(row) for row in rows]
+
+    async def get_timeline_by_post(self, incident_number: int, post_id: str) -> TimelineEvent | None:
+        row = await self._one(
+            "SELECT * FROM timeline WHERE incident_number = $1 AND post_id = $2 AND kind = 'post_pinned' "
+            "AND NOT deleted ORDER BY id LIMIT 1",
+            (incident_number, post_id),
+        )
+        return _timeline(row) if row else None
+
+    # --- checklist ---------------------------------------------------------------------------
+
+    async def add_checklist_item(self, incident_number: int, text: str) -> ChecklistItem:
+        # Locking the incident's row makes processes adding to one checklist take turns on MAX + 1.
+        await self._require_incident(incident_number, lock=True)
+        row = await self._one(
+            "INSERT INTO checklist_items (incident_number, number, text) "
+            "SELECT $1, COALESCE(MAX(number), 0) + 1, $2 FROM checklist_items WHERE incident_number = $1 "
+            "RETURNING number",
+            (incident_number, text),
+        )
+        assert row is not None
+        return ChecklistItem(incident_number=incident_number, number=row["number"], text=text)
+
+    async def save_checklist_item(self, item: ChecklistItem) -> None:
+        changed = await self._write(
+            "UPDATE checklist_items SET text = $1, post_id = $2, done_by = $3, done_at = $4, assignee_id = $5, "
+            f"removed = $6, updated_at = {_NOW_SQL} WHERE incident_number = $7 AND number = $8",
+            (
+                item.text,
+                item.post_id,
+                item.done_by,
+                _time(item.done_at),
+                item.assignee_id,
+                item.removed,
+                item.incident_number,
+                item.number,
+            ),
+        )
+        if changed == 0:
+            raise KeyError(f"no checklist item {item.number} in incident #{item.incident_number}")
+
+    async def list_checklist(self, incident_number: int, include_removed: bool = False) -> list[ChecklistItem]:
+        live = "" if include_removed else "AND NOT removed"
+        rows = await self._all(
+            f"SELECT * FROM checklist_items WHERE incident_number = $1 {live} ORDER BY number", (incident_number,)
+        )
+        return [_item(row) for row in rows]
+
+    async def get_checklist_item_by_post(self, post_id: str) -> ChecklistItem | None:
+        row = await self._one("SELECT * FROM checklist_items WHERE post_id = $1", (post_id,))
+        return _item(row) if row else None
+
+    # --- playbooks -------------------------------------------------------------------------
+
+    async def get_playbook(self, team_id: str, name: str) -> Playbook | None:
+        row = await self._one(
+            f"SELECT * FROM playbooks WHERE team_id = $1 AND name_key = {_FOLD_SQL.format('$2')}", (team_id, name)
+        )
+        return _playbook(row) if row else None
+
+    async def list_playbooks(self, team_id: str) -> list[Playbook]:
+        rows = await self._all('SELECT * FROM playbooks WHERE team_id = $1 ORDER BY name_key COLLATE "C"', (team_id,))
+        return [_playbook(row) for row in rows]
+
+    async def save_playbook(self, playbook: Playbook) -> None:
+        if playbook.team_id is None:
+            raise ValueError(f"playbook {playbook.name!r} has no team_id; config playbooks are not stored")
+        await self._write(
+            "INSERT INTO playbooks (team_id, name, description, default_severity, items) VALUES ($1, $2, $3, $4, $5) "
+            "ON CONFLICT (team_id, name_key) DO UPDATE SET name = excluded.name, description = excluded.description, "
+            "default_severity = excluded.default_severity, items = excluded.items, "
+            f"updated_at = {_NOW_SQL}",
+            (playbook.team_id, playbook.name, playbook.description, playbook.default_severity, to_json(playbook.items)),
+        )
+
+    async def delete_playbook(self, team_id: str, name: str) -> bool:
+        sql = f"DELETE FROM playbooks WHERE team_id = $1 AND name_key = {_FOLD_SQL.format('$2')}"
+        return await self._write(sql, (team_id, name)) > 0
+
+    # --- reminders and state ----------------------------------------------------------------
+
+    async def due_reminders(self, now: datetime) -> list[Incident]:
+        rows = await self._all(
+            "SELECT * FROM incidents WHERE status = $1 AND next_reminder_at IS NOT NULL AND next_reminder_at <= $2 "
+            "ORDER BY next_reminder_at, number",
+            (Status.ACTIVE.value, utc_ms(now)),
+        )
+        return [_incident(row) for row in rows]
+
+    async def get_state(self, key: str) -> Any | None:
+        row = await self._one("SELECT value FROM bot_state WHERE key = $1", (key,))
+        return from_json(row["value"]) if row else None
+
+    async def set_state(self, key: str, value: Any) -> None:
+        await self._write(
+            "INSERT INTO bot_state (key, value) VALUES ($1, $2) "
+            f"ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = {_NOW_SQL}",
+            (key, to_json(value)),
+        )
