@@ -1,20 +1,26 @@
 """Backends for the store contract tests: each makes fresh stores on one database per test.
 
-A second backend (PostgreSQL) joins by subclassing Backend and adding itself to BACKENDS;
-every test in test_contract.py that takes ``store`` or ``backend`` then runs against it.
+Every test in test_contract.py that takes ``store`` or ``backend`` runs on each backend in
+BACKENDS: SQLite on a temporary file, PostgreSQL in a fresh schema of a throwaway cluster
+(tests/support/postgres.py) that each pytest-xdist worker starts once, on first use. The
+PostgreSQL runs are skipped only when its binaries are missing and cannot be installed.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import itertools
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiosqlite
+import asyncpg
 import pytest
 
 from incident_bot.store.base import Store
 from incident_bot.store.migrations import load_migrations
+from incident_bot.store.postgres import PostgresStore
 from incident_bot.store.sqlite import SQLiteStore
+from tests.support.postgres import Cluster, ensure_installed
 
 
 class Backend:
@@ -50,12 +56,75 @@ class SQLiteBackend(Backend):
             await conn.commit()
 
 
-BACKENDS: dict[str, type[Backend]] = {"sqlite": SQLiteBackend}
+_schemas = itertools.count(1)
+
+
+class PostgresBackend(Backend):
+    name = "postgresql"
+
+    def __init__(self, cluster: Cluster, schema: str) -> None:
+        self.cluster = cluster
+        self.schema = schema
+        self.dsn = cluster.dsn(search_path=schema)
+        self.location = self.dsn
+        self.latest_version = load_migrations(dialect="postgresql")[-1].version
+
+    @classmethod
+    async def create(cls, cluster: Cluster) -> PostgresBackend:
+        """A backend on a new, empty schema of the cluster (a new database for each test, cheaply)."""
+        schema = f"t{next(_schemas)}"
+        conn = await asyncpg.connect(cluster.dsn())
+        try:
+            await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}")
+        finally:
+            await conn.close()
+        return cls(cluster, schema)
+
+    def make(self) -> PostgresStore:
+        return PostgresStore(self.dsn)
+
+    async def set_schema_version(self, version: int) -> None:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            await conn.execute("INSERT INTO schema_version (version, name) VALUES ($1, $2)", version, f"{version:04d}_future.sql")
+        finally:
+            await conn.close()
+
+
+BACKENDS: dict[str, type[Backend]] = {"sqlite": SQLiteBackend, "postgresql": PostgresBackend}
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster | str]:
+    """This worker's PostgreSQL cluster, or why there is none (the tests on it skip)."""
+    bindir, why = ensure_installed()
+    if bindir is None:
+        yield why
+        return
+    cluster = Cluster(bindir)
+    try:
+        cluster.start()
+    except BaseException:
+        cluster.stop()
+        raise
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+async def postgres_backend(request: pytest.FixtureRequest) -> PostgresBackend:
+    cluster = request.getfixturevalue("pg_cluster")
+    if isinstance(cluster, str):
+        pytest.skip(cluster)
+    return await PostgresBackend.create(cluster)
 
 
 @pytest.fixture(params=sorted(BACKENDS))
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    return BACKENDS[request.param](tmp_path)
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "postgresql":
+        return await postgres_backend(request)
+    return SQLiteBackend(tmp_path)
 
 
 @pytest.fixture
@@ -81,3 +150,8 @@ async def sqlite_store(sqlite_backend: SQLiteBackend) -> AsyncIterator[SQLiteSto
         yield store
     finally:
         await store.close()
+
+
+@pytest.fixture
+async def pg_backend(request: pytest.FixtureRequest) -> PostgresBackend:
+    return await postgres_backend(request)
