@@ -36,6 +36,31 @@ class ConfigError(Exception):
     """A setting is missing or invalid; the message is meant for the operator."""
 
 
+DATABASE_SCHEMES = ("postgresql", "postgres")
+
+
+def parse_database(value: str | os.PathLike[str]) -> Path | str:
+    """A ``database`` value in its settled shape: ``postgresql://…`` (or ``postgres://…``)
+    stays text, ``sqlite:///path`` and plain paths become a Path. ValueError for another
+    scheme or a PostgreSQL URL without a database name."""
+    if not isinstance(value, str):
+        return Path(value)
+    text = value.strip()
+    scheme, sep, rest = text.partition("://")
+    if not sep or "/" in scheme or "\\" in scheme:
+        return Path(text)
+    scheme = scheme.lower()
+    if scheme == "sqlite":
+        if not rest.startswith("/") or rest == "/":
+            raise ValueError("expected sqlite:///relative/path.db or sqlite:////absolute/path.db")
+        return Path(rest[1:])
+    if scheme in DATABASE_SCHEMES:
+        if not urlsplit(text).path.strip("/"):
+            raise ValueError("expected postgresql://user@host/database (the database name is missing)")
+        return text
+    raise ValueError(f"unknown database scheme {scheme}://; expected a file path, sqlite:///path or postgresql://user@host/db")
+
+
 class PlaybookSettings(BaseModel):
     """A read-only playbook from the config file, offered in every team."""
 
@@ -80,7 +105,9 @@ class Settings(BaseSettings):
     mattermost_url: str = Field(description="Base URL of the Mattermost server, e.g. https://chat.example.org")
     bot_token: SecretStr | None = Field(default=None, description="Access token of the bot account")
     bot_token_file: Path | None = Field(default=None, description="File holding the bot token")
-    database: Path = Field(default=Path("incident-bot.db"))
+    # A Path for SQLite (a plain path or sqlite:///path), the URL text for PostgreSQL
+    # (postgresql://user@host/db); store.factory.open_store takes either.
+    database: Path | str = Field(default=Path("incident-bot.db"))
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
     default_severity: int = Field(default=3, ge=1, le=4)
@@ -102,6 +129,11 @@ class Settings(BaseSettings):
         if parts.hostname in PLACEHOLDER_HOSTS:
             raise ValueError("still the placeholder from config.example.toml; set your server's URL")
         return value
+
+    @field_validator("database", mode="before")
+    @classmethod
+    def _database(cls, value: object) -> object:
+        return parse_database(value) if isinstance(value, str | Path) else value
 
     @field_validator("announcement_channels")
     @classmethod

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +75,28 @@ def test_example_config_is_complete_but_refused(tmp_path):
     example = Path(__file__).resolve().parents[2] / "config.example.toml"
     with pytest.raises(ConfigError, match="placeholder"):
         load_settings(example)
+
+
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        ("x.db", "PATH:x.db"),
+        ("sqlite:///rel/x.db", "PATH:rel/x.db"),
+        ("sqlite:////abs/x.db", "PATH:/abs/x.db"),
+        ("postgresql://bot:pw@db.internal/incidents", "postgresql://bot:pw@db.internal/incidents"),
+        ("postgres://bot@/incidents?host=/run/postgresql", "postgres://bot@/incidents?host=/run/postgresql"),
+    ],
+)
+def test_database_selects_the_backend(tmp_path, monkeypatch, value, expected):
+    monkeypatch.setenv("INCIDENT_BOT_DATABASE", value)
+    path = write(tmp_path, 'mattermost_url = "http://c"\nbot_token = "x"\n')
+    database = load_settings(path).database
+    assert database == (Path(expected[5:]) if expected.startswith("PATH:") else expected)
+
+
+@pytest.mark.parametrize("value", ["mysql://h/db", "postgresql://host-only", "sqlite://x.db"])
+def test_database_refuses_what_no_backend_reads(tmp_path, value):
+    path = write(tmp_path, f'mattermost_url = "http://c"\nbot_token = "x"\ndatabase = "{value}"\n')
+    with pytest.raises(ConfigError, match="database: ") as caught:
+        load_settings(path)
+    assert "pw" not in str(caught.value)
