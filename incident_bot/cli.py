@@ -1,4 +1,4 @@
-"""Command line: ``incident-bot run | check | migrate | export`` (also ``python -m incident_bot``)."""
+"""Command line: ``incident-bot run | check | migrate | export | migrate-store`` (also ``python -m incident_bot``)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from incident_bot import __version__
-from incident_bot.config import ConfigError, Settings, load_settings
+from incident_bot.config import ConfigError, Settings, load_settings, parse_database
 from incident_bot.logging import register_secret, setup_logging
 
 EXIT_CONFIG = 2
@@ -29,7 +30,15 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="print an incident's postmortem without Mattermost")
     export.add_argument("number", type=int, help="incident number")
     export.add_argument("--format", choices=("md", "json"), default="md")
-    export.add_argument("--db", metavar="PATH", help="database file (default: the configured one)")
+    export.add_argument("--db", metavar="PATH", help="database: a SQLite file or postgresql://… (default: the configured one)")
+    move = sub.add_parser(
+        "migrate-store",
+        help="copy a whole installation to another database (e.g. SQLite to PostgreSQL), then exit; stop the bot first",
+    )
+    move.add_argument("--from", dest="source", required=True, metavar="DATABASE", help="the current database: SQLite file or URL")
+    move.add_argument(
+        "--to", dest="target", required=True, metavar="DATABASE", help="a new, empty database, e.g. postgresql://bot@db/incidents"
+    )
     return parser
 
 
@@ -46,28 +55,64 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 async def _run(settings: Settings) -> int:
     from incident_bot.runtime import Runtime, StartupError
-    from incident_bot.store.base import SchemaTooNew
+    from incident_bot.store.base import SchemaTooNew, StoreUnavailable
 
     try:
         await Runtime(settings).run()
-    except (StartupError, SchemaTooNew) as exc:
+    except (StartupError, SchemaTooNew, StoreUnavailable) as exc:
         return _fail(str(exc))
     return 0
 
 
 async def _migrate(settings: Settings) -> int:
-    from incident_bot.store.base import SchemaTooNew
-    from incident_bot.store.sqlite import SQLiteStore
+    from incident_bot.store.base import SchemaTooNew, StoreUnavailable
+    from incident_bot.store.factory import backend_of, describe, open_store
 
-    store = SQLiteStore(settings.database)
+    store = open_store(settings.database)
     try:
         await store.open()
         version = await store.schema_version()
-    except SchemaTooNew as exc:
+    except (SchemaTooNew, StoreUnavailable) as exc:
         return _fail(str(exc))
     finally:
         await store.close()
-    print(f"database {settings.database}: schema version {version}")
+    # One line for `check` and `migrate`: which backend, which database, which schema.
+    print(f"database {describe(settings.database)} ({backend_of(settings.database)}): schema version {version}")
+    return 0
+
+
+async def _migrate_store(source_arg: str, target_arg: str) -> int:
+    """``migrate-store --from A --to B``: 0 copied and verified, 1 refused or failed, 2 bad arguments."""
+    from incident_bot.store.base import SchemaTooNew, StoreUnavailable
+    from incident_bot.store.copy import CopyError, copy_store
+    from incident_bot.store.factory import backend_of, describe, open_store
+
+    try:
+        source, target = parse_database(source_arg), parse_database(target_arg)
+    except ValueError as exc:
+        return _fail(f"migrate-store: {exc}")
+    if describe(source) == describe(target):
+        return _fail("migrate-store: --from and --to name the same database")
+    if backend_of(source) == "sqlite" and not await asyncio.to_thread(Path(source).is_file):
+        return _fail(f"migrate-store: no database at {source}")
+    stores = [open_store(source), open_store(target)]
+    try:
+        for store in stores:
+            await store.open()
+        counts = await copy_store(*stores)
+    except (SchemaTooNew, StoreUnavailable) as exc:
+        return _fail(f"migrate-store: {exc}")
+    except CopyError as exc:
+        print(f"incident-bot: migrate-store: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for store in stores:
+            await store.close()
+    for table, count in counts.items():
+        print(f"{table}: {count} rows")
+    print(
+        f"copied {describe(source)} to {describe(target)}; row counts verified. Set database to the new one, then start the bot."
+    )
     return 0
 
 
@@ -76,6 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         build_parser().print_help()
         return EXIT_CONFIG
+    if args.command == "migrate-store":
+        setup_logging("warning")
+        return asyncio.run(_migrate_store(args.source, args.target))
     if args.command == "export":
         from incident_bot.app.export import cli_export
 

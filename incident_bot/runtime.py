@@ -40,7 +40,7 @@ from incident_bot.plugins.incidents import IncidentPlugin
 from incident_bot.plugins.playbooks import PlaybookPlugin
 from incident_bot.plugins.timeline import TimelinePlugin
 from incident_bot.store.base import Store
-from incident_bot.store.sqlite import SQLiteStore
+from incident_bot.store.factory import describe, open_store
 
 log = structlog.get_logger("incident_bot.bot")
 
@@ -92,7 +92,7 @@ class Bot:
 class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = SQLiteStore(settings.database)
+        self.store = open_store(settings.database)
         self.chat = MattermostClient(settings.mattermost_url, settings.token())
         self._stopping = asyncio.Event()
         self._background: set[asyncio.Task[Any]] = set()
@@ -150,7 +150,7 @@ class Runtime:
                 log.info("bot.resumed_starts", incidents=resumed)
         except Exception as exc:  # noqa: BLE001 - finished when its command is read again
             log.warning("bot.resume_failed", error=type(exc).__name__, detail=str(exc)[:200])
-        log.info("bot.starting", user=me.username, database=str(self.settings.database))
+        log.info("bot.starting", user=me.username, database=describe(self.settings.database))
         stream_task = self._spawn(bot.stream.run())
         self._spawn(bot.timeline.run_reminders(self._stopping))
         self._spawn(bot.cursor.run(self._stopping))

@@ -37,6 +37,7 @@ import structlog
 from incident_bot.domain.models import ChecklistItem, Incident, Playbook, Status, TimelineEvent
 from incident_bot.store import migrations
 from incident_bot.store.base import StoreUnavailable, Transaction
+from incident_bot.store.copy import Table
 from incident_bot.store.values import INCIDENT_COLUMNS, INCIDENT_FIELDS, from_json, incident_values, to_json, utc_ms
 
 log = structlog.get_logger("incident_bot.store")
@@ -475,3 +476,40 @@ class _PostgresTransaction:
             f"ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = {_NOW_SQL}",
             (key, to_json(value)),
         )
+
+    # --- copying (store/copy.py; not part of the Transaction protocol) ------------------------
+
+    async def snapshot(self) -> None:
+        """One snapshot for every read that follows (must be the transaction's first statement)."""
+        await self._conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+
+    async def table_columns(self, table: str) -> set[str]:
+        rows = await self._all(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = $1 AND is_generated = 'NEVER'",
+            (table,),
+        )
+        return {row["column_name"] for row in rows}
+
+    async def count_rows(self, table: str) -> int:
+        return int(await self._conn.fetchval(f"SELECT COUNT(*) FROM {table}"))  # table names come from copy.TABLES only
+
+    async def dump_rows(self, table: Table) -> list[dict[str, Any]]:
+        rows = await self._all(f"SELECT {', '.join(table.columns)} FROM {table.name} ORDER BY {table.order_by}")
+        return [dict(row.items()) for row in rows]
+
+    async def insert_rows(self, table: Table, rows: list[dict[str, Any]]) -> None:
+        sql = f"INSERT INTO {table.name} ({', '.join(table.columns)}) VALUES ({_marks(table.columns)})"
+        await self._conn.executemany(sql, [[row[name] for name in table.columns] for row in rows])
+
+    async def last_numbers(self) -> dict[str, int]:
+        incidents = await self._conn.fetchval("SELECT value FROM counters WHERE name = 'incidents'")
+        sequence = await self._conn.fetchval("SELECT pg_get_serial_sequence('timeline', 'id')")
+        row = await self._one(f"SELECT last_value, is_called FROM {sequence}")
+        timeline = int(row["last_value"]) if row and row["is_called"] else 0
+        return {"incidents": int(incidents or 0), "timeline": timeline}
+
+    async def set_last_numbers(self, numbers: dict[str, int]) -> None:
+        await self._write("UPDATE counters SET value = $1 WHERE name = 'incidents'", (numbers.get("incidents", 0),))
+        last = numbers.get("timeline", 0)
+        await self._conn.execute("SELECT setval(pg_get_serial_sequence('timeline', 'id'), $1, $2)", max(last, 1), last > 0)

@@ -20,6 +20,7 @@ import structlog
 from incident_bot.domain.models import ChecklistItem, Incident, Playbook, Status, TimelineEvent, ensure_utc
 from incident_bot.store import migrations
 from incident_bot.store.base import Transaction
+from incident_bot.store.copy import SEQUENCES, Table
 from incident_bot.store.values import INCIDENT_COLUMNS, INCIDENT_FIELDS, INCIDENT_TIMES, from_json, incident_values, to_json
 
 log = structlog.get_logger("incident_bot.store")
@@ -472,3 +473,47 @@ class _SQLiteTransaction:
             f"ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = {_NOW_SQL}",
             (key, to_json(value)),
         )
+
+    # --- copying (store/copy.py; not part of the Transaction protocol) ------------------------
+
+    async def snapshot(self) -> None:
+        """BEGIN IMMEDIATE already keeps writers out until this transaction ends."""
+
+    async def table_columns(self, table: str) -> set[str]:
+        return {row["name"] for row in await self._all("SELECT name FROM pragma_table_info(?)", (table,))}
+
+    async def count_rows(self, table: str) -> int:
+        row = await self._one(f"SELECT COUNT(*) AS n FROM {table}")  # table names come from copy.TABLES only
+        return int(row["n"]) if row else 0
+
+    async def dump_rows(self, table: Table) -> list[dict[str, Any]]:
+        rows = await self._all(f"SELECT {', '.join(table.columns)} FROM {table.name} ORDER BY {table.order_by}")
+        dumped = []
+        for row in rows:
+            values = {name: row[name] for name in table.columns}
+            for name in table.times:
+                values[name] = from_db_time(values[name])
+            for name in table.flags:
+                values[name] = bool(values[name])
+            dumped.append(values)
+        return dumped
+
+    async def insert_rows(self, table: Table, rows: list[dict[str, Any]]) -> None:
+        def param(name: str, value: Any) -> Any:
+            if name in table.times:
+                return to_db_time(value)
+            return int(value) if name in table.flags else value
+
+        sql = f"INSERT INTO {table.name} ({', '.join(table.columns)}) VALUES ({_marks(table.columns)})"
+        await self._conn.executemany(sql, [tuple(param(n, row[n]) for n in table.columns) for row in rows])
+
+    async def last_numbers(self) -> dict[str, int]:
+        rows = await self._all("SELECT name, seq FROM sqlite_sequence WHERE name IN ('incidents', 'timeline')")
+        found = {row["name"]: int(row["seq"]) for row in rows}
+        return {name: found.get(name, 0) for name in SEQUENCES}
+
+    async def set_last_numbers(self, numbers: dict[str, int]) -> None:
+        for name in SEQUENCES:
+            await self._write("DELETE FROM sqlite_sequence WHERE name = ?", (name,))
+            if numbers.get(name, 0) > 0:
+                await self._write("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (name, numbers[name]))

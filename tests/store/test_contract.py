@@ -1,7 +1,8 @@
 """The repository contract (store/base.py), run against every backend in conftest.BACKENDS.
 
-Tests that take ``store``/``backend`` speak only the Protocol; the SQLite section at the
-end checks what only SQLite has (PRAGMAs, migration files, the text format of times).
+Tests that take ``store``/``backend`` speak only the Protocol and run on SQLite and
+PostgreSQL; the sections at the end check what only one backend has (PRAGMAs, the
+migration runners and files, how times are stored).
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import aiosqlite
+import asyncpg
 import pytest
 
 from incident_bot.domain.models import ChecklistItem, Incident, Playbook, Status, TimelineEvent, TimelineKind
 from incident_bot.store import migrations
-from incident_bot.store.base import SchemaTooNew, Store
+from incident_bot.store.base import SchemaTooNew, Store, StoreUnavailable
+from incident_bot.store.postgres import PostgresStore
 from incident_bot.store.sqlite import SQLiteStore, from_db_time, to_db_time
-from tests.store.conftest import Backend, SQLiteBackend
+from tests.store.conftest import Backend, PostgresBackend, SQLiteBackend
 
 T0 = datetime(2026, 11, 26, 14, 2, 0, 123000, tzinfo=UTC)
 CEST = timezone(timedelta(hours=2))
@@ -168,6 +171,38 @@ async def test_concurrent_creates_get_distinct_numbers(store: Store) -> None:
         incidents, total = await tx.list_incidents(["team-ops"], [Status.STARTING], 50)
     assert total == 10
     assert {i.title for i in incidents} == {f"outage {i}" for i in range(10)}
+
+
+async def test_two_stores_on_one_database_never_share_a_number(store: Store, backend: Backend) -> None:
+    """Two processes (here: two stores, two connections) starting incidents at once."""
+    other = backend.make()
+    await other.open()
+    started = asyncio.Event()
+
+    async def start(on: Store, i: int) -> int:
+        async with on.transaction() as tx:
+            incident = await tx.create_incident(make_incident(title=f"outage {i}", channel_id=f"ch-{i}"))
+            started.set()
+            await asyncio.sleep(0.001)  # hold the transaction open while the other store tries
+            await tx.add_checklist_item(incident.number, "first")
+            return incident.number
+
+    async def rolled_back(on: Store) -> None:
+        await started.wait()
+        with pytest.raises(Boom):
+            async with on.transaction() as tx:
+                await tx.create_incident(make_incident(title="rolled back"))
+                raise Boom
+
+    try:
+        numbers = await asyncio.gather(
+            *(start(store if i % 2 else other, i) for i in range(12)), rolled_back(other), rolled_back(store)
+        )
+    finally:
+        await other.close()
+    taken = [n for n in numbers if n is not None]
+    assert sorted(taken) == list(range(1, 13))  # distinct, and the rolled-back ones gave theirs back
+    assert (await create(store)).number == 13
 
 
 async def test_transactions_run_one_at_a_time(store: Store) -> None:
@@ -587,6 +622,35 @@ async def test_state(store: Store) -> None:
         assert await tx.get_state("when") == "2026-11-26T14:02:00.123000Z"
 
 
+async def test_json_comes_back_as_written(store: Store) -> None:
+    """Key order, number spelling and non-ASCII text survive on every backend (no jsonb-style rewriting)."""
+    value = {"z": 1, "a": [1.0, 10000000000000000000000, 1e100, -0.5], "ü": "✨ \" '", "m": {"b": None, "a": True}}
+    n = (await create(store)).number
+    async with store.transaction() as tx:
+        await tx.set_state("j", value)
+        event = await tx.add_timeline(TimelineEvent(incident_number=n, at=T0, kind=TimelineKind.NOTE, data=value))
+        await tx.save_playbook(Playbook(team_id="t", name="p", items=["✨", "a;b", "'"]))
+    async with store.transaction() as tx:
+        got = await tx.get_state("j")
+        (listed,) = await tx.list_timeline(n)
+        playbook = await tx.get_playbook("t", "P")
+    for back in (got, listed.data):
+        assert back == value and list(back) == ["z", "a", "ü", "m"] and list(back["m"]) == ["b", "a"]
+        assert [type(x) for x in back["a"]] == [float, int, float, float]
+    assert listed == event
+    assert playbook is not None and playbook.items == ["✨", "a;b", "'"]
+
+
+async def test_playbook_names_fold_ascii_letters_only(store: Store) -> None:
+    async with store.transaction() as tx:
+        await tx.save_playbook(Playbook(team_id="t", name="Émile"))
+        await tx.save_playbook(Playbook(team_id="t", name="b"))
+        await tx.save_playbook(Playbook(team_id="t", name="Z"))
+        assert await tx.get_playbook("t", "éMILE") is None  # É is not folded (SQLite's NOCASE)
+        assert await tx.get_playbook("t", "ÉMILE") is not None
+        assert [p.name for p in await tx.list_playbooks("t")] == ["b", "Z", "Émile"]  # folded, then code point order
+
+
 # --- times -----------------------------------------------------------------------------------------
 
 
@@ -749,3 +813,84 @@ async def test_sqlite_store_creates_nothing_when_refusing(tmp_path: Path, sqlite
         await SQLiteStore(tmp_path / "copy.db").open()
     async with aiosqlite.connect(tmp_path / "copy.db") as conn:
         assert list(await conn.execute_fetchall("SELECT MAX(version) FROM schema_version")) == [(50,)]
+
+
+# --- PostgreSQL only --------------------------------------------------------------------------------
+
+
+def test_each_backend_reads_its_own_file_of_one_list(tmp_path: Path) -> None:
+    shipped = migrations.load_migrations()
+    on_pg = migrations.load_migrations(dialect="postgresql")
+    assert [m.name for m in on_pg] == [m.name for m in shipped]  # one list, same names recorded
+    assert "TIMESTAMPTZ" in on_pg[0].sql and "TIMESTAMPTZ" not in shipped[0].sql
+
+    folder = _copy_shipped_migrations(tmp_path / "migrations")
+    (folder / "0009_orphan.postgresql.sql").write_text("SELECT 1;")
+    with pytest.raises(migrations.MigrationError, match=r"no 0009_orphan\.sql"):
+        migrations.load_migrations(folder, dialect="sqlite")  # an orphan breaks every backend's list
+
+
+async def test_postgres_keeps_times_as_timestamptz_to_the_millisecond(pg_backend: PostgresBackend) -> None:
+    store = pg_backend.make()
+    await store.open()
+    try:
+        await create(store, started_at=T0.astimezone(CEST).replace(microsecond=123999))
+    finally:
+        await store.close()
+    conn = await asyncpg.connect(pg_backend.dsn)
+    try:
+        row = await conn.fetchrow("SELECT started_at, pg_typeof(started_at)::text AS type, created_at FROM incidents")
+    finally:
+        await conn.close()
+    assert row["type"] == "timestamp with time zone"
+    assert row["started_at"] == T0
+    assert row["created_at"].microsecond % 1000 == 0
+
+
+async def test_postgres_runner_applies_only_new_files_each_in_a_transaction(pg_backend: PostgresBackend, tmp_path: Path) -> None:
+    folder = _copy_shipped_migrations(tmp_path / "migrations")
+    for migration in migrations.load_migrations(dialect="postgresql"):
+        (folder / migration.name.replace(".sql", ".postgresql.sql")).write_text(migration.sql)
+    latest = len(migrations.load_migrations(folder, dialect="postgresql"))
+    conn = await asyncpg.connect(pg_backend.dsn)
+    try:
+        assert await migrations.upgrade_pg(conn, "db", migrations.load_migrations(folder, dialect="postgresql")) == latest
+        (folder / f"{latest + 1:04d}_notes.sql").write_text("CREATE TABLE extra (id INTEGER);")  # SQLite's
+        (folder / f"{latest + 1:04d}_notes.postgresql.sql").write_text(
+            "CREATE TABLE extra (id INTEGER, note TEXT NOT NULL DEFAULT 'a;b');\n"
+            "CREATE FUNCTION extra_touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.note := NEW.note || ';'; RETURN NEW; END $$;\n"
+            "CREATE TRIGGER extra_touch BEFORE INSERT ON extra FOR EACH ROW EXECUTE FUNCTION extra_touch();\n"
+            "INSERT INTO extra (id) VALUES (1);\n"
+        )
+        assert await migrations.upgrade_pg(conn, "db", migrations.load_migrations(folder, dialect="postgresql")) == latest + 1
+        assert await conn.fetchval("SELECT note FROM extra") == "a;b;"
+
+        (folder / f"{latest + 2:04d}_broken.sql").write_text(
+            "CREATE TABLE half_done (id INTEGER);\nINSERT INTO no_such_table VALUES (1);\n"
+        )
+        with pytest.raises(migrations.MigrationError, match=f"{latest + 2:04d}_broken.sql"):
+            await migrations.upgrade_pg(conn, "db", migrations.load_migrations(folder, dialect="postgresql"))
+        assert await migrations.current_version_pg(conn) == latest + 1
+        assert await conn.fetchval("SELECT to_regclass('half_done')") is None  # the whole file was rolled back
+        assert not conn.is_in_transaction()
+    finally:
+        await conn.close()
+
+
+async def test_postgres_store_creates_nothing_when_refusing(pg_backend: PostgresBackend) -> None:
+    conn = await asyncpg.connect(pg_backend.dsn)
+    try:
+        await conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL)")
+        await conn.execute("INSERT INTO schema_version VALUES (50, '0050_future.sql')")
+        with pytest.raises(SchemaTooNew, match="schema version 50"):
+            await pg_backend.make().open()
+        assert await conn.fetchval("SELECT to_regclass('incidents')") is None
+    finally:
+        await conn.close()
+
+
+async def test_postgres_unreachable_is_store_unavailable_without_the_password(tmp_path: Path) -> None:
+    store = PostgresStore(f"postgresql://bot:s3cret@/db?host={tmp_path}")
+    with pytest.raises(StoreUnavailable) as caught:
+        await store.open()
+    assert "s3cret" not in str(caught.value) and "bot:***@" in str(caught.value)
