@@ -19,6 +19,7 @@ from incident_bot.app.core import Core
 from incident_bot.app.cursor import Cursor
 from incident_bot.app.directory import Directory
 from incident_bot.app.incidents import Incidents
+from incident_bot.app.outbox import Outbox
 from incident_bot.app.pipeline import Pipeline
 from incident_bot.app.playbooks import Playbooks
 from incident_bot.app.reports import Reports
@@ -60,12 +61,13 @@ class Bot:
         self.core = core = Core(settings, store, chat, Directory(chat, me, store))
         self.cursor = Cursor(store)
         self.backlog = Backlog(self.cursor)
-        channel = ChannelWriter(core, self.backlog)
+        self.outbox = Outbox(core, self.backlog)
+        channel = ChannelWriter(core, self.backlog, self.outbox)
         teams = Teams(core)
         runner = Runner(core)
-        self.incidents = Incidents(core, channel, teams, self.backlog)
-        checklists = Checklists(core, channel)
-        self.timeline = Timeline(core, channel)
+        self.incidents = Incidents(core, channel, teams, self.backlog, self.outbox)
+        checklists = Checklists(core, channel, self.outbox)
+        self.timeline = Timeline(core, channel, self.outbox)
         plugins = [
             IncidentPlugin(runner, self.incidents, Help(core)),
             ChecklistPlugin(runner, checklists, settings.check_emojis),
@@ -79,7 +81,14 @@ class Bot:
         handler = IncidentEventHandler(driver, mm_settings, self.manager)
         self.pipeline = Pipeline(core, handler, self.cursor, self.backlog, resume_start=self.incidents.resume_command)
         catchup = CatchUp(core, self.cursor, self.pipeline, checklists, self.timeline)
-        self.resync = Resync(self.pipeline, catchup, self.cursor, self.backlog, repair_stale=self.incidents.repair_stale)
+        self.resync = Resync(
+            self.pipeline,
+            catchup,
+            self.cursor,
+            self.backlog,
+            repair_stale=self.incidents.repair_stale,
+            deliver_outbox=self.outbox.deliver_pending,
+        )
         self.stream = EventStream(
             settings.mattermost_url,
             settings.token(),
@@ -171,7 +180,10 @@ class Runtime:
         log.info("bot.stopped", clean=finished)
 
     async def _repair(self, bot: Bot) -> None:
+        """After a start: posts queued before the stop go out, and open channels are mended."""
         try:
+            if not await bot.outbox.deliver_pending():
+                bot.backlog.outbox_waiting()
             count = await bot.incidents.repair()
             log.info("bot.repaired", incidents=count)
         except Exception as exc:  # noqa: BLE001 - repaired at the next start

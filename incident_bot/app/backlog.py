@@ -22,9 +22,15 @@ class Backlog:
         self._unfinished: dict[str, tuple[int, int]] = {}  # key -> (read again from, version)
         self._version = 0
         self.stale: set[int] = set()
+        self.outbox = False  # posts wait in the outbox for Mattermost
 
     def __bool__(self) -> bool:
-        return bool(self._unfinished or self.stale)
+        return bool(self._unfinished or self.stale or self.outbox)
+
+    def outbox_waiting(self) -> None:
+        """A queued post could not be delivered: try the outbox again later."""
+        self.outbox = True
+        self.wakeup.set()
 
     def unfinished(self, key: str, ms: int) -> None:
         """Something could not be applied because Mattermost failed: read it again later."""

@@ -10,11 +10,12 @@ import structlog
 
 from incident_bot.app.backlog import Backlog
 from incident_bot.app.core import Core, pending_id
+from incident_bot.app.outbox import Outbox
 from incident_bot.chat.errors import MattermostError, NotFound
 from incident_bot.chat.models import Post
 from incident_bot.domain import messages
 from incident_bot.domain.messages import Names
-from incident_bot.domain.models import ChecklistItem, Incident
+from incident_bot.domain.models import ChecklistItem, Incident, OutboxEntry
 
 log = structlog.get_logger("incident_bot.channel")
 
@@ -33,10 +34,11 @@ def item_names(items: list[ChecklistItem]) -> list[str | None]:
 
 
 class ChannelWriter:
-    def __init__(self, core: Core, backlog: Backlog) -> None:
+    def __init__(self, core: Core, backlog: Backlog, outbox: Outbox) -> None:
         self.core = core
         self.chat = core.chat
         self.backlog = backlog
+        self.outbox = outbox
 
     # --- links and places -----------------------------------------------------------------
 
@@ -59,44 +61,46 @@ class ChannelWriter:
             return False
         return channel.type in ("D", "G")
 
-    # --- posts that follow a change -----------------------------------------------------
+    # --- the posts that follow a change (queued in its commit, sent by the outbox) --------
 
-    async def post(self, channel_id: str, text: str, root_id: str = "") -> Post | None:
-        """A notice; None when Mattermost refused it (logged)."""
-        try:
-            return await self.chat.create_post(channel_id, text, root_id=root_id)
-        except MattermostError as exc:
-            log.warning("post.failed", channel=channel_id, status=exc.status, error=exc.error_id)
-            return None
+    def notice(self, key: str, channel_id: str, text: str, root_id: str = "", *, incident: int | None = None) -> OutboxEntry:
+        return self.outbox.entry(key, channel_id, text, root_id, incident=incident)
 
-    async def notify_origin(self, incident: Incident, text: str, *, unless_in: tuple[str, str] | None = None) -> None:
-        """Tell the thread the incident was started from (unless that is ``unless_in``, a
-        (channel, thread root) the text is already answered in)."""
+    async def to_origin(
+        self, key: str, incident: Incident, text: str, *, unless_in: tuple[str, str] | None = None
+    ) -> list[OutboxEntry]:
+        """The notice for the thread the incident was started from: none when it was started
+        in its own channel, or when that thread is ``unless_in`` (answered there already)."""
         if not incident.origin_post_id or incident.origin_channel_id == incident.channel_id:
-            return
+            return []
         if unless_in == (incident.origin_channel_id, incident.origin_post_id):
-            return
+            return []
         # In a DM the bot answers without threads, as it did to the `start` there.
         root = "" if await self.is_dm(incident.origin_channel_id) else incident.origin_post_id
-        await self.post(incident.origin_channel_id, text, root_id=root)
+        return [self.notice(f"{key}:origin", incident.origin_channel_id, text, root, incident=incident.number)]
 
-    async def announce(self, incident: Incident, text: str) -> None:
-        """Post to the team's announcement channel, when one is configured."""
+    async def to_announcements(self, key: str, incident: Incident, text: str) -> list[OutboxEntry]:
+        """The post for the team's announcement channel, when one is configured and found."""
+        channel_id = await self.announcement_channel(incident.team_id)
+        return [self.notice(f"{key}:announce", channel_id, text, incident=incident.number)] if channel_id else []
+
+    async def announcement_channel(self, team_id: str) -> str | None:
+        """The team's configured announcement channel, when the bot finds it."""
         try:
-            team = await self.chat.get_team(incident.team_id)
+            team = await self.chat.get_team(team_id)
         except MattermostError:
-            return
+            return None
         name = self.core.settings.announcement_channels.get(team.name.lower())
         if not name:
-            return
+            return None
         try:
             channel = await self.chat.get_channel_by_name(team.id, name)
         except MattermostError:
             channel = None
         if channel is None:
             log.warning("announce.channel_missing", team=team.name, channel=name)
-            return
-        await self.post(channel.id, text)
+            return None
+        return channel.id
 
     # --- the incident channel's own posts ------------------------------------------------
 

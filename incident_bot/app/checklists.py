@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 
@@ -10,12 +10,14 @@ import structlog
 
 from incident_bot.app.channel import ChannelWriter, item_names
 from incident_bot.app.core import Core
+from incident_bot.app.outbox import Outbox
 from incident_bot.app.request import Applied, Request, UserError
+from incident_bot.chat.errors import MattermostError
 from incident_bot.chat.events import ReactionAdded
 from incident_bot.chat.models import Reaction
 from incident_bot.domain import messages
 from incident_bot.domain.commands import Command
-from incident_bot.domain.models import ChecklistItem, Incident, Status, TimelineKind
+from incident_bot.domain.models import ChecklistItem, Incident, OutboxEntry, Status, TimelineKind
 from incident_bot.store.base import Transaction
 
 log = structlog.get_logger("incident_bot.app")
@@ -26,9 +28,10 @@ def _ms(at: datetime | None) -> int:
 
 
 class Checklists:
-    def __init__(self, core: Core, channel: ChannelWriter) -> None:
+    def __init__(self, core: Core, channel: ChannelWriter, outbox: Outbox) -> None:
         self.core = core
         self.channel = channel
+        self.outbox = outbox
 
     async def _item(self, incident: Incident, number: int) -> ChecklistItem:
         for item in await self.core.checklist(incident.number):
@@ -55,14 +58,11 @@ class Checklists:
         actor: str,
         text: str,
         via: str = "command",
+        outbox: Sequence[OutboxEntry] = (),
     ) -> list[ChecklistItem]:
-        """Commit a change of one item with its timeline event, then show it."""
-        items = await self.core.commit(
-            key,
-            incident.number,
-            item=item,
-            event=self.core.event(incident.number, kind, actor, text, {"item": item.number, "via": via}),
-        )
+        """Commit a change of one item with its timeline event (and the posts that follow), then show it."""
+        event = self.core.event(incident.number, kind, actor, text, {"item": item.number, "via": via})
+        items = await self.core.commit(key, incident.number, item=item, event=event, outbox=outbox)
         await self.channel.show_change(incident, items, item)
         return items
 
@@ -131,15 +131,19 @@ class Checklists:
         async with self._editing(req, cmd) as (incident, item):
             user = await core.team_member(cmd.user, incident)
             item.assignee_id = user.id
-            await self._change(req.key, incident, item, TimelineKind.CHECKLIST_ASSIGNED, req.user_id, f"@{user.username}")
-        names = await core.directory.names([user.id, req.user_id])
+            names = await core.directory.names([user.id, req.user_id])
+            dm = []
+            if user.id != req.user_id and not user.is_bot:
+                try:
+                    channel = await core.chat.create_direct_channel(core.bot_id, user.id)
+                    text = messages.assigned_dm(incident, item, names, req.user_id)
+                    dm.append(self.channel.notice(f"{req.key}:dm", channel.id, text, incident=incident.number))
+                except MattermostError as exc:  # a courtesy DM that cannot be had must not stop the assignment
+                    log.warning("assign.dm_failed", incident=incident.number, user=user.id, error=type(exc).__name__)
+            change = messages.at(user.username)
+            await self._change(req.key, incident, item, TimelineKind.CHECKLIST_ASSIGNED, req.user_id, change, outbox=dm)
         await core.reply(req, messages.item_assigned(item, names))
-        if user.id != req.user_id and not user.is_bot:
-            try:
-                dm = await core.chat.create_direct_channel(core.bot_id, user.id)
-                await self.channel.post(dm.id, messages.assigned_dm(incident, item, names, req.user_id))
-            except Exception as exc:  # noqa: BLE001 - a failed courtesy DM must not fail the assignment
-                log.warning("assign.dm_failed", incident=incident.number, user=user.id, error=type(exc).__name__)
+        await self.outbox.send(dm)
 
     async def unassign(self, req: Request, cmd: Command) -> None:
         async with self._editing(req, cmd) as (incident, item):
@@ -175,14 +179,16 @@ class Checklists:
             assert fresh_item is not None and fresh is not None
             item, incident = fresh_item, fresh
             if incident.status == Status.ENDED:
-                if added:
+                refusal = []
+                if added and incident.channel_id:
                     names = await core.directory.names([reaction.user_id])
-                    await self.channel.post(
-                        incident.channel_id or "",
-                        messages.tick_refused_ended(self.core.bot_name, incident, names, reaction.user_id),
-                        root_id=incident.checklist_post_id or "",
+                    text = messages.tick_refused_ended(core.bot_name, incident, names, reaction.user_id)
+                    root = incident.checklist_post_id or ""
+                    refusal.append(
+                        self.channel.notice(f"{key}:refused", incident.channel_id, text, root, incident=incident.number)
                     )
-                await core.commit(key, incident.number)
+                await core.commit(key, incident.number, outbox=refusal)
+                await self.outbox.send(refusal)
                 return Applied.REFUSED_ENDED
             if added:
                 if item.done:

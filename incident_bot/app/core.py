@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -20,7 +20,7 @@ from incident_bot.config import Settings
 from incident_bot.domain import messages, rules
 from incident_bot.domain.commands import Access
 from incident_bot.domain.format import format_short_duration
-from incident_bot.domain.models import ChecklistItem, Incident, Playbook, TimelineEvent, TimelineKind
+from incident_bot.domain.models import ChecklistItem, Incident, OutboxEntry, Playbook, TimelineEvent, TimelineKind
 from incident_bot.domain.rules import RuleError
 from incident_bot.store.base import Store, Transaction
 
@@ -82,10 +82,12 @@ class Core:
         item: ChecklistItem | None = None,
         event: TimelineEvent | None = None,
         write: Write | None = None,
+        outbox: Sequence[OutboxEntry] = (),
     ) -> list[ChecklistItem]:
         """One transaction: ``write`` (what only this change does), then the incident, the
-        item, the timeline event and the dedupe key ``key``. Returns the incident's checklist
-        (empty without an incident), for the channel refresh that follows."""
+        item, the timeline event, the posts that follow from the change (``outbox``, sent
+        after the commit by ``Outbox.send``) and the dedupe key ``key``. Returns the
+        incident's checklist (empty without an incident), for the channel refresh that follows."""
         number = number if number is not None else incident.number if incident else None
         async with self.store.transaction() as tx:
             if write is not None:
@@ -96,6 +98,8 @@ class Core:
                 await tx.save_checklist_item(item)
             if event is not None:
                 await tx.add_timeline(event)
+            for entry in outbox:
+                await tx.add_outbox(entry)
             if key:
                 await tx.record_event(key, event.at if event else self.now(), number)
             return await tx.list_checklist(number) if number is not None else []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import timedelta
 from functools import partial
 from typing import Any
@@ -12,13 +13,14 @@ import structlog
 from incident_bot.app.backlog import Backlog
 from incident_bot.app.channel import PART_PROP, ChannelWriter
 from incident_bot.app.core import Core
+from incident_bot.app.outbox import Outbox
 from incident_bot.app.request import Request, UserError
 from incident_bot.app.teams import Teams
 from incident_bot.chat.errors import ChannelNameTaken, MattermostError
 from incident_bot.chat.models import Channel, Post
 from incident_bot.domain import commands, grammar, messages
 from incident_bot.domain.commands import Command
-from incident_bot.domain.models import ChecklistItem, Incident, Status, TimelineKind
+from incident_bot.domain.models import ChecklistItem, Incident, OutboxEntry, Status, TimelineKind
 from incident_bot.domain.rules import channel_name, clean_title, display_name, reminder_due
 from incident_bot.store.base import Transaction
 
@@ -30,11 +32,12 @@ REPAIR_ENDED_WITHIN = timedelta(days=1)  # ended incidents whose channel a resta
 
 
 class Incidents:
-    def __init__(self, core: Core, channel: ChannelWriter, teams: Teams, backlog: Backlog) -> None:
+    def __init__(self, core: Core, channel: ChannelWriter, teams: Teams, backlog: Backlog, outbox: Outbox) -> None:
         self.core = core
         self.channel = channel
         self.teams = teams
         self.backlog = backlog
+        self.outbox = outbox
 
     # --- start -------------------------------------------------------------------------
 
@@ -85,10 +88,17 @@ class Incidents:
             started_at=now,
         )
         created: list[Incident] = []
+        announce: list[OutboxEntry] = []
+        names = await core.directory.names([req.user_id])
+        announcements = await self.channel.announcement_channel(team.id)
 
         async def create(tx: Transaction) -> None:
             made = await tx.create_incident(incident)
             created.append(made)
+            if announcements:  # the number is known only now: the post is queued with the incident
+                text = messages.announcement(core.bot_name, made, names)
+                announce.append(self.channel.notice(f"{req.key}:announce", announcements, text, incident=made.number))
+                await tx.add_outbox(announce[0])
             await tx.set_state(f"team:{team.id}", team.name)
             for item_text in playbook.items if playbook else []:
                 await tx.add_checklist_item(made.number, item_text)
@@ -104,9 +114,8 @@ class Incidents:
         req.incident = incident.number
         log.info("incident.starting", incident=incident.number, team=team.name, user=req.user_id)
         incident = await self.finish_start(incident, [u.id for u in invited])
-        names = await core.directory.names([incident.commander_id])
         await core.reply(req, messages.started_reply(incident, names, [u.username for u in invited], not_invited))
-        await self.channel.announce(incident, messages.announcement(self.core.bot_name, incident, names))
+        await self.outbox.send(announce)
 
     async def finish_start(self, incident: Incident, invite_ids: list[str], resuming: bool = False) -> Incident:
         """Create (or find again) the channel and its posts; safe to run again after a crash.
@@ -280,47 +289,46 @@ class Incidents:
     # --- end / reopen -------------------------------------------------------------------
 
     async def _apply(
-        self, req: Request, incident: Incident, kind: TimelineKind, text: str = "", data: dict[str, Any] | None = None
+        self,
+        req: Request,
+        incident: Incident,
+        kind: TimelineKind,
+        text: str = "",
+        data: dict[str, Any] | None = None,
+        outbox: Sequence[OutboxEntry] = (),
     ) -> list[ChecklistItem]:
-        """Commit a change of the incident with its timeline event, then show it in the channel."""
-        items = await self.core.commit(
-            req.key, incident=incident, event=self.core.event(incident.number, kind, req.user_id, text, data)
-        )
+        """Commit a change of the incident with its timeline event (and the posts that follow
+        from it), then show it in the channel."""
+        event = self.core.event(incident.number, kind, req.user_id, text, data)
+        items = await self.core.commit(req.key, incident=incident, event=event, outbox=outbox)
         await self.channel.refresh(incident, items)
         return items
 
     async def end(self, req: Request, cmd: Command) -> None:
         core = self.core
-        found = await core.incident_for(
-            req,
-            cmd.incident,
-            "end",
-        )
+        found = await core.incident_for(req, cmd.incident, "end")
         async with core.changing(found) as incident:
             incident.status = Status.ENDED
-            incident.ended_at = core.now()
+            incident.ended_at = now = core.now()
             incident.ended_by = req.user_id
             incident.resolution = cmd.text or None
             incident.next_reminder_at = None
-            items = await self._apply(req, incident, TimelineKind.ENDED, cmd.text)
-        names = await core.directory.names([incident.commander_id, incident.ended_by])
-        if incident.channel_id:
-            await self.channel.post(
-                incident.channel_id, messages.final_summary(self.core.bot_name, incident, names, items, core.now())
-            )
+            names = await core.directory.names([incident.commander_id, incident.ended_by])
+            summary = []
+            if incident.channel_id:
+                final = messages.final_summary(core.bot_name, incident, names, await core.checklist(incident.number), now)
+                summary.append(self.channel.notice(f"{req.key}:final", incident.channel_id, final, incident=incident.number))
+            text = messages.ended_notice(incident, names, now)
+            notice = await self.channel.to_origin(req.key, incident, text, unless_in=(req.channel_id, req.thread_root))
+            await self._apply(req, incident, TimelineKind.ENDED, cmd.text, outbox=summary + notice)
+        await self.outbox.send(summary)
         await core.reply(req, messages.ended_reply(incident, core.now()))
-        await self.channel.notify_origin(
-            incident, messages.ended_notice(incident, names, core.now()), unless_in=(req.channel_id, req.thread_root)
-        )
+        await self.outbox.send(notice)
         log.info("incident.ended", incident=incident.number, channel=incident.channel_name, user=req.user_id)
 
     async def reopen(self, req: Request, cmd: Command) -> None:
         core = self.core
-        found = await core.incident_for(
-            req,
-            cmd.incident,
-            "reopen",
-        )
+        found = await core.incident_for(req, cmd.incident, "reopen")
         async with core.changing(found, active=False) as incident:
             if incident.status != Status.ENDED:
                 raise UserError(messages.not_ended(incident))
@@ -372,16 +380,16 @@ class Incidents:
             raise UserError(messages.still_starting(incident))
         if await core.directory.in_channel(incident.channel_id, req.user_id):
             raise UserError(messages.already_member(incident))
+        names = await core.directory.names([req.user_id])
+        notice = []
+        if req.channel_id != incident.channel_id:
+            text = messages.joined_notice(incident, names, req.user_id)
+            notice.append(self.channel.notice(f"{req.key}:joined", incident.channel_id, text, incident=incident.number))
         async with core.lock(incident.number):
             await core.chat.add_channel_member(incident.channel_id, req.user_id)
-            await core.commit(
-                req.key,
-                incident.number,
-                event=core.event(incident.number, TimelineKind.MEMBER_JOINED, req.user_id),
-            )
-        names = await core.directory.names([req.user_id])
-        if req.channel_id != incident.channel_id:
-            await self.channel.post(incident.channel_id, messages.joined_notice(incident, names, req.user_id))
+            event = core.event(incident.number, TimelineKind.MEMBER_JOINED, req.user_id)
+            await core.commit(req.key, incident.number, event=event, outbox=notice)
+        await self.outbox.send(notice)
         await core.reply(req, messages.joined(incident))
 
     async def commander(self, req: Request, cmd: Command) -> None:

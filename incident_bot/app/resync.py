@@ -32,12 +32,14 @@ class Resync:
         cursor: Cursor,
         backlog: Backlog,
         repair_stale: Callable[[], Awaitable[bool]],
+        deliver_outbox: Callable[[], Awaitable[bool]],
     ) -> None:
         self.pipeline = pipeline
         self.catchup = catchup
         self.cursor = cursor
         self.backlog = backlog
         self.repair_stale = repair_stale
+        self.deliver_outbox = deliver_outbox
         self._gate: list[Event] | None = None
         self._catchups = 0
         self._connected_once = False
@@ -108,7 +110,7 @@ class Resync:
 
     async def run_retries(self) -> None:
         """While something failed because Mattermost did: wait (backing off), then read it
-        again from its time, and repair channels whose edits failed."""
+        again from its time, repair channels whose edits failed and deliver queued posts."""
         backoff = Backoff(RETRY_FIRST, cap=RETRY_MAX, jitter="equal")
         while True:
             await self.backlog.wakeup.wait()
@@ -118,6 +120,10 @@ class Resync:
                 ok = True
                 if self.backlog.stale:
                     ok = await self.repair_stale()
+                if self.backlog.outbox:
+                    self.backlog.outbox = False
+                    if not await self.deliver_outbox():  # failed again, or more is queued
+                        self.backlog.outbox, ok = True, False
                 pending = self.backlog.pending()
                 if pending:
                     since = min(ms for ms, _ in pending.values())

@@ -8,13 +8,14 @@ import structlog
 
 from incident_bot.app.channel import ChannelWriter
 from incident_bot.app.core import Core
+from incident_bot.app.outbox import Outbox
 from incident_bot.app.request import Applied, Request
 from incident_bot.chat.models import Post, Reaction
 from incident_bot.chat.retry import sleep_unless_stopped
 from incident_bot.domain import messages
 from incident_bot.domain.commands import Command
 from incident_bot.domain.models import Incident, Status, TimelineEvent, TimelineKind
-from incident_bot.domain.rules import REMINDER_MIN_GAP, reminder_due
+from incident_bot.domain.rules import reminder_due
 from incident_bot.store.base import Transaction
 
 log = structlog.get_logger("incident_bot.app")
@@ -23,9 +24,10 @@ REMINDER_TICK = 1.0  # seconds between checks for due reminders
 
 
 class Timeline:
-    def __init__(self, core: Core, channel: ChannelWriter) -> None:
+    def __init__(self, core: Core, channel: ChannelWriter, outbox: Outbox) -> None:
         self.core = core
         self.channel = channel
+        self.outbox = outbox
 
     # --- notes and the timeline view -------------------------------------------------
 
@@ -174,15 +176,18 @@ class Timeline:
             now = core.now()
             incident.last_update_at = now
             incident.next_reminder_at = reminder_due(now, core.settings.reminders.minutes_for(incident.severity))
-            await core.commit(
-                req.key, incident=incident, event=core.event(incident.number, TimelineKind.STATUS_UPDATE, req.user_id, cmd.text)
-            )
-        names = await core.directory.names([incident.commander_id, req.user_id])
-        text = messages.status_update(incident, names, req.user_id, cmd.text, now)
-        assert incident.channel_id is not None
-        await self.channel.post(incident.channel_id, text)
-        await self.channel.notify_origin(incident, text)
-        await self.channel.announce(incident, text)
+            names = await core.directory.names([incident.commander_id, req.user_id])
+            text = messages.status_update(incident, names, req.user_id, cmd.text, now)
+            assert incident.channel_id is not None
+            # The update goes to the channel, the thread it started from and the announcements.
+            copies = [
+                self.channel.notice(f"{req.key}:copy", incident.channel_id, text, incident=incident.number),
+                *await self.channel.to_origin(req.key, incident, text),
+                *await self.channel.to_announcements(req.key, incident, text),
+            ]
+            event = core.event(incident.number, TimelineKind.STATUS_UPDATE, req.user_id, cmd.text)
+            await core.commit(req.key, incident=incident, event=event, outbox=copies)
+        await self.outbox.send(copies)
         await core.reply(req, messages.update_posted(incident, incident.next_reminder_at))
 
     async def send_due_reminders(self) -> int:
@@ -198,31 +203,24 @@ class Timeline:
                 incident = await core.fresh(incident)
                 if incident.status != Status.ACTIVE or incident.next_reminder_at is None or incident.next_reminder_at > now:
                     continue
-                minutes = core.settings.reminders.minutes_for(incident.severity)
-                incident.next_reminder_at = reminder_due(now, minutes)
+                due_at = incident.next_reminder_at
+                incident.next_reminder_at = reminder_due(now, core.settings.reminders.minutes_for(incident.severity))
                 since = incident.last_update_at or incident.started_at
                 names = await core.directory.names([incident.commander_id])
-                # Commit the next due time first: a crash after this never repeats the reminder.
-                await core.commit(None, incident=incident)
-                posted = None
+                reminder = []
                 if incident.channel_id:
-                    posted = await self.channel.post(
-                        incident.channel_id, messages.reminder(self.core.bot_name, incident, names, since, now)
-                    )
-                if posted is None:
-                    # Mattermost refused or is down: not recorded as sent, and tried again in a
-                    # minute rather than an interval later (not every tick: the refusal may last).
-                    incident.next_reminder_at = now + REMINDER_MIN_GAP
-                    await core.commit(None, incident=incident)
-                    log.warning("reminder.not_sent", incident=incident.number, channel=incident.channel_name)
-                    continue
-                await core.commit(
-                    None,
-                    incident.number,
-                    event=core.event(incident.number, TimelineKind.REMINDER_SENT, None, messages.no_update_for(now - since)),
-                )
+                    text = messages.reminder(core.bot_name, incident, names, since, now)
+                    key = f"reminder:{incident.number}:{due_at.isoformat()}"
+                    reminder.append(self.channel.notice(key, incident.channel_id, text, incident=incident.number))
+                # The next due time, the record and the post in one commit: a crash after it
+                # neither repeats the reminder nor loses it (the outbox posts it).
+                event = core.event(incident.number, TimelineKind.REMINDER_SENT, None, messages.no_update_for(now - since))
+                await core.commit(None, incident=incident, event=event, outbox=reminder)
                 sent += 1
-                log.info("reminder.sent", incident=incident.number, channel=incident.channel_name, user=incident.commander_id)
+                if await self.outbox.send(reminder):
+                    log.info("reminder.sent", incident=incident.number, channel=incident.channel_name, user=incident.commander_id)
+                else:  # queued: the outbox posts it once Mattermost takes it
+                    log.warning("reminder.not_sent", incident=incident.number, channel=incident.channel_name)
         return sent
 
     async def run_reminders(self, stop: asyncio.Event) -> None:

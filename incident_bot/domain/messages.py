@@ -782,6 +782,11 @@ def reopened(incident: Incident) -> str:
 # --- what the timeline records of a change --------------------------------------------
 
 
+def at(username: str) -> str:
+    """How a person is named: ``@alice``."""
+    return f"@{username}"
+
+
 def change(before: str, after: str) -> str:
     """``Sev 3 → Sev 1``, ``@alice → @bob``, an item's old text → its new one."""
     return f"{before} → {after}"

@@ -125,3 +125,25 @@ class Playbook(BaseModel):
     items: list[str] = Field(default_factory=list)
     team_id: str | None = None  # None: from the config file, for every team
     read_only: bool = False  # config playbooks cannot be edited from chat
+
+
+class OutboxEntry(_UTCModel):
+    """A post that follows from a committed change, kept until Mattermost has it.
+
+    Written in the change's transaction, delivered after the commit and again after a
+    restart until it is posted or obsolete. ``key`` names what it is (the command's dedupe
+    key and the post's role), so a change queues it once and a delivery finds it again."""
+
+    key: str
+    incident_number: int | None = None
+    channel_id: str
+    root_id: str = ""
+    message: str
+    created_at: datetime
+    attempts: int = 0  # deliveries started: above 0, the post may exist already
+    done_at: datetime | None = None  # posted, or given up as obsolete
+
+    @field_validator("created_at", "done_at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        return ensure_utc(value) if value is not None else None

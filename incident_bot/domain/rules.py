@@ -12,7 +12,6 @@ from incident_bot.domain.models import Incident, Status
 CHANNEL_NAME_MAX = 64
 DISPLAY_NAME_MAX = 64
 TITLE_MAX = 200
-REMINDER_MIN_GAP = timedelta(minutes=1)
 
 
 class RuleError(Exception):

@@ -22,7 +22,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Protocol
 
-from incident_bot.domain.models import ChecklistItem, Incident, Playbook, Status, TimelineEvent
+from incident_bot.domain.models import ChecklistItem, Incident, OutboxEntry, Playbook, Status, TimelineEvent
 
 
 class SchemaTooNew(Exception):
@@ -142,6 +142,17 @@ class Transaction(Protocol):
     # --- reminders and cursor ----------------------------------------------------
     async def due_reminders(self, now: datetime) -> list[Incident]:
         """Active incidents whose next_reminder_at is at or before now, earliest due first."""
+
+    async def add_outbox(self, entry: OutboxEntry) -> bool:
+        """Queue a post; False (and nothing changes) when an entry with its key exists."""
+
+    async def pending_outbox(self, limit: int = 100) -> list[OutboxEntry]:
+        """Entries not yet done, oldest first."""
+
+    async def get_outbox(self, key: str) -> OutboxEntry | None: ...
+
+    async def save_outbox(self, entry: OutboxEntry) -> None:
+        """Store the entry's ``attempts`` and ``done_at``."""
 
     async def get_state(self, key: str) -> Any | None:
         """Small persisted bot state (JSON values): last event time seen, connection id…

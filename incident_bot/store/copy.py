@@ -57,6 +57,12 @@ TABLES: tuple[Table, ...] = (
     Table("processed_events", ("key", "at", "incident_number"), "key", frozenset({"at"})),
     Table("replies", ("command_key", "reply_post_id", "at"), "command_key", frozenset({"at"})),
     Table("bot_state", ("key", "value", "updated_at"), "key", frozenset({"updated_at"})),
+    Table(
+        "outbox",
+        ("key", "incident_number", "channel_id", "root_id", "message", "created_at", "attempts", "done_at"),
+        "key",
+        frozenset({"created_at", "done_at"}),
+    ),
 )
 
 # What the numbering remembers beyond the rows: the last number ever handed out.

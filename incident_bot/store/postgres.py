@@ -34,7 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import structlog
 
-from incident_bot.domain.models import ChecklistItem, Incident, Playbook, Status, TimelineEvent
+from incident_bot.domain.models import ChecklistItem, Incident, OutboxEntry, Playbook, Status, TimelineEvent
 from incident_bot.store import migrations
 from incident_bot.store.base import StoreUnavailable, Transaction
 from incident_bot.store.copy import Table
@@ -109,6 +109,10 @@ def _playbook(row: Record) -> Playbook:
         default_severity=row["default_severity"],
         items=from_json(row["items"]),
     )
+
+
+def _outbox(row: Record) -> OutboxEntry:
+    return OutboxEntry.model_validate({name: row[name] for name in OutboxEntry.model_fields})
 
 
 def _marks(values: Sequence[Any], start: int = 1) -> str:
@@ -465,6 +469,38 @@ class _PostgresTransaction:
             (Status.ACTIVE.value, utc_ms(now)),
         )
         return [_incident(row) for row in rows]
+
+    # --- outbox ----------------------------------------------------------------------------
+
+    async def add_outbox(self, entry: OutboxEntry) -> bool:
+        added = await self._write(
+            "INSERT INTO outbox (key, incident_number, channel_id, root_id, message, created_at, attempts, done_at) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (key) DO NOTHING",
+            (
+                entry.key,
+                entry.incident_number,
+                entry.channel_id,
+                entry.root_id,
+                entry.message,
+                utc_ms(entry.created_at),
+                entry.attempts,
+                _time(entry.done_at),
+            ),
+        )
+        return added > 0
+
+    async def pending_outbox(self, limit: int = 100) -> list[OutboxEntry]:
+        rows = await self._all("SELECT * FROM outbox WHERE done_at IS NULL ORDER BY created_at, key LIMIT $1", (limit,))
+        return [_outbox(row) for row in rows]
+
+    async def get_outbox(self, key: str) -> OutboxEntry | None:
+        row = await self._one("SELECT * FROM outbox WHERE key = $1", (key,))
+        return _outbox(row) if row else None
+
+    async def save_outbox(self, entry: OutboxEntry) -> None:
+        await self._write(
+            "UPDATE outbox SET attempts = $1, done_at = $2 WHERE key = $3", (entry.attempts, _time(entry.done_at), entry.key)
+        )
 
     async def get_state(self, key: str) -> Any | None:
         row = await self._one("SELECT value FROM bot_state WHERE key = $1", (key,))

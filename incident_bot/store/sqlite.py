@@ -17,7 +17,7 @@ from typing import Any
 import aiosqlite
 import structlog
 
-from incident_bot.domain.models import ChecklistItem, Incident, Playbook, Status, TimelineEvent, ensure_utc
+from incident_bot.domain.models import ChecklistItem, Incident, OutboxEntry, Playbook, Status, TimelineEvent, ensure_utc
 from incident_bot.store import migrations
 from incident_bot.store.base import Transaction
 from incident_bot.store.copy import SEQUENCES, Table
@@ -90,6 +90,19 @@ def _item(row: sqlite3.Row) -> ChecklistItem:
         done_at=from_db_time(row["done_at"]),
         assignee_id=row["assignee_id"],
         removed=bool(row["removed"]),
+    )
+
+
+def _outbox(row: sqlite3.Row) -> OutboxEntry:
+    return OutboxEntry(
+        key=row["key"],
+        incident_number=row["incident_number"],
+        channel_id=row["channel_id"],
+        root_id=row["root_id"],
+        message=row["message"],
+        created_at=db_time(row["created_at"]),
+        attempts=row["attempts"],
+        done_at=from_db_time(row["done_at"]),
     )
 
 
@@ -462,6 +475,39 @@ class _SQLiteTransaction:
             (Status.ACTIVE.value, to_db_time(now)),
         )
         return [_incident(row) for row in rows]
+
+    # --- outbox ----------------------------------------------------------------------------
+
+    async def add_outbox(self, entry: OutboxEntry) -> bool:
+        added = await self._write(
+            "INSERT INTO outbox (key, incident_number, channel_id, root_id, message, created_at, attempts, done_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
+            (
+                entry.key,
+                entry.incident_number,
+                entry.channel_id,
+                entry.root_id,
+                entry.message,
+                to_db_time(entry.created_at),
+                entry.attempts,
+                to_db_time(entry.done_at) if entry.done_at else None,
+            ),
+        )
+        return added > 0
+
+    async def pending_outbox(self, limit: int = 100) -> list[OutboxEntry]:
+        rows = await self._all("SELECT * FROM outbox WHERE done_at IS NULL ORDER BY created_at, key LIMIT ?", (limit,))
+        return [_outbox(row) for row in rows]
+
+    async def get_outbox(self, key: str) -> OutboxEntry | None:
+        row = await self._one("SELECT * FROM outbox WHERE key = ?", (key,))
+        return _outbox(row) if row else None
+
+    async def save_outbox(self, entry: OutboxEntry) -> None:
+        await self._write(
+            "UPDATE outbox SET attempts = ?, done_at = ? WHERE key = ?",
+            (entry.attempts, to_db_time(entry.done_at) if entry.done_at else None, entry.key),
+        )
 
     async def get_state(self, key: str) -> Any | None:
         row = await self._one("SELECT value FROM bot_state WHERE key = ?", (key,))

@@ -24,7 +24,9 @@ and a command on one item combine after an outage is a product question, not thi
 Compared at the end, after a clean stop: every command post has exactly one reply; one
 incident, one channel, one pinned summary and one checklist header per `start`; each
 incident's status, severity, note and status-update counts; every checklist item's text,
-removal and done state, in the database and on its post; the header's progress. The closing
+removal and done state, in the database and on its post; the header's progress; the posts
+that follow a change (status update copies in the channel and in the thread the incident was
+started from, the final summary and the end notice), each exactly once. The closing
 line gives the figures: operations, kills, drops, lost, duplicated, wrong, runtime.
 """
 
@@ -488,6 +490,24 @@ def compare(world: World, bot: BotProcess, workload: Workload, figures: Figures,
             figures.problem("duplicated", f"#{number}: {kinds.get('started', 0)} started events")
 
         mine = [p for p in fake.all_posts(channel_id) if p["user_id"] == world.bot_user_id and not p["type"]]
+        # The posts that follow a change (the outbox): status update copies here and in the
+        # thread the incident was started from, the final summary, the end notice there.
+        origin = [
+            p
+            for p in fake.all_posts(workload.ops_channel)
+            if p["user_id"] == world.bot_user_id and p["root_id"] == m.command_post and not p["props"].get(REPLY_PROP)
+        ]
+        update_head = f"#### Status update — incident #{number}:"
+        expected = (
+            ("status update copies", mine, update_head, m.updates),
+            ("status updates in the origin thread", origin, update_head, m.updates),
+            ("final summaries", mine, f"**Incident #{number} ended**", int(m.ended)),
+            ("end notices in the origin thread", origin, f"Incident #{number} (", int(m.ended)),
+        )
+        for what, posts, head, want in expected:
+            got = len([p for p in posts if p["message"].startswith(head)])
+            if got != want:
+                figures.problem("lost" if got < want else "duplicated", f"#{number}: {got} {what}, {want} expected")
         summaries = [p for p in mine if p["message"].startswith(f"### Incident #{number}:")]
         pinned = [p for p in mine if p["is_pinned"]]
         if len(summaries) != 1 or len(pinned) != 1 or summaries[0]["id"] != summary_id:

@@ -16,7 +16,7 @@ import aiosqlite
 import asyncpg
 import pytest
 
-from incident_bot.domain.models import ChecklistItem, Incident, Playbook, Status, TimelineEvent, TimelineKind
+from incident_bot.domain.models import ChecklistItem, Incident, OutboxEntry, Playbook, Status, TimelineEvent, TimelineKind
 from incident_bot.store import migrations
 from incident_bot.store.base import SchemaTooNew, Store, StoreUnavailable
 from incident_bot.store.postgres import PostgresStore
@@ -894,3 +894,61 @@ async def test_postgres_unreachable_is_store_unavailable_without_the_password(tm
     with pytest.raises(StoreUnavailable) as caught:
         await store.open()
     assert "s3cret" not in str(caught.value) and "bot:***@" in str(caught.value)
+
+
+# --- outbox ---------------------------------------------------------------------------------
+
+
+def outbox_entry(key: str, **changes: object) -> OutboxEntry:
+    fields: dict[str, object] = {
+        "key": key,
+        "incident_number": None,
+        "channel_id": "c" * 26,
+        "root_id": "",
+        "message": f"post {key}",
+        "created_at": T0,
+    }
+    fields.update(changes)
+    return OutboxEntry.model_validate(fields)
+
+
+async def test_outbox_queues_once_per_key_and_lists_pending_oldest_first(store: Store) -> None:
+    async with store.transaction() as tx:
+        assert await tx.add_outbox(outbox_entry("b", created_at=T0 + timedelta(seconds=1), root_id="r" * 26))
+        assert await tx.add_outbox(outbox_entry("a"))
+        assert not await tx.add_outbox(outbox_entry("a", message="other"))
+        pending = await tx.pending_outbox()
+    assert [e.key for e in pending] == ["a", "b"]
+    assert (
+        pending[0].message == "post a" and pending[1].root_id == "r" * 26 and pending[1].created_at == T0 + timedelta(seconds=1)
+    )
+
+
+async def test_outbox_remembers_attempts_and_forgets_done_entries(store: Store) -> None:
+    async with store.transaction() as tx:
+        await tx.add_outbox(outbox_entry("a", incident_number=None))
+        await tx.add_outbox(outbox_entry("b"))
+        entry = await tx.get_outbox("a")
+        assert entry is not None and entry.attempts == 0 and entry.done_at is None
+        entry.attempts = 2
+        await tx.save_outbox(entry)
+        done = await tx.get_outbox("b")
+        assert done is not None
+        done.done_at = T0
+        await tx.save_outbox(done)
+    async with store.transaction() as tx:
+        again = await tx.get_outbox("a")
+        assert again is not None and again.attempts == 2
+        assert [e.key for e in await tx.pending_outbox()] == ["a"]
+        finished = await tx.get_outbox("b")
+        assert finished is not None and finished.done_at == T0
+        assert await tx.get_outbox("nope") is None
+
+
+async def test_outbox_rolls_back_with_its_change(store: Store) -> None:
+    with pytest.raises(RuntimeError):
+        async with store.transaction() as tx:
+            await tx.add_outbox(outbox_entry("a"))
+            raise RuntimeError("the change failed")
+    async with store.transaction() as tx:
+        assert await tx.pending_outbox() == []

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from incident_bot.chat.errors import ChannelNameTaken, MattermostError, NotFound
+from incident_bot.chat.errors import ChannelNameTaken, Forbidden, MattermostError, NotFound
 from incident_bot.chat.models import Channel, FileInfo, Post, Reaction, Team, User
 
 _ids = itertools.count(1)
@@ -111,6 +111,10 @@ class ChatDouble:
             and not p.delete_at
             and (root_id is None or p.root_id == root_id)
         ]
+
+    def forget_pending_post_ids(self) -> None:
+        """Mattermost remembers a ``pending_post_id`` for 30 s only."""
+        self._pending.clear()
 
     def called(self, name: str) -> list[Call]:
         return [c for c in self.calls if c.name == name]
@@ -233,6 +237,8 @@ class ChatDouble:
         self._call("create_post", channel_id, message, root_id=root_id, props=props, pending_post_id=pending_post_id)
         if pending_post_id and pending_post_id in self._pending:
             return self.posts[self._pending[pending_post_id]]
+        if channel_id not in self.channels:  # as Mattermost answers a channel that is gone
+            raise Forbidden(403, "no such channel", method="TEST", path=channel_id)
         now = int(time.time() * 1000)
         post = Post(
             id=new_id("p"),
