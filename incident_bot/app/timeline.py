@@ -222,6 +222,7 @@ class Timeline:
                     event=core.event(incident.number, TimelineKind.REMINDER_SENT, None, messages.no_update_for(now - since)),
                 )
                 sent += 1
+                self.core.observer.reminder_sent()
                 log.info("reminder.sent", incident=incident.number, channel=incident.channel_name, user=incident.commander_id)
         return sent
 
