@@ -110,11 +110,12 @@ async def report_degraded(state: Callable[[], State], stop: asyncio.Event, tick:
     summary = DegradedSummary()
     loop = asyncio.get_running_loop()
     while not stop.is_set():
+        try:  # first wait: a bot that is still connecting at start is not degraded yet
+            await asyncio.wait_for(stop.wait(), tick)
+            return
+        except TimeoutError:
+            pass
         line = summary.tick(state(), loop.time())
         if line is not None:
             event, fields = line
             (log.warning if event == "bot.degraded" else log.info)(event, **fields)
-        try:
-            await asyncio.wait_for(stop.wait(), tick)
-        except TimeoutError:
-            pass
