@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import structlog
+
 from incident_bot import __version__
-from incident_bot.config import ConfigError, Settings, load_settings, parse_database
+from incident_bot.config import DEFAULT_CONFIG_FILE, ConfigError, Settings, load_settings, parse_database
 from incident_bot.logging import register_secret, setup_logging
 
-EXIT_CONFIG = 2
+# Exit codes, for systemd's RestartPreventExitStatus= and for scripts.
+EXIT_OK = 0
+EXIT_FAILED = 1  # `check` found a problem; `run`: Mattermost refused the token (restarting will not help)
+EXIT_CONFIG = 2  # invalid settings, or a database written by a newer incident-bot
+EXIT_CRASH = 70  # an unexpected error (EX_SOFTWARE): worth a restart, unlike 1 and 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,12 +27,18 @@ def build_parser() -> argparse.ArgumentParser:
         prog="incident-bot",
         description="Incident response bot for Mattermost. Settings come from a TOML file "
         "(--config, INCIDENT_BOT_CONFIG, or ./config.toml) and INCIDENT_BOT_* environment variables.",
+        epilog="exit codes: 0 fine; 1 check found a problem, or Mattermost refused the token; "
+        "2 invalid settings, or a database from a newer incident-bot; 70 unexpected crash.",
     )
     parser.add_argument("--version", action="version", version=f"incident-bot {__version__}")
     parser.add_argument("--config", metavar="PATH", help="TOML settings file (default: ./config.toml if present)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("run", help="connect to Mattermost and handle incidents until stopped (SIGTERM/SIGINT)")
-    sub.add_parser("check", help="validate the settings and the database, then exit")
+    sub.add_parser(
+        "check",
+        help="diagnose the setup: settings, database, server, token, teams, announcement channels, "
+        "WebSocket, playbooks; one line each (✔ ⚠ ✘), creates nothing; exit 0 only when all pass",
+    )
     sub.add_parser("migrate", help="create or upgrade the database schema, then exit")
     export = sub.add_parser("export", help="print an incident's postmortem without Mattermost")
     export.add_argument("number", type=int, help="incident number")
@@ -54,14 +67,58 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 async def _run(settings: Settings) -> int:
-    from incident_bot.runtime import Runtime, StartupError
+    from incident_bot.runtime import Runtime, StartupError, TokenRefused
     from incident_bot.store.base import SchemaTooNew, StoreUnavailable
 
     try:
         await Runtime(settings).run()
+    except TokenRefused as exc:
+        print(f"incident-bot: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except (StartupError, SchemaTooNew, StoreUnavailable) as exc:
         return _fail(str(exc))
-    return 0
+    except Exception as exc:  # noqa: BLE001 - logged with its stack; exit code 70 lets systemd restart the bot
+        structlog.get_logger("incident_bot.bot").exception("bot.crashed", error=type(exc).__name__)
+        return EXIT_CRASH
+    return EXIT_OK
+
+
+def _config_source(args: argparse.Namespace) -> str:
+    explicit = args.config or os.environ.get("INCIDENT_BOT_CONFIG")
+    if explicit:
+        return str(Path(explicit).absolute())
+    default = Path(DEFAULT_CONFIG_FILE)
+    return str(default.absolute()) if default.is_file() else "no file"
+
+
+def _check(args: argparse.Namespace) -> int:
+    """``incident-bot check``: one line per check; 0 when none failed, 1 when one did, 2 for bad settings."""
+    from incident_bot.ops.check import run_checks
+
+    setup_logging("error")  # the check's lines are the output; only errors of libraries go to stderr
+    try:
+        settings = load_settings(args.config)
+        token = settings.token()
+    except ConfigError as exc:
+        print(f"✘ settings: {exc}. Fix: edit the config file or the INCIDENT_BOT_* variable named")
+        print("check failed: the settings are invalid")
+        return EXIT_CONFIG
+    register_secret(token)
+    print(f"✔ settings: valid ({_config_source(args)} and INCIDENT_BOT_* variables); server {settings.mattermost_url}")
+
+    async def checks() -> list[bool]:
+        failed = []
+        async for result in run_checks(settings, token):
+            print(result.line(), flush=True)
+            failed.append(result.failed)
+        return failed
+
+    failed = sum(asyncio.run(checks()))
+    if failed:
+        print(f"check failed: {failed} problem{'s' if failed > 1 else ''} to fix (the lines marked ✘)")
+        return EXIT_FAILED
+    print("check passed")
+    return EXIT_OK
 
 
 async def _migrate(settings: Settings) -> int:
@@ -129,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         setup_logging("warning")  # stdout is the export itself; log lines go to stderr
         return asyncio.run(cli_export(args.config, args.number, args.format, args.db))
+    if args.command == "check":
+        return _check(args)
     try:
         settings = _settings(args)
     except ConfigError as exc:
@@ -139,11 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_run(settings))
         except KeyboardInterrupt:
             return 0
-    if args.command in ("check", "migrate"):
-        code = asyncio.run(_migrate(settings))
-        if code == 0 and args.command == "check":
-            print("configuration OK")
-        return code
+    if args.command == "migrate":
+        return asyncio.run(_migrate(settings))
     return EXIT_CONFIG
 
 

@@ -118,6 +118,10 @@ class Settings(BaseSettings):
     default_playbook: str | None = None
     playbooks: list[PlaybookSettings] = Field(default_factory=list)
     shutdown_grace_seconds: float = Field(default=10.0, gt=0)
+    ops_address: str = Field(
+        default="127.0.0.1:9102",
+        description='host:port of the /healthz, /readyz and /metrics listener; "off" (or "") turns it off',
+    )
 
     @field_validator("mattermost_url")
     @classmethod
@@ -134,6 +138,19 @@ class Settings(BaseSettings):
     @classmethod
     def _database(cls, value: object) -> object:
         return parse_database(value) if isinstance(value, str | Path) else value
+
+    @field_validator("ops_address")
+    @classmethod
+    def _ops_address(cls, value: str) -> str:
+        value = value.strip()
+        if value.lower() in ("", "off", "false", "no", "none"):
+            return ""
+        split_address(value)  # raises ValueError with what is expected
+        return value
+
+    def ops_listen(self) -> tuple[str, int] | None:
+        """(host, port) of the operator listener, or None when it is turned off."""
+        return split_address(self.ops_address) if self.ops_address else None
 
     @field_validator("announcement_channels")
     @classmethod
@@ -199,6 +216,15 @@ class Settings(BaseSettings):
         if toml_file is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
         return tuple(sources)
+
+
+def split_address(value: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:9102`` for IPv6; port 0 picks a free one) as (host, port)."""
+    host, sep, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError('expected host:port such as "127.0.0.1:9102" (or "off")')
+    return host, int(port)
 
 
 # The TOML path is chosen at load time; a context variable keeps Settings a plain class.

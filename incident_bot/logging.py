@@ -65,9 +65,15 @@ def setup_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None 
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
-    # Third-party libraries log through the stdlib; keep them quiet and in the same stream.
+    # Third-party libraries log through the stdlib; keep them quiet and in the same stream,
+    # in the same format (a JSON log must be JSON on every line, for jq and log shippers).
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, _redact, renderer],
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared, exc],
+        )
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(_LEVELS[level], logging.WARNING))

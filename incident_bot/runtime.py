@@ -19,6 +19,7 @@ from incident_bot.app.core import Core
 from incident_bot.app.cursor import Cursor
 from incident_bot.app.directory import Directory
 from incident_bot.app.incidents import Incidents
+from incident_bot.app.observe import AppObserver
 from incident_bot.app.outbox import Outbox
 from incident_bot.app.pipeline import Pipeline
 from incident_bot.app.playbooks import Playbooks
@@ -34,6 +35,10 @@ from incident_bot.chat.port import ChatPort
 from incident_bot.chat.retry import Backoff
 from incident_bot.chat.stream import EventStream
 from incident_bot.config import Settings
+from incident_bot.domain.models import Status
+from incident_bot.ops.health import Health, report_degraded
+from incident_bot.ops.http import OpsServer
+from incident_bot.ops.metrics import Metrics
 from incident_bot.plugins.checklist import ChecklistPlugin
 from incident_bot.plugins.framework import IncidentPluginManager
 from incident_bot.plugins.handler import BotDriver, IncidentEventHandler
@@ -53,12 +58,16 @@ class StartupError(Exception):
     """The bot cannot start; the message says why (for the operator)."""
 
 
+class TokenRefused(StartupError):
+    """Mattermost refused the token: restarting will not help (the CLI exits 1 for this)."""
+
+
 class Bot:
     """Everything the running bot is made of, wired once the bot knows who it is."""
 
-    def __init__(self, settings: Settings, store: Store, chat: ChatPort, me: User) -> None:
+    def __init__(self, settings: Settings, store: Store, chat: ChatPort, me: User, observer: AppObserver | None = None) -> None:
         self.settings = settings
-        self.core = core = Core(settings, store, chat, Directory(chat, me, store))
+        self.core = core = Core(settings, store, chat, Directory(chat, me, store), observer=observer)
         self.cursor = Cursor(store)
         self.backlog = Backlog(self.cursor)
         self.outbox = Outbox(core, self.backlog)
@@ -101,10 +110,13 @@ class Bot:
 class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = open_store(settings.database)
-        self.chat = MattermostClient(settings.mattermost_url, settings.token())
+        self.metrics = Metrics()
+        self.store = open_store(settings.database, on_commit=self.metrics.commit)
+        self.chat = MattermostClient(settings.mattermost_url, settings.token(), on_response=self.metrics.rest_response)
         self._stopping = asyncio.Event()
         self._background: set[asyncio.Task[Any]] = set()
+        self.health: Health | None = None  # once logged in and wired
+        self.ops: OpsServer | None = None
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -116,7 +128,9 @@ class Runtime:
             try:
                 return await self.chat.get_me()
             except Unauthorized:
-                raise StartupError("bot_token: Mattermost refused the token (401); check the bot's access token") from None
+                raise TokenRefused(
+                    "bot_token: Mattermost refused the token (401); check the bot's access token (incident-bot check tells more)"
+                ) from None
             except MattermostError as exc:
                 delay = backoff.next_delay()
                 log.warning("mattermost.unreachable", url=self.settings.mattermost_url, error=type(exc).__name__, retry_in=delay)
@@ -138,6 +152,7 @@ class Runtime:
                 pass
         await self.store.open()
         try:
+            await self._start_ops()
             try:
                 me = await self._login()
             except StartupError:
@@ -145,8 +160,10 @@ class Runtime:
                     log.info("bot.stopped", clean=True, connected=False)
                     return
                 raise
-            await self._serve(Bot(self.settings, self.store, self.chat, me), me)
+            await self._serve(Bot(self.settings, self.store, self.chat, me, observer=self.metrics), me)
         finally:
+            if self.ops is not None:
+                await self.ops.stop()
             await self.chat.close()
             await self.store.close()
 
@@ -160,6 +177,8 @@ class Runtime:
         except Exception as exc:  # noqa: BLE001 - finished when its command is read again
             log.warning("bot.resume_failed", error=type(exc).__name__, detail=str(exc)[:200])
         log.info("bot.starting", user=me.username, database=describe(self.settings.database))
+        self.health = Health(bot.stream, bot.resync, self.store, self.chat)
+        self._spawn(report_degraded(self.health.state, self._stopping))
         stream_task = self._spawn(bot.stream.run())
         self._spawn(bot.timeline.run_reminders(self._stopping))
         self._spawn(bot.cursor.run(self._stopping))
@@ -178,6 +197,34 @@ class Runtime:
         await bot.cursor.flush()  # never past work left unfinished: read again next start
         bot.manager.stop()
         log.info("bot.stopped", clean=finished)
+
+    # --- the operator's listener ----------------------------------------------------------
+
+    async def _start_ops(self) -> None:
+        """Serve /healthz, /readyz, /metrics if configured. A port in use is logged, not fatal:
+        handling incidents matters more, and the missing scrape raises the operator's alert."""
+        listen = self.settings.ops_listen()
+        if listen is None:
+            return
+        server = OpsServer(listen[0], listen[1], self.metrics, self._not_ready, self._refresh_metrics)
+        try:
+            await server.start()
+        except OSError as exc:
+            log.error("ops.listen_failed", address=self.settings.ops_address, error=exc.strerror or str(exc))
+            return
+        self.ops = server
+
+    async def _not_ready(self) -> list[str]:
+        if self.health is None:
+            return ["not logged in to Mattermost yet"]
+        return await self.health.not_ready()
+
+    async def _refresh_metrics(self) -> None:
+        """Gauges read at scrape time: active incidents by severity, readiness."""
+        self.metrics.ready.set(0 if await self._not_ready() else 1)
+        async with self.store.transaction() as tx:
+            active = await tx.list_incidents_in_status([Status.ACTIVE])
+        self.metrics.set_active(incident.severity for incident in active)
 
     async def _repair(self, bot: Bot) -> None:
         """After a start: posts queued before the stop go out, and open channels are mended."""

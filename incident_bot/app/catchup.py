@@ -129,6 +129,7 @@ class CatchUp:
                 count += 1
                 self._replay(channel, kind, post, now)
         log.info("catchup.done", reason=reason, channels=len(channels), posts=count, since=since_ms, complete=complete)
+        self.core.observer.caught_up(count)
         return complete
 
     async def _posts_since(self, channel_id: str, since_ms: int) -> list[Post]:

@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 
 from incident_bot.app.directory import Directory
+from incident_bot.app.observe import AppObserver, NullObserver, note_incident
 from incident_bot.app.request import Applied, Clock, Request, UserError
 from incident_bot.chat.models import Post, User
 from incident_bot.chat.port import ChatPort
@@ -40,9 +41,16 @@ def pending_id(*what: str) -> str:
 
 class Core:
     def __init__(
-        self, settings: Settings, store: Store, chat: ChatPort, directory: Directory, clock: Clock | None = None
+        self,
+        settings: Settings,
+        store: Store,
+        chat: ChatPort,
+        directory: Directory,
+        clock: Clock | None = None,
+        observer: AppObserver | None = None,
     ) -> None:
         self.settings = settings
+        self.observer: AppObserver = observer or NullObserver()
         self.store = store
         self.chat = chat
         self.directory = directory
@@ -89,6 +97,7 @@ class Core:
         after the commit by ``Outbox.send``) and the dedupe key ``key``. Returns the
         incident's checklist (empty without an incident), for the channel refresh that follows."""
         number = number if number is not None else incident.number if incident else None
+        note_incident(number)
         async with self.store.transaction() as tx:
             if write is not None:
                 await write(tx)
@@ -216,6 +225,7 @@ class Core:
             if number is not None and number != incident.number:
                 raise UserError(messages.need_incident_channel_only(self.bot_name, command))
         req.incident = incident.number
+        note_incident(incident.number)
         # The requester is in the team here (found by channel, or checked above).
         if not rules.allowed(command, Access.TEAM):
             level = rules.access(in_team=True, in_channel=await self.directory.in_channel(incident.channel_id, req.user_id))

@@ -14,6 +14,7 @@ import structlog
 from incident_bot.app.backlog import Backlog
 from incident_bot.app.core import Core
 from incident_bot.app.cursor import Cursor
+from incident_bot.app.observe import begin_trace, current_trace
 from incident_bot.app.ordering import ChannelQueues
 from incident_bot.app.request import Applied, Request
 from incident_bot.chat.events import Event, Malformed, PostDeleted, Posted, PostEdited, ReactionAdded, ReactionRemoved
@@ -102,6 +103,7 @@ class Pipeline:
         self.cursor.hold(key, ms)
 
         async def tracked() -> None:
+            begin_trace()  # this task's: duration and incident for the event's log line
             if not await work():
                 self.backlog.unfinished(key, ms)
             self.cursor.release(key)
@@ -197,7 +199,14 @@ class Pipeline:
                 outcome = Applied.RESUMED
             else:
                 outcome = await self.core.recover_reply(req, text)
-            log.info("command.recovered", key=req.key, channel=req.channel_id, user=req.user_id, outcome=outcome)
+            log.info(
+                "command.recovered",
+                key=req.key,
+                channel=req.channel_id,
+                user=req.user_id,
+                outcome=outcome,
+                **current_trace().fields(),
+            )
             return True
         except Exception as exc:  # noqa: BLE001 - try again at the next catch-up
             log.warning("command.recover_failed", key=req.key, error=type(exc).__name__, detail=str(exc)[:200])
@@ -221,6 +230,7 @@ class Pipeline:
             await self.listeners.reaction(key, event)
         finally:
             self._inflight.discard(key)
+        self.core.observer.reaction_handled("added" if added else "removed")
         if reaction.emoji_name not in self.core.settings.check_emojis:
             return True
         # Every outcome on a live checklist item records the key; none means it failed.

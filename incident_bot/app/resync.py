@@ -12,13 +12,24 @@ from incident_bot.app.backlog import Backlog
 from incident_bot.app.catchup import CatchUp
 from incident_bot.app.cursor import Cursor, wall_ms
 from incident_bot.app.pipeline import Pipeline
-from incident_bot.chat.events import Event, Hello, PostDeleted, Posted, PostEdited, ReactionAdded, ReactionRemoved
+from incident_bot.chat.events import Event, Hello, Malformed, PostDeleted, Posted, PostEdited, ReactionAdded, ReactionRemoved
 from incident_bot.chat.retry import Backoff
 
 log = structlog.get_logger("incident_bot.resync")
 
 RETRY_FIRST = 2.0  # seconds before the first retry of failed work
 RETRY_MAX = 60.0
+
+# Metric labels of the event types (a fixed set: the server's other event names stay "other").
+_KINDS: dict[type, str] = {
+    Hello: "hello",
+    Posted: "posted",
+    PostEdited: "post_edited",
+    PostDeleted: "post_deleted",
+    ReactionAdded: "reaction_added",
+    ReactionRemoved: "reaction_removed",
+    Malformed: "malformed",
+}
 
 
 class Resync:
@@ -47,7 +58,18 @@ class Resync:
 
     # --- from the stream -------------------------------------------------------------
 
+    @property
+    def catching_up(self) -> bool:
+        """A catch-up is reading what was missed (live events wait behind it)."""
+        return self._catchups > 0
+
+    @property
+    def caught_up_once(self) -> bool:
+        """Connected at least once and no catch-up running: the bot is in step with the server."""
+        return self._connected_once and not self.catching_up
+
     async def on_event(self, event: Event) -> None:
+        self.pipeline.core.observer.event_received(_KINDS.get(type(event), "other"))
         if isinstance(event, Hello):
             return
         if isinstance(event, (Posted, PostEdited, PostDeleted)):
@@ -62,6 +84,7 @@ class Resync:
     async def on_connect(self, hello: Hello, resumed: bool) -> None:
         log.info("bot.ready", connection=hello.connection_id, resumed=resumed, server=hello.server_version)
         reason = "reconnect" if self._connected_once else "start"
+        self.pipeline.core.observer.connected(self._connected_once, resumed)
         self._connected_once = True
         if resumed:
             return

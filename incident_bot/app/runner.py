@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from incident_bot.app.core import Core
+from incident_bot.app.observe import current_trace
 from incident_bot.app.request import Request, UserError
 from incident_bot.domain import commands, grammar, messages
 from incident_bot.domain.commands import Command, Outcome
@@ -25,6 +26,7 @@ class Runner:
 
     async def run(self, req: Request, name: str, rest: str | None, use_case: UseCase) -> None:
         """Parse ``rest`` as command ``name``'s arguments, run the use case, reply once."""
+        trace = current_trace()
         try:
             cmd = grammar.parse(name, rest or "") if name in commands.COMMANDS else Command(name=name, text=rest or "")
             await use_case(req, cmd)
@@ -50,10 +52,11 @@ class Runner:
                 where=f"{frame.filename}:{frame.lineno}" if frame else None,
             )
             await self._safe_reply(req, messages.internal_error(ref))
+        self.core.observer.command_handled(name, req.outcome, trace.elapsed())
         log.info(
             "command.handled",
             command=name,
-            incident=req.incident,
+            **(trace.fields() | {"incident": req.incident or trace.incident}),
             channel=req.channel_id,
             user=req.user_id,
             outcome=req.outcome,

@@ -217,6 +217,7 @@ class Timeline:
                 event = core.event(incident.number, TimelineKind.REMINDER_SENT, None, messages.no_update_for(now - since))
                 await core.commit(None, incident=incident, event=event, outbox=reminder)
                 sent += 1
+                self.core.observer.reminder_sent()
                 if await self.outbox.send(reminder):
                     log.info("reminder.sent", incident=incident.number, channel=incident.channel_name, user=incident.commander_id)
                 else:  # queued: the outbox posts it once Mattermost takes it

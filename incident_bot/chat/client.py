@@ -74,8 +74,12 @@ class MattermostClient:
         max_backoff: float = 30.0,
         timeout: float = 30.0,
         session: aiohttp.ClientSession | None = None,
+        on_response: Callable[[int], None] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        # Told the status of every answer (0: none came: timeout, refused …), for the metrics.
+        self._on_response = on_response
+        self.last_rate_limited: float | None = None  # loop time of the last 429, for the health summary
         self.api_url = f"{self.base_url}/api/v4"
         self._token = token
         self.retries = max(0, retries)
@@ -175,8 +179,12 @@ class MattermostClient:
             except _RETRYABLE_EXCEPTIONS as exc:
                 failure = type(exc).__name__
                 status = 0
+            finally:
+                if self._on_response is not None:
+                    self._on_response(status)
 
             if limited:
+                self.last_rate_limited = asyncio.get_running_loop().time()
                 if rate_limited.attempts >= self.retries * 2:
                     raise RateLimited(
                         status,
@@ -271,6 +279,18 @@ class MattermostClient:
         """True when the user is a current member (a member who left has delete_at set)."""
         data = await self._get_or_none(f"/teams/{team_id}/members/{user_id}")
         return data is not None and not data.get("delete_at")
+
+    async def get_team_member_roles(self, team_id: str, user_id: str = "me") -> list[str]:
+        """The names of the user's roles in the team (``team_user``, a scheme's roles …); raises NotFound."""
+        data = await self._get(f"/teams/{team_id}/members/{user_id}")
+        return str((data or {}).get("roles") or "").split()
+
+    async def get_role_permissions(self, names: list[str]) -> set[str]:
+        """Every permission the named roles grant together (for ``incident-bot check``)."""
+        if not names:
+            return set()
+        data = await self._request("POST", "/roles/names", json_body=sorted(set(names)))
+        return {str(p) for role in data or [] if isinstance(role, dict) for p in role.get("permissions") or []}
 
     # --- channels --------------------------------------------------------------------
 

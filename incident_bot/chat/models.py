@@ -20,6 +20,7 @@ class User(_MMModel):
     id: str
     username: str
     is_bot: bool = False
+    roles: str = ""  # system roles, space-separated ("system_user", "system_admin" …)
     delete_at: int = 0
     first_name: str = ""
     last_name: str = ""

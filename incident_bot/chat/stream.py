@@ -96,6 +96,7 @@ class EventStream:
         self._stop_event = asyncio.Event()  # set by stop(); never cleared
         self._done = asyncio.Event()
         self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._authenticated = False  # this connection said hello (or resumed) after our token
         self._conn_task: asyncio.Task[bool] | None = None
         self._run_task: asyncio.Task[None] | None = None
 
@@ -113,6 +114,11 @@ class EventStream:
     @property
     def connected(self) -> bool:
         return self._ws is not None and not self._ws.closed
+
+    @property
+    def authenticated(self) -> bool:
+        """Connected, and the server accepted the token (a hello came, or the connection resumed)."""
+        return self._authenticated and self.connected
 
     def _connect_url(self) -> str:
         if self._connection_id and self._next_seq is not None:
@@ -252,6 +258,7 @@ class EventStream:
                 if receiving is not None and not receiving.done():
                     receiving.cancel()
                 self._ws = None
+                self._authenticated = False
                 self._awaiting_resume = False
             log.info("mattermost.ws.closed", code=ws.close_code, stopping=self._stopping())
         return healthy
@@ -331,6 +338,7 @@ class EventStream:
     # --- callbacks -------------------------------------------------------------------
 
     async def _call_on_connect(self, hello: Hello, resumed: bool) -> None:
+        self._authenticated = True
         log.info(
             "mattermost.ws.ready",
             connection_id=hello.connection_id or None,

@@ -8,6 +8,7 @@ from collections.abc import Awaitable
 import structlog
 from mmpy_bot import Plugin
 
+from incident_bot.app.observe import current_trace
 from incident_bot.app.request import Applied
 from incident_bot.app.runner import Runner, UseCase
 from incident_bot.domain import commands
@@ -50,4 +51,5 @@ async def handled(what: str, event: ReactionEvent, outcome: Awaitable[Applied]) 
         user=reaction.user_id,
         outcome=result,
         error=error,
+        **current_trace().fields(),
     )

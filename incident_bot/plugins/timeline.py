@@ -5,6 +5,7 @@ from __future__ import annotations
 import structlog
 from mmpy_bot import listen_to
 
+from incident_bot.app.observe import current_trace
 from incident_bot.app.reports import Reports
 from incident_bot.app.request import Applied
 from incident_bot.app.runner import Runner
@@ -70,4 +71,11 @@ class TimelinePlugin(IncidentBotPlugin):
         except Exception as exc:  # noqa: BLE001 - an edit must never stop the bot
             outcome, error = Applied.ERROR, type(exc).__name__
         if outcome != Applied.IGNORED:
-            log.info("post_change.handled", post=event.post.id, deleted=event.deleted, outcome=outcome, error=error)
+            log.info(
+                "post_change.handled",
+                post=event.post.id,
+                deleted=event.deleted,
+                outcome=outcome,
+                error=error,
+                **current_trace().fields(),
+            )

@@ -177,3 +177,6 @@ class Store(Protocol):
 
     async def schema_version(self) -> int:
         """The version of the newest migration applied to the database."""
+
+    async def check_writable(self) -> None:
+        """Raise StoreUnavailable when the database cannot take a write now (for /readyz)."""

@@ -11,11 +11,15 @@ SQLite, the URL text for PostgreSQL.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from incident_bot.store.base import Store
+from incident_bot.store import migrations
+from incident_bot.store.base import Store, StoreUnavailable
 from incident_bot.store.postgres import PostgresStore, redact
 from incident_bot.store.sqlite import SQLiteStore
 
@@ -43,9 +47,36 @@ def describe(database: str | os.PathLike[str]) -> str:
     return redact(str(database)) if backend_of(database) == "postgresql" else str(sqlite_path(database))
 
 
-def open_store(database: str | os.PathLike[str]) -> Store:
+def open_store(database: str | os.PathLike[str], on_commit: Callable[[float], None] | None = None) -> Store:
     """The store for this ``database`` setting, not connected yet: ``await store.open()``
-    connects and migrates (and raises SchemaTooNew or StoreUnavailable)."""
+    connects and migrates (and raises SchemaTooNew or StoreUnavailable). ``on_commit`` is
+    told how many seconds each COMMIT took."""
     if backend_of(database) == "postgresql":
-        return PostgresStore(str(database))
-    return SQLiteStore(sqlite_path(database))
+        return PostgresStore(str(database), on_commit=on_commit)
+    return SQLiteStore(sqlite_path(database), on_commit=on_commit)
+
+
+async def peek_schema_version(database: str | os.PathLike[str]) -> int:
+    """The schema version of an existing database, read without changing it (0 for an empty
+    PostgreSQL database); raises StoreUnavailable when it cannot be read as one of ours.
+    A SQLite file must exist (``incident-bot check`` looks before it asks)."""
+    if backend_of(database) == "postgresql":
+        return await PostgresStore(str(database)).peek_schema_version()
+    return await asyncio.to_thread(_sqlite_schema_version, sqlite_path(database))
+
+
+def _sqlite_schema_version(path: Path) -> int:
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return int(con.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0])
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        raise StoreUnavailable(str(exc)) from exc
+
+
+def newest_schema_version(database: str | os.PathLike[str]) -> int:
+    """The schema version this code migrates ``database`` to (synchronous file reads)."""
+    dialect: Literal["sqlite", "postgresql"] = backend_of(database)
+    return max((m.version for m in migrations.load_migrations(dialect=dialect)), default=0)

@@ -25,7 +25,8 @@ so a deposed replica can never commit. Nothing else here would change.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, cast
@@ -126,8 +127,9 @@ class PostgresStore:
     """Store on the PostgreSQL database at ``dsn`` (``postgresql://user@host/db``, asyncpg's forms):
     ``await open()`` before use, ``await close()`` after."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, on_commit: Callable[[float], None] | None = None) -> None:
         self.dsn = dsn
+        self._on_commit = on_commit
         self.location = redact(dsn)
         self._conn: Connection | None = None
         self._open = False
@@ -188,7 +190,10 @@ class PostgresStore:
                 # The place for the active/standby lease and fencing check (module docstring).
                 yield tx
                 tx._finish()
+                started = time.monotonic()
                 await pg_tx.commit()
+                if self._on_commit is not None:
+                    self._on_commit(time.monotonic() - started)
             except BaseException:
                 tx._finish()
                 await self._rollback(conn, pg_tx)
@@ -209,6 +214,26 @@ class PostgresStore:
     async def schema_version(self) -> int:
         async with self._lock:
             return await migrations.current_version_pg(await self._require_conn())
+
+    async def peek_schema_version(self) -> int:
+        """The schema version, read on a connection of its own without migrating anything."""
+        conn = await self._connect()
+        try:
+            return await migrations.current_version_pg(conn)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreUnavailable(f"{self.location}: {exc}") from exc
+        finally:
+            await conn.close()
+
+    async def check_writable(self) -> None:
+        async with self._lock:
+            conn = await self._require_conn()
+            try:
+                in_recovery = await conn.fetchval("SELECT pg_is_in_recovery()")
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                raise StoreUnavailable(f"{self.location}: {exc}") from exc
+            if in_recovery:
+                raise StoreUnavailable(f"{self.location} is a read-only standby (in recovery)")
 
 
 class _PostgresTransaction:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +20,7 @@ import structlog
 
 from incident_bot.domain.models import ChecklistItem, Incident, OutboxEntry, Playbook, Status, TimelineEvent, ensure_utc
 from incident_bot.store import migrations
-from incident_bot.store.base import Transaction
+from incident_bot.store.base import StoreUnavailable, Transaction
 from incident_bot.store.copy import SEQUENCES, Table
 from incident_bot.store.values import INCIDENT_COLUMNS, INCIDENT_FIELDS, INCIDENT_TIMES, from_json, incident_values, to_json
 
@@ -124,10 +125,14 @@ def _marks(values: Sequence[Any]) -> str:
 
 
 class SQLiteStore:
-    """Store on the SQLite file at ``path``: ``await open()`` before use, ``await close()`` after."""
+    """Store on the SQLite file at ``path``: ``await open()`` before use, ``await close()`` after.
 
-    def __init__(self, path: str | Path) -> None:
+    ``on_commit`` is told how many seconds each COMMIT took (the metrics' commit latency).
+    """
+
+    def __init__(self, path: str | Path, on_commit: Callable[[float], None] | None = None) -> None:
         self.path = Path(path)
+        self._on_commit = on_commit
         self._conn: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
         self._holder: asyncio.Task[Any] | None = None
@@ -189,7 +194,10 @@ class SQLiteStore:
                 await conn.execute("BEGIN IMMEDIATE")
                 yield tx
                 tx._finish()
+                started = time.monotonic()
                 await conn.execute("COMMIT")
+                if self._on_commit is not None:
+                    self._on_commit(time.monotonic() - started)
             except BaseException:
                 tx._finish()
                 await self._rollback(conn)
@@ -205,6 +213,17 @@ class SQLiteStore:
             await conn.execute("ROLLBACK")
         except sqlite3.Error as exc:  # no transaction: BEGIN failed, or SQLite rolled back itself
             log.debug("store.rollback_skipped", reason=str(exc))
+
+    async def check_writable(self) -> None:
+        """Take the write lock and let it go (BEGIN IMMEDIATE, ROLLBACK); raises
+        StoreUnavailable when the database cannot be written (read-only file or directory, locked, disk I/O)."""
+        async with self._lock:
+            conn = self._require_conn()
+            try:
+                await conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"{self.path}: {exc}") from exc
+            await self._rollback(conn)
 
     async def schema_version(self) -> int:
         async with self._lock:

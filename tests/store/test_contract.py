@@ -952,3 +952,18 @@ async def test_outbox_rolls_back_with_its_change(store: Store) -> None:
             raise RuntimeError("the change failed")
     async with store.transaction() as tx:
         assert await tx.pending_outbox() == []
+
+
+async def test_check_reads_a_postgresql_database_without_changing_it(pg_backend: PostgresBackend) -> None:
+    from incident_bot.ops.check import Mark, check_database
+
+    empty = await check_database(pg_backend.dsn)
+    assert empty.mark is Mark.OK and "(postgresql) is empty" in empty.text
+    store = pg_backend.make()
+    await store.open()
+    await store.close()
+    current = await check_database(pg_backend.dsn)
+    assert current.text.endswith(f"(postgresql), schema version {pg_backend.latest_version} (current)")
+    await pg_backend.set_schema_version(pg_backend.latest_version + 1)
+    newer = await check_database(pg_backend.dsn)
+    assert newer.mark is Mark.FAIL and "newer than this incident-bot knows" in newer.text

@@ -25,6 +25,7 @@ READY_TIMEOUT = float(os.environ.get("INCIDENT_BOT_TEST_READY_TIMEOUT", "30"))
 TEST_CONFIG = """
 log_level = "debug"
 log_format = "json"
+ops_address = "127.0.0.1:0"
 default_severity = 3
 shutdown_grace_seconds = 5
 
@@ -245,6 +246,11 @@ class BotProcess:
                 f"bot did not log {event} {fields} within {timeout}s:\n{self.log_path.read_text()[-3000:]}"
             ) from None
 
+    async def ops_url(self) -> str:
+        """``http://host:port`` of the bot's /healthz, /readyz and /metrics (it listens on a free port)."""
+        line = await self.wait_for_log("ops.listening")
+        return f"http://{line['address']}"
+
     def db(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         """Read the bot's database the way an operator would (read-only)."""
         con = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)
@@ -266,6 +272,29 @@ class BotProcess:
             timeout=timeout,
             what=f"the bot's reply noted for {post['id']} ({post.get('message', '')[:60]!r})",
         )
+
+
+async def run_cli(
+    world: World, workdir: Path, *args: str, config_extra: str = "", env: dict[str, str] | None = None, timeout: float = 60
+) -> tuple[int, str]:
+    """Run ``python -m incident_bot --config … ARGS`` once, as an operator would, with the test
+    configuration and the world's server and token (``env`` overrides); (exit code, output)."""
+    bot = BotProcess(world, workdir, config_extra)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "incident_bot",
+        "--config",
+        str(bot.config_path),
+        *args,
+        cwd=str(workdir),
+        env={**bot.env(), **(env or {})},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(errors="replace")
 
 
 def keep_logs(bot: BotProcess, dest_dir: str) -> None:

@@ -21,7 +21,11 @@ ALLOWED = {
     "logging": set(),
     "app": {"domain", "store", "chat", "config"},
     "plugins": {"app", "domain", "chat"},
-    "runtime": {"app", "plugins", "domain", "store", "chat", "config"},
+    # ops: the operator's side (check, metrics, health, the HTTP listener); it reads the
+    # running bot's parts, imported only by runtime and cli. The app reports to it through
+    # app/observe.py's Protocol, so no arrow points up into ops.
+    "ops": {"app", "store", "chat", "config"},
+    "runtime": {"app", "plugins", "domain", "store", "chat", "config", "ops"},
 }
 
 

@@ -53,8 +53,10 @@ class RestRoutes:
             ("GET", "/users/{user_id}/channels", self.h_user_channels, True),
             ("DELETE", "/users/{user_id}/posts/{post_id}/reactions/{emoji}", self.h_delete_reaction, True),
             ("GET", "/users/{user_id}", self.h_get_user, True),
+            ("POST", "/roles/names", self.h_roles_by_names, True),
             ("GET", "/teams/name/{name}", self.h_team_by_name, True),
             ("GET", "/teams/{team_id}/members/{user_id}", self.h_team_member, True),
+            ("DELETE", "/teams/{team_id}/members/{user_id}", self.h_remove_team_member, True),
             ("GET", "/teams/{team_id}/channels/name/{name}", self.h_channel_by_name, True),
             ("GET", "/teams/{team_id}", self.h_get_team, True),
             ("POST", "/channels", self.h_create_channel, True),
@@ -133,6 +135,17 @@ class RestRoutes:
                 out.append(dict(u))
         return 200, out
 
+    async def h_roles_by_names(self, ctx: _Ctx) -> tuple[int, Any]:
+        """The default roles' permissions (the part of them the bot's check reads); unknown names are left out."""
+        names = await ctx.json("role_names")
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise bad_body("role_names")
+        return 200, [
+            {"id": new_id(), "name": n, "display_name": n, "permissions": sorted(self.role_permissions[n]), "built_in": True}
+            for n in dict.fromkeys(names)
+            if n in self.role_permissions
+        ]
+
     async def h_user_teams(self, ctx: _Ctx, user_id: str) -> tuple[int, Any]:
         uid = ctx.user_param(user_id)
         if uid != ctx.user_id and not self._is_admin(ctx.user_id):
@@ -192,6 +205,18 @@ class RestRoutes:
         if member is None:
             raise ApiFailure(404, "app.team.get_member.missing.app_error")
         return 200, dict(member)
+
+    async def h_remove_team_member(self, ctx: _Ctx, team_id: str, user_id: str) -> tuple[int, Any]:
+        """Leave the team (oneself) or remove someone (an admin); the member leaves its channels too."""
+        tid = ctx.id_param(team_id, "team_id")
+        uid = ctx.user_param(user_id)
+        self._require_team(tid)
+        if uid != ctx.user_id and not self._is_admin(ctx.user_id):
+            raise forbidden()
+        if uid not in self.team_members.get(tid, {}):
+            raise ApiFailure(404, "app.team.get_member.missing.app_error")
+        self.remove_team_member(tid, uid)
+        return 200, {"status": "OK"}
 
     async def h_get_channel(self, ctx: _Ctx, channel_id: str) -> tuple[int, Any]:
         ch = self._require_channel(ctx.id_param(channel_id, "channel_id"))

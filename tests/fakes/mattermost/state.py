@@ -43,6 +43,15 @@ class State:
         self._file_content: dict[str, bytes] = {}
         self.bot_user_id: str | None = None
         self._last_ms = 0
+        # Default roles as POST /roles/names answers them (a subset of the real permissions);
+        # tests may take one away, e.g. role_permissions["team_user"].discard("create_private_channel").
+        self.role_permissions: dict[str, set[str]] = {
+            "system_user": {"create_direct_channel", "create_group_channel", "create_team", "view_members"},
+            "system_admin": {"manage_system", "create_private_channel", "create_public_channel", "manage_team"},
+            "team_user": {"create_private_channel", "create_public_channel", "join_public_channels", "view_team"},
+            "team_admin": {"manage_team", "manage_team_roles", "remove_user_from_team"},
+            "channel_user": {"create_post", "read_channel", "add_reaction"},
+        }
 
     def _publish(self, event: str, data: dict[str, Any], **where: Any) -> None:
         raise NotImplementedError  # the websocket part delivers events
