@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     default_playbook: str | None = None
     playbooks: list[PlaybookSettings] = Field(default_factory=list)
     shutdown_grace_seconds: float = Field(default=10.0, gt=0)
+    # Days dedupe keys and reply records are kept (app/retention.py): at least 8, longer than
+    # the farthest catch-up can reach back (7 days + 1 minute before the newest event seen).
+    dedupe_retention_days: int = Field(default=14, ge=8, le=3650)
 
     @field_validator("mattermost_url")
     @classmethod

@@ -233,19 +233,38 @@ async def test_replies_keep_the_first(store: Store) -> None:
         assert await tx.get_reply("post:p2") is None
 
 
-async def test_prune_forgets_old_keys_and_replies_only(store: Store) -> None:
+async def test_prune_forgets_old_keys_and_replies_each_in_its_table(store: Store) -> None:
     async with store.transaction() as tx:
+        assert await tx.bookkeeping_counts() == {"events": 0, "replies": 0}
         await tx.record_event("old", T0 - timedelta(days=10))
+        await tx.record_event("edge", T0 - timedelta(days=1))  # exactly at ``before``: kept
         await tx.record_event("new", T0)
         await tx.record_reply("old", "r-old", T0 - timedelta(days=10))
         await tx.record_reply("new", "r-new", T0)
     async with store.transaction() as tx:
-        assert await tx.prune_events(T0 - timedelta(days=1)) == 2
+        assert await tx.bookkeeping_counts() == {"events": 3, "replies": 2}
+        assert await tx.prune_events(T0 - timedelta(days=1)) == 1
+        assert await tx.bookkeeping_counts() == {"events": 2, "replies": 2}  # replies untouched
+        assert await tx.get_reply("old") == "r-old"
+        assert await tx.prune_replies(T0 - timedelta(days=1)) == 1
+        assert await tx.prune_replies(T0 - timedelta(days=1)) == 0
     async with store.transaction() as tx:
         assert not await tx.event_seen("old")
-        assert await tx.event_seen("new")
+        assert await tx.event_seen("edge") and await tx.event_seen("new")
         assert await tx.get_reply("old") is None
         assert await tx.get_reply("new") == "r-new"
+        assert await tx.bookkeeping_counts() == {"events": 2, "replies": 1}
+
+
+async def test_a_pruned_key_can_be_recorded_again(store: Store) -> None:
+    async with store.transaction() as tx:
+        await tx.record_event("k", T0 - timedelta(days=30))
+        await tx.record_reply("k", "r1", T0 - timedelta(days=30))
+        await tx.prune_events(T0)
+        await tx.prune_replies(T0)
+        await tx.record_event("k", T0)
+        await tx.record_reply("k", "r2", T0)
+        assert await tx.get_reply("k") == "r2" and await tx.event_seen("k")
 
 
 # --- incidents ----------------------------------------------------------------------------
