@@ -21,6 +21,7 @@ from incident_bot.chat.events import Event, Malformed, PostDeleted, Posted, Post
 log = structlog.get_logger("incident_bot.events")
 
 MAX_ATTEMPTS = 5  # a command that gets no answer is tried again at most this often
+SERVER_EPOCH_MS = 1_420_070_400_000  # 2015-01-01, before Mattermost: an earlier event time is garbage, not old
 
 
 class Claim(StrEnum):
@@ -103,9 +104,10 @@ class Pipeline:
                 return self._post_change(changed)
         else:
             return
-        if self.floor_ms is not None and 0 < ms < self.floor_ms():
+        if self.floor_ms is not None and SERVER_EPOCH_MS <= ms < self.floor_ms():
             # Older than catch-up ever reads back: only a stray redelivery brings it, and its
-            # dedupe key may have been pruned, so it must not be applied (again).
+            # dedupe key may have been pruned, so it must not be applied (again). A time before
+            # SERVER_EPOCH_MS is no server time at all: handled as before, held where we are.
             log.info("event.too_old", key=key, channel=channel, at_ms=ms)
             return
         self.submit(channel, key, ms, work)
