@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint format test-integration bench chaos check verify-service install-test clean
+.PHONY: install run test lint format test-integration bench chaos fuzz check verify-service install-test clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "incident-bot needs Python >= 3.11 (found " + sys.version.split()[0] + "); set PYTHON=python3.11")'
@@ -49,6 +49,9 @@ verify-service: $(STAMP)
 
 install-test:
 	bash .ci/install-test
+
+fuzz: $(STAMP)
+	$(PY) -m pytest -q -m slow tests/fuzz/test_fuzz_deep.py -n 2 $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts

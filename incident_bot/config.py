@@ -122,6 +122,9 @@ class Settings(BaseSettings):
         default="127.0.0.1:9102",
         description='host:port of the /healthz, /readyz and /metrics listener; "off" (or "") turns it off',
     )
+    # Days dedupe keys and reply records are kept (app/retention.py): at least 8, longer than
+    # the farthest catch-up can reach back (7 days + 1 minute before the newest event seen).
+    dedupe_retention_days: int = Field(default=14, ge=8, le=3650)
 
     @field_validator("mattermost_url")
     @classmethod

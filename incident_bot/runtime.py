@@ -25,6 +25,7 @@ from incident_bot.app.pipeline import Pipeline
 from incident_bot.app.playbooks import Playbooks
 from incident_bot.app.reports import Reports
 from incident_bot.app.resync import Resync
+from incident_bot.app.retention import Retention
 from incident_bot.app.runner import Help, Runner
 from incident_bot.app.teams import Teams
 from incident_bot.app.timeline import Timeline
@@ -88,7 +89,15 @@ class Bot:
         driver = BotDriver(me)
         self.manager.initialize(driver, mm_settings)
         handler = IncidentEventHandler(driver, mm_settings, self.manager)
-        self.pipeline = Pipeline(core, handler, self.cursor, self.backlog, resume_start=self.incidents.resume_command)
+        self.retention = Retention(core, self.cursor, settings.dedupe_retention_days)
+        self.pipeline = Pipeline(
+            core,
+            handler,
+            self.cursor,
+            self.backlog,
+            resume_start=self.incidents.resume_command,
+            floor_ms=self.retention.floor_ms,
+        )
         catchup = CatchUp(core, self.cursor, self.pipeline, checklists, self.timeline)
         self.resync = Resync(
             self.pipeline,
@@ -182,6 +191,7 @@ class Runtime:
         stream_task = self._spawn(bot.stream.run())
         self._spawn(bot.timeline.run_reminders(self._stopping))
         self._spawn(bot.cursor.run(self._stopping))
+        self._spawn(bot.retention.run(self._stopping))
         self._spawn(bot.resync.run_retries())
         self._spawn(self._repair(bot))
         await asyncio.wait({stream_task, self._spawn(self._stopping.wait())}, return_when=asyncio.FIRST_COMPLETED)

@@ -15,6 +15,7 @@ log = structlog.get_logger("incident_bot.cursor")
 CURSOR_KEY = "last_event_ms"
 FLUSH_SECONDS = 1.0
 FUTURE_LIMIT_MS = 10 * 60_000  # an event time this far ahead of our clock is not believed
+HOLD_CAP_MS = 7 * 86_400_000  # a hold never keeps the cursor further back than this (app/retention.py relies on it)
 
 
 def wall_ms() -> int:
@@ -55,7 +56,7 @@ class Cursor:
     def hold(self, key: str, ms: int) -> None:
         """Keep the saved cursor at or before ``ms`` until ``release(key)``. Holds of one key
         count (each hold needs its release); the earliest time wins."""
-        if not self._believable(ms) or (self.value is not None and ms < self.value - 7 * 86_400_000):
+        if not self._believable(ms) or (self.value is not None and ms < self.value - HOLD_CAP_MS):
             ms = self.value or wall_ms()  # no usable time: hold where we are
         held = self._holds.get(key)
         self._holds[key] = (min(ms, held[0]), held[1] + 1) if held else (ms, 1)

@@ -22,6 +22,7 @@ from incident_bot.chat.events import Event, Malformed, PostDeleted, Posted, Post
 log = structlog.get_logger("incident_bot.events")
 
 MAX_ATTEMPTS = 5  # a command that gets no answer is tried again at most this often
+SERVER_EPOCH_MS = 1_420_070_400_000  # 2015-01-01, before Mattermost: an earlier event time is garbage, not old
 
 
 class Claim(StrEnum):
@@ -51,12 +52,21 @@ class Pipeline:
     parallel); each is claimed by its dedupe key first, so a redelivered event does nothing.
     Every event holds the cursor until its work is done (or handed to the backlog)."""
 
-    def __init__(self, core: Core, listeners: Listeners, cursor: Cursor, backlog: Backlog, resume_start: ResumeStart) -> None:
+    def __init__(
+        self,
+        core: Core,
+        listeners: Listeners,
+        cursor: Cursor,
+        backlog: Backlog,
+        resume_start: ResumeStart,
+        floor_ms: Callable[[], int] | None = None,
+    ) -> None:
         self.core = core
         self.listeners = listeners
         self.cursor = cursor
         self.backlog = backlog
         self.resume_start = resume_start  # finishes a `start` a crash left half set up, and answers it
+        self.floor_ms = floor_ms  # posts created before this are not new: their keys may be pruned (app/retention.py)
         self.queues = ChannelQueues()
         self._inflight: set[str] = set()
         self._attempts: dict[str, int] = {}
@@ -94,6 +104,12 @@ class Pipeline:
             def work() -> Awaitable[bool]:
                 return self._post_change(changed)
         else:
+            return
+        if self.floor_ms is not None and SERVER_EPOCH_MS <= ms < self.floor_ms():
+            # Older than catch-up ever reads back: only a stray redelivery brings it, and its
+            # dedupe key may have been pruned, so it must not be applied (again). A time before
+            # SERVER_EPOCH_MS is no server time at all: handled as before, held where we are.
+            log.info("event.too_old", key=key, channel=channel, at_ms=ms)
             return
         self.submit(channel, key, ms, work)
 

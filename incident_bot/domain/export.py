@@ -10,6 +10,7 @@ from incident_bot.domain import messages
 from incident_bot.domain.format import format_datetime, format_duration, format_offset
 from incident_bot.domain.models import ChecklistItem, Incident, TimelineEvent, TimelineKind
 from incident_bot.domain.rules import duration
+from incident_bot.domain.text import quote, safe_inline
 
 
 def filename(incident: Incident, fmt: str) -> str:
@@ -99,6 +100,10 @@ def to_json(data: dict[str, Any]) -> str:
 
 
 def to_markdown(data: dict[str, Any]) -> str:
+    """The record as a Markdown document. User text goes through ``domain.text`` (one line
+    in cells and headings, status updates as block quotes), so mentions in it notify nobody
+    when the document is pasted into a post, and it cannot break the document's layout. The
+    JSON form keeps the text exactly as typed: it is data, not markup."""
     inc = data["incident"]
 
     def at(value: str | None) -> str:
@@ -110,7 +115,7 @@ def to_markdown(data: dict[str, Any]) -> str:
         return f"@{name}" if name else "—"
 
     lines = [
-        f"# Incident #{inc['number']}: {inc['title']}",
+        f"# Incident #{inc['number']}: {safe_inline(inc['title'])}",
         "",
         "## Summary",
         "",
@@ -118,14 +123,14 @@ def to_markdown(data: dict[str, Any]) -> str:
         "|---|---|",
         f"| Status | {inc['status']} |",
         f"| Severity | Sev {inc['severity']} |",
-        f"| Team | {inc['team']} |",
+        f"| Team | {safe_inline(inc['team'])} |",
         f"| Channel | ~{inc['channel']} |",
         f"| Commander | {user(inc['commander'])} |",
         f"| Started | {at(inc['started_at'])} by {user(inc['started_by'])} |",
         f"| Ended | {at(inc['ended_at'])}" + (f" by {user(inc['ended_by'])}" if inc["ended_by"] else "") + " |",
         f"| Duration | {inc['duration']} |",
-        f"| Resolution | {inc['resolution'] or '—'} |",
-        f"| Playbook | {inc['playbook'] or '—'} |",
+        f"| Resolution | {safe_inline(inc['resolution'] or '—')} |",
+        f"| Playbook | {safe_inline(inc['playbook'] or '—')} |",
         "",
         "## Participants",
         "",
@@ -136,7 +141,7 @@ def to_markdown(data: dict[str, Any]) -> str:
     ]
     if data["status_updates"]:
         for update in data["status_updates"]:
-            lines += [f"### {at(update['at'])} — {user(update['by'])}", "", update["text"], ""]
+            lines += [f"### {at(update['at'])} — {user(update['by'])}", "", quote(update["text"]), ""]
     else:
         lines += ["_None._", ""]
     lines += ["## Checklist", ""]
@@ -149,13 +154,14 @@ def to_markdown(data: dict[str, Any]) -> str:
                 extra.append(f"done by {user(item['done_by'])} at {at(item['done_at'])}")
             if item["assignee"]:
                 extra.append(f"assigned to {user(item['assignee'])}")
-            lines.append(f"- [{box}] {item['number']}. {item['text']}" + (f" ({'; '.join(extra)})" if extra else ""))
+            lines.append(f"- [{box}] {item['number']}. {safe_inline(item['text'])}" + (f" ({'; '.join(extra)})" if extra else ""))
     else:
         lines.append("_No items._")
     lines += ["", "## Timeline", "", "| Time (UTC) | Offset | Event | Who |", "|---|---|---|---|"]
     for event in data["timeline"]:
-        text = event["text"].replace("|", "\\|").replace("\n", " ")
-        lines.append(f"| {at(event['at'])} | {event['offset']} | {text} | {user(event['by']) if event['by'] else ''} |")
+        lines.append(
+            f"| {at(event['at'])} | {event['offset']} | {safe_inline(event['text'])} | {user(event['by']) if event['by'] else ''} |"
+        )
     lines += ["", "## Analysis", "", "_What happened, why, what we change. (Written by people.)_", ""]
     return "\n".join(lines)
 

@@ -12,6 +12,7 @@ from incident_bot.domain.commands import COMMANDS
 from incident_bot.domain.format import format_datetime, format_duration, format_offset, format_time
 from incident_bot.domain.models import ChecklistItem, Incident, Playbook, Status, TimelineEvent
 from incident_bot.domain.rules import IncidentEnded, RuleError, duration
+from incident_bot.domain.text import code, safe_block, safe_inline
 
 # A function that turns a user id into "@name" (the app layer resolves names).
 Names = Callable[[str | None], str]
@@ -45,8 +46,7 @@ def usage(bot: str, command: str) -> str:
 
 def unknown_command(bot: str, word: str) -> str:
     shown = word if len(word) <= 30 else word[:29] + "…"
-    shown = shown.replace("`", "'")
-    return f"Unknown command `{shown}`. Try `@{bot} help`."
+    return f"Unknown command `{code(shown)}`. Try `@{bot} help`."
 
 
 def bad_arguments(bot: str, command: str, reason: str) -> str:
@@ -57,19 +57,19 @@ def bad_arguments(bot: str, command: str, reason: str) -> str:
 
 
 def unknown_option(token: str) -> str:
-    return f"Unknown option `{token}`."
+    return f"Unknown option `{code(token)}`."
 
 
 def option_not_taken(command: str, token: str) -> str:
-    return f"`{command}` takes no option `{token}`."
+    return f"`{command}` takes no option `{code(token)}`."
 
 
 def option_twice(token: str) -> str:
-    return f"Option `{token}` is given twice."
+    return f"Option `{code(token)}` is given twice."
 
 
 def option_needs_value(token: str) -> str:
-    return f"Option `{token}` needs a value."
+    return f"Option `{code(token)}` needs a value."
 
 
 def invite_needs_user() -> str:
@@ -77,23 +77,23 @@ def invite_needs_user() -> str:
 
 
 def not_a_username(token: str) -> str:
-    return f"`{token}` is not a @username."
+    return f"`{code(token)}` is not a @username."
 
 
 def bad_severity(value: str) -> str:
-    return f"Severity must be 1, 2, 3 or 4, not `{value}`."
+    return f"Severity must be 1, 2, 3 or 4, not `{code(value)}`."
 
 
 def bad_number(option: str, maximum: int, value: str) -> str:
-    return f"`{option}` must be a number from 1 to {maximum}, not `{value}`."
+    return f"`{option}` must be a number from 1 to {maximum}, not `{code(value)}`."
 
 
 def bad_format(value: str) -> str:
-    return f"Format must be `md` or `json`, not `{value}`."
+    return f"Format must be `md` or `json`, not `{code(value)}`."
 
 
 def not_an_incident_number(token: str) -> str:
-    return f"`{token}` is not an incident number."
+    return f"`{code(token)}` is not an incident number."
 
 
 def join_needs_number() -> str:
@@ -129,7 +129,7 @@ def one_item_number() -> str:
 
 
 def not_an_item_number(token: str) -> str:
-    return f"`{token}` is not an item number."
+    return f"`{code(token)}` is not an item number."
 
 
 def one_user_after_item() -> str:
@@ -141,7 +141,7 @@ def help_one_command() -> str:
 
 
 def takes_no_words(command: str, words: str) -> str:
-    return f"`{command}` takes no words, but got `{words}`."
+    return f"`{command}` takes no words, but got `{code(words)}`."
 
 
 def playbook_needs_action() -> str:
@@ -149,7 +149,7 @@ def playbook_needs_action() -> str:
 
 
 def playbook_bad_action(word: str) -> str:
-    return f"`{word}` is not one of show, create, add, remove, delete."
+    return f"`{code(word)}` is not one of show, create, add, remove, delete."
 
 
 def playbook_needs_name(action: str) -> str:
@@ -157,7 +157,7 @@ def playbook_needs_name(action: str) -> str:
 
 
 def bad_playbook_name(word: str) -> str:
-    return f"`{word}` is not a valid name (letters, digits, - _ . ; up to 64)."
+    return f"`{code(word)}` is not a valid name (letters, digits, - _ . ; up to 64)."
 
 
 def playbook_takes_only_name(action: str) -> str:
@@ -230,15 +230,15 @@ def no_shared_team() -> str:
 
 def unknown_team(team: str, teams: Iterable[str]) -> str:
     names = ", ".join(sorted(teams)) or "none"
-    return f"You are in no team named `{team}` that I am in (yours: {names})."
+    return f"You are in no team named `{code(team)}` that I am in (yours: {names})."
 
 
 def unknown_user(username: str) -> str:
-    return f"There is no user @{username}."
+    return f"There is no user {safe_inline('@' + username)}."
 
 
 def user_not_in_team(username: str, incident: Incident) -> str:
-    return f"@{username} is not in the team of incident #{incident.number}."
+    return f"{safe_inline('@' + username)} is not in the team of incident #{incident.number}."
 
 
 def same_commander(incident: Incident, name: str) -> str:
@@ -289,7 +289,7 @@ def summary(
     origin_link: str | None,
 ) -> str:
     lines = [
-        f"### Incident #{incident.number}: {incident.title}",
+        f"### Incident #{incident.number}: {safe_inline(incident.title)}",
         "",
         "| | |",
         "|---|---|",
@@ -303,13 +303,13 @@ def summary(
     else:
         lines.append(f"| Duration | {format_duration(duration(incident, now))} so far |")
     if incident.resolution:
-        lines.append(f"| Resolution | {incident.resolution} |")
+        lines.append(f"| Resolution | {safe_inline(incident.resolution)} |")
     if origin_link:
         lines.append(f"| Origin | {origin_link} |")
     if items:
         lines.append(f"| Checklist | {progress(items)} done |")
     if incident.playbook:
-        lines.append(f"| Playbook | {incident.playbook} |")
+        lines.append(f"| Playbook | {safe_inline(incident.playbook)} |")
     lines += [
         "",
         (
@@ -326,15 +326,15 @@ def started_reply(incident: Incident, names: Names, invited: list[str], not_invi
         f"— commander {names(incident.commander_id)}."
     )
     if invited:
-        text += " Added " + ", ".join(f"@{u}" for u in invited) + "."
+        text += " Added " + ", ".join(safe_inline(f"@{u}") for u in invited) + "."
     if not_invited:
-        text += " Not added (not in this team or unknown): " + ", ".join(f"@{u}" for u in not_invited) + "."
+        text += " Not added (not in this team or unknown): " + ", ".join(safe_inline(f"@{u}") for u in not_invited) + "."
     return text
 
 
 def announcement(bot: str, incident: Incident, names: Names) -> str:
     return (
-        f":rotating_light: Incident #{incident.number} started ({sev(incident.severity)}): **{incident.title}** "
+        f":rotating_light: Incident #{incident.number} started ({sev(incident.severity)}): **{safe_inline(incident.title)}** "
         f"— commander {names(incident.commander_id)}. Join with `@{bot} join {incident.number}`."
     )
 
@@ -346,7 +346,7 @@ def ended_reply(incident: Incident, now: datetime) -> str:
         f"after {format_duration(duration(incident, now))}."
     )
     if incident.resolution:
-        text += f" Resolution: {incident.resolution}"
+        text += f" Resolution: {safe_inline(incident.resolution)}"
     return text
 
 
@@ -358,7 +358,7 @@ def ended_notice(incident: Incident, names: Names, now: datetime) -> str:
         f"after {format_duration(duration(incident, now))} — ended by {names(incident.ended_by)}."
     )
     if incident.resolution:
-        text += f" Resolution: {incident.resolution}"
+        text += f" Resolution: {safe_inline(incident.resolution)}"
     return text
 
 
@@ -371,14 +371,14 @@ def final_summary(bot: str, incident: Incident, names: Names, items: list[Checkl
     if items:
         lines.append(f"Checklist: {progress(items)} done")
     if incident.resolution:
-        lines.append(f"Resolution: {incident.resolution}")
+        lines.append(f"Resolution: {safe_inline(incident.resolution)}")
     lines.append(f"`@{bot} timeline` and `@{bot} export` give the postmortem record.")
     return "\n".join(lines)
 
 
 def info(incident: Incident, names: Names, items: list[ChecklistItem], now: datetime) -> str:
     lines = [
-        f"**#{incident.number} {incident.title}** — {status_word(incident)} · {sev(incident.severity)}",
+        f"**#{incident.number} {safe_inline(incident.title)}** — {status_word(incident)} · {sev(incident.severity)}",
         f"Commander: {names(incident.commander_id)} · Channel: {link(incident)}",
         f"Started: {format_datetime(incident.started_at)}",
     ]
@@ -389,7 +389,7 @@ def info(incident: Incident, names: Names, items: list[ChecklistItem], now: date
     if items:
         lines.append(f"Checklist: {progress(items)} done")
     if incident.resolution:
-        lines.append(f"Resolution: {incident.resolution}")
+        lines.append(f"Resolution: {safe_inline(incident.resolution)}")
     return "\n".join(lines)
 
 
@@ -404,7 +404,7 @@ def incident_list(incidents: list[Incident], total: int, names: Names, team_name
     ]
     for incident in incidents:
         lines.append(
-            f"| {incident.number} | {_cell(incident.title)} | {incident.severity} | {names(incident.commander_id)} | "
+            f"| {incident.number} | {safe_inline(incident.title)} | {incident.severity} | {names(incident.commander_id)} | "
             f"{format_datetime(incident.started_at)} ({format_duration(duration(incident, now))} ago) | "
             f"{team_names.get(incident.team_id, '?')} | {link(incident)} |"
         )
@@ -436,7 +436,7 @@ def history(
     for incident in incidents:
         ended = format_datetime(incident.ended_at) if incident.ended_at else "?"
         lines.append(
-            f"| {incident.number} | {_cell(incident.title)} | {incident.severity} | {format_duration(duration(incident, now))} | "
+            f"| {incident.number} | {safe_inline(incident.title)} | {incident.severity} | {format_duration(duration(incident, now))} | "
             f"{names(incident.commander_id)} | {ended} | {team_names.get(incident.team_id, '?')} |"
         )
     if first + len(incidents) - 1 < total:
@@ -444,10 +444,6 @@ def history(
         options = (f" --team {team}" if team else "") + f" --page {page + 1}" + (f" --limit {limit}" if limit != 10 else "")
         lines.append(f"\nMore: `@{bot} history{options}`")
     return "\n".join(lines)
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def _clip(text: str, limit: int) -> str:
@@ -489,14 +485,13 @@ def help_one(bot: str, command: str) -> str:
 
 
 def help_unknown(bot: str, word: str) -> str:
-    return f"There is no command `{word}`. Try `@{bot} help`."
+    return f"There is no command `{code(word)}`. Try `@{bot} help`."
 
 
 def recovered(command_text: str) -> str:
     shown = " ".join(command_text.split())
     shown = (shown[:80] + "…") if len(shown) > 80 else shown
-    shown = shown.replace("`", "'")
-    return f"Done: `{shown}` was applied just before I restarted; the channel shows its effect."
+    return f"Done: `{code(shown)}` was applied just before I restarted; the channel shows its effect."
 
 
 def late(text: str, outage: str) -> str:
@@ -507,7 +502,7 @@ def late(text: str, outage: str) -> str:
 
 
 def checklist_item(item: ChecklistItem, names: Names) -> str:
-    body = f"{item.number}. {item.text}"
+    body = f"{item.number}. {safe_inline(item.text)}"
     assignee = f" (→ {names(item.assignee_id)})" if item.assignee_id else ""
     if item.removed:
         return f"~~{body}~~ (removed)"
@@ -542,11 +537,11 @@ def no_item(bot: str, incident: Incident, number: int) -> str:
 
 
 def item_checked(incident: Incident, item: ChecklistItem, items: list[ChecklistItem]) -> str:
-    return f"Ticked item {item.number} ({item.text}) — {progress(items)} done."
+    return f"Ticked item {item.number} ({safe_inline(item.text)}) — {progress(items)} done."
 
 
 def item_unchecked(incident: Incident, item: ChecklistItem, items: list[ChecklistItem]) -> str:
-    return f"Unticked item {item.number} ({item.text}) — {progress(items)} done."
+    return f"Unticked item {item.number} ({safe_inline(item.text)}) — {progress(items)} done."
 
 
 def item_already(item: ChecklistItem, done: bool) -> str:
@@ -558,19 +553,19 @@ def item_added(incident: Incident, item: ChecklistItem, items: list[ChecklistIte
 
 
 def item_removed(incident: Incident, item: ChecklistItem, items: list[ChecklistItem]) -> str:
-    return f"Removed item {item.number} ({item.text}) from the checklist of incident #{incident.number}."
+    return f"Removed item {item.number} ({safe_inline(item.text)}) from the checklist of incident #{incident.number}."
 
 
 def item_renamed(item: ChecklistItem, old: str) -> str:
-    return f"Item {item.number} now reads: {item.text} (was: {old})"
+    return f"Item {item.number} now reads: {safe_inline(item.text)} (was: {safe_inline(old)})"
 
 
 def item_assigned(item: ChecklistItem, names: Names) -> str:
-    return f"Item {item.number} ({item.text}) is assigned to {names(item.assignee_id)}."
+    return f"Item {item.number} ({safe_inline(item.text)}) is assigned to {names(item.assignee_id)}."
 
 
 def item_unassigned(item: ChecklistItem) -> str:
-    return f"Item {item.number} ({item.text}) has no assignee now."
+    return f"Item {item.number} ({safe_inline(item.text)}) has no assignee now."
 
 
 def item_not_assigned(item: ChecklistItem) -> str:
@@ -578,7 +573,7 @@ def item_not_assigned(item: ChecklistItem) -> str:
 
 
 def assigned_dm(incident: Incident, item: ChecklistItem, names: Names, by: str) -> str:
-    return f"{names(by)} assigned you checklist item {item.number} of incident #{incident.number} ({link(incident)}): {item.text}"
+    return f"{names(by)} assigned you checklist item {item.number} of incident #{incident.number} ({link(incident)}): {safe_inline(item.text)}"
 
 
 def tick_refused_ended(bot: str, incident: Incident, names: Names, user_id: str) -> str:
@@ -595,55 +590,55 @@ def playbook_list(bot: str, playbooks: list[Playbook], default: str | None) -> s
     for playbook in playbooks:
         source = "config, read-only" if playbook.read_only else "team"
         mark = " (default)" if default and playbook.name.lower() == default.lower() else ""
-        description = f" — {playbook.description}" if playbook.description else ""
+        description = f" — {safe_inline(playbook.description)}" if playbook.description else ""
         lines.append(
-            f"- `{playbook.name}`{mark}: {len(playbook.items)} items, Sev {playbook.default_severity} by default, {source}{description}"
+            f"- `{code(playbook.name)}`{mark}: {len(playbook.items)} items, Sev {playbook.default_severity} by default, {source}{description}"
         )
     return "\n".join(lines)
 
 
 def playbook_show(playbook: Playbook) -> str:
     source = "from the config file, read-only" if playbook.read_only else "team playbook"
-    lines = [f"**Playbook `{playbook.name}`** ({source}, Sev {playbook.default_severity} by default)"]
+    lines = [f"**Playbook `{code(playbook.name)}`** ({source}, Sev {playbook.default_severity} by default)"]
     if playbook.description:
-        lines.append(playbook.description)
+        lines.append(safe_inline(playbook.description))
     if not playbook.items:
         lines.append("_No items._")
-    lines += [f"{n}. {item}" for n, item in enumerate(playbook.items, start=1)]
+    lines += [f"{n}. {safe_inline(item)}" for n, item in enumerate(playbook.items, start=1)]
     return "\n".join(lines)
 
 
 def unknown_playbook(name: str, playbooks: list[Playbook]) -> str:
-    names = ", ".join(f"`{p.name}`" for p in playbooks) or "none"
-    return f"There is no playbook `{name}` in this team. Playbooks: {names}."
+    names = ", ".join(f"`{code(p.name)}`" for p in playbooks) or "none"
+    return f"There is no playbook `{code(name)}` in this team. Playbooks: {names}."
 
 
 def playbook_read_only(name: str) -> str:
-    return f"Playbook `{name}` comes from the config file and is read-only; create a team playbook with another name."
+    return f"Playbook `{code(name)}` comes from the config file and is read-only; create a team playbook with another name."
 
 
 def playbook_exists(bot: str, name: str) -> str:
-    return f"A playbook `{name}` already exists in this team. `@{bot} playbook show {name}` shows it."
+    return f"A playbook `{code(name)}` already exists in this team. `@{bot} playbook show {code(name)}` shows it."
 
 
 def playbook_created(playbook: Playbook) -> str:
-    return f"Created playbook `{playbook.name}` with {len(playbook.items)} items."
+    return f"Created playbook `{code(playbook.name)}` with {len(playbook.items)} items."
 
 
 def playbook_item_added(playbook: Playbook) -> str:
-    return f"Added item {len(playbook.items)} to playbook `{playbook.name}`."
+    return f"Added item {len(playbook.items)} to playbook `{code(playbook.name)}`."
 
 
 def playbook_item_removed(playbook: Playbook, number: int, text: str) -> str:
-    return f"Removed item {number} ({text}) from playbook `{playbook.name}`; {len(playbook.items)} items left."
+    return f"Removed item {number} ({safe_inline(text)}) from playbook `{code(playbook.name)}`; {len(playbook.items)} items left."
 
 
 def playbook_no_item(playbook: Playbook, number: int) -> str:
-    return f"Playbook `{playbook.name}` has no item {number} (it has {len(playbook.items)})."
+    return f"Playbook `{code(playbook.name)}` has no item {number} (it has {len(playbook.items)})."
 
 
 def playbook_deleted(name: str) -> str:
-    return f"Deleted playbook `{name}`."
+    return f"Deleted playbook `{code(name)}`."
 
 
 def playbook_needs_team(teams: Iterable[str]) -> str:
@@ -692,10 +687,10 @@ def timeline_event_text(event: TimelineEvent) -> str:
 def timeline_tables(incident: Incident, events: list[TimelineEvent], names: Names, max_chars: int = 15000) -> list[str]:
     """The timeline as Markdown tables, split across posts rather than cut."""
     head = ["| Time (UTC) | Offset | Event | Who |", "|---|---|---|---|"]
-    title = f"**Timeline of incident #{incident.number}: {_cell(incident.title)}**"
+    title = f"**Timeline of incident #{incident.number}: {safe_inline(incident.title)}**"
     rows = [
         f"| {event.at.strftime('%Y-%m-%d %H:%M')} | {format_offset(incident.started_at, event.at)} | "
-        f"{_clip(_cell(timeline_event_text(event)), 2000)} | {names(event.actor_id) if event.actor_id else ''} |"
+        f"{_clip(safe_inline(timeline_event_text(event)), 2000)} | {names(event.actor_id) if event.actor_id else ''} |"
         for event in events
     ]
     posts: list[str] = []
@@ -717,9 +712,9 @@ def note_added(incident: Incident) -> str:
 
 def status_update(incident: Incident, names: Names, author: str, text: str, at: datetime) -> str:
     return (
-        f"#### Status update — incident #{incident.number}: {incident.title}\n"
+        f"#### Status update — incident #{incident.number}: {safe_inline(incident.title)}\n"
         f"{sev(incident.severity)} · {status_word(incident)} · commander {names(incident.commander_id)} · "
-        f"{format_datetime(at)} by {names(author)}\n\n{text}"
+        f"{format_datetime(at)} by {names(author)}\n\n{safe_block(text)}"
     )
 
 
@@ -747,7 +742,7 @@ def stats(
     resolved: int,
 ) -> str:
     total = sum(by_severity.values())
-    team_label = ", ".join(teams) or "your teams"
+    team_label = ", ".join(safe_inline(t) for t in teams) or "your teams"
     lines = [
         f"**Incidents in {team_label}, last {days} days: {total}**",
         "",

@@ -53,8 +53,18 @@ class Transaction(Protocol):
         (the first reply stays the one)."""
 
     async def prune_events(self, before: datetime) -> int:
-        """Forget event keys and replies recorded before ``before`` (older than any redelivery
-        or catch-up window); returns how many records were removed."""
+        """Forget event keys recorded before ``before`` (older than any redelivery or catch-up
+        window, see app/retention.py); returns how many were removed."""
+
+    async def prune_replies(self, before: datetime) -> int:
+        """Forget reply records made before ``before``; returns how many were removed."""
+
+    async def prune_outbox(self, before: datetime) -> int:
+        """Forget outbox entries delivered (or given up) before ``before``; pending ones stay."""
+
+    async def bookkeeping_counts(self) -> dict[str, int]:
+        """How many event keys, reply records and outbox entries are kept:
+        ``{"events": n, "replies": m, "outbox": k}``."""
 
     # --- incidents -------------------------------------------------------------
     async def create_incident(self, incident: Incident) -> Incident:

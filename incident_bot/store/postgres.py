@@ -279,9 +279,21 @@ class _PostgresTransaction:
         )
 
     async def prune_events(self, before: datetime) -> int:
-        removed = await self._write("DELETE FROM processed_events WHERE at < $1", (utc_ms(before),))
-        removed += await self._write("DELETE FROM replies WHERE at < $1", (utc_ms(before),))
-        return removed
+        return await self._write("DELETE FROM processed_events WHERE at < $1", (utc_ms(before),))
+
+    async def prune_replies(self, before: datetime) -> int:
+        return await self._write("DELETE FROM replies WHERE at < $1", (utc_ms(before),))
+
+    async def prune_outbox(self, before: datetime) -> int:
+        return await self._write("DELETE FROM outbox WHERE done_at < $1", (utc_ms(before),))
+
+    async def bookkeeping_counts(self) -> dict[str, int]:
+        row = await self._one(
+            "SELECT (SELECT COUNT(*) FROM processed_events) AS events, (SELECT COUNT(*) FROM replies) AS replies, "
+            "(SELECT COUNT(*) FROM outbox) AS outbox"
+        )
+        assert row is not None
+        return {name: int(row[name]) for name in ("events", "replies", "outbox")}
 
     # --- replies -------------------------------------------------------------------------
 

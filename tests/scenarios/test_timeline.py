@@ -675,7 +675,7 @@ async def test_export_postmortem_markdown_json_dm_and_cli(world: World, bot: Bot
     assert updates.splitlines()[2:] == [
         f"### {utc(parse_db_time(update_at))} — @{alice.username}",
         "",
-        "Payments recovering",
+        "> Payments recovering",  # quoted: an update's own headings cannot open a section of the export
     ]
     assert checklist.splitlines()[2:] == [
         f"- [x] 1. Confirm impact (done by @{bob.username} at {utc(parse_db_time(done_at))})",

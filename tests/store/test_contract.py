@@ -268,19 +268,38 @@ async def test_replies_keep_the_first(store: Store) -> None:
         assert await tx.get_reply("post:p2") is None
 
 
-async def test_prune_forgets_old_keys_and_replies_only(store: Store) -> None:
+async def test_prune_forgets_old_keys_and_replies_each_in_its_table(store: Store) -> None:
     async with store.transaction() as tx:
+        assert await tx.bookkeeping_counts() == {"events": 0, "replies": 0, "outbox": 0}
         await tx.record_event("old", T0 - timedelta(days=10))
+        await tx.record_event("edge", T0 - timedelta(days=1))  # exactly at ``before``: kept
         await tx.record_event("new", T0)
         await tx.record_reply("old", "r-old", T0 - timedelta(days=10))
         await tx.record_reply("new", "r-new", T0)
     async with store.transaction() as tx:
-        assert await tx.prune_events(T0 - timedelta(days=1)) == 2
+        assert await tx.bookkeeping_counts() == {"events": 3, "replies": 2, "outbox": 0}
+        assert await tx.prune_events(T0 - timedelta(days=1)) == 1
+        assert await tx.bookkeeping_counts() == {"events": 2, "replies": 2, "outbox": 0}  # replies untouched
+        assert await tx.get_reply("old") == "r-old"
+        assert await tx.prune_replies(T0 - timedelta(days=1)) == 1
+        assert await tx.prune_replies(T0 - timedelta(days=1)) == 0
     async with store.transaction() as tx:
         assert not await tx.event_seen("old")
-        assert await tx.event_seen("new")
+        assert await tx.event_seen("edge") and await tx.event_seen("new")
         assert await tx.get_reply("old") is None
         assert await tx.get_reply("new") == "r-new"
+        assert await tx.bookkeeping_counts() == {"events": 2, "replies": 1, "outbox": 0}
+
+
+async def test_a_pruned_key_can_be_recorded_again(store: Store) -> None:
+    async with store.transaction() as tx:
+        await tx.record_event("k", T0 - timedelta(days=30))
+        await tx.record_reply("k", "r1", T0 - timedelta(days=30))
+        await tx.prune_events(T0)
+        await tx.prune_replies(T0)
+        await tx.record_event("k", T0)
+        await tx.record_reply("k", "r2", T0)
+        assert await tx.get_reply("k") == "r2" and await tx.event_seen("k")
 
 
 # --- incidents ----------------------------------------------------------------------------
@@ -967,3 +986,20 @@ async def test_check_reads_a_postgresql_database_without_changing_it(pg_backend:
     await pg_backend.set_schema_version(pg_backend.latest_version + 1)
     newer = await check_database(pg_backend.dsn)
     assert newer.mark is Mark.FAIL and "newer than this incident-bot knows" in newer.text
+
+
+async def test_outbox_prune_forgets_delivered_entries_only(store: Store) -> None:
+    async with store.transaction() as tx:
+        await tx.add_outbox(outbox_entry("old-done", created_at=T0 - timedelta(days=10)))
+        await tx.add_outbox(outbox_entry("old-pending", created_at=T0 - timedelta(days=10)))
+        await tx.add_outbox(outbox_entry("new-done"))
+        for key, done in (("old-done", T0 - timedelta(days=10)), ("new-done", T0)):
+            entry = await tx.get_outbox(key)
+            assert entry is not None
+            entry.done_at = done
+            await tx.save_outbox(entry)
+    async with store.transaction() as tx:
+        assert await tx.prune_outbox(T0 - timedelta(days=1)) == 1
+        assert await tx.get_outbox("old-done") is None
+        assert [e.key for e in await tx.pending_outbox()] == ["old-pending"]  # never dropped while pending
+        assert (await tx.bookkeeping_counts())["outbox"] == 2

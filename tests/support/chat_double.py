@@ -45,6 +45,11 @@ class ChatDouble:
     calls: list[Call] = field(default_factory=list)
     fail_next: dict[str, int] = field(default_factory=dict)
     _pending: dict[str, str] = field(default_factory=dict)
+    skew_ms: int = 0  # the server's clock moved forward, as the bot's is by its skew (simulated days)
+
+    def now_ms(self) -> int:
+        """The server's time for what it stamps: posts, edits, reactions."""
+        return int(time.time() * 1000) + self.skew_ms
 
     def __post_init__(self) -> None:
         self.users[self.bot.id] = self.bot
@@ -72,7 +77,7 @@ class ChatDouble:
         return self.add_channel(None, f"{self.bot.id}__{person.id}", person, type="D")
 
     def person_posts(self, channel: Channel, user: User, message: str, root_id: str = "") -> Post:
-        now = int(time.time() * 1000)
+        now = self.now_ms()
         post = Post(
             id=new_id("p"), channel_id=channel.id, user_id=user.id, message=message, root_id=root_id, create_at=now, update_at=now
         )
@@ -81,7 +86,7 @@ class ChatDouble:
 
     def react(self, post: Post | str, user: User, emoji: str) -> Reaction:
         post_id = post if isinstance(post, str) else post.id
-        now = int(time.time() * 1000)
+        now = self.now_ms()
         reaction = Reaction(
             user_id=user.id,
             post_id=post_id,
@@ -97,7 +102,7 @@ class ChatDouble:
         post_id = post if isinstance(post, str) else post.id
         found = [r for r in self.reactions.get(post_id, []) if r.user_id == user.id and r.emoji_name == emoji]
         self.reactions[post_id].remove(found[0])
-        return found[0].model_copy(update={"delete_at": int(time.time() * 1000)})
+        return found[0].model_copy(update={"delete_at": self.now_ms()})
 
     # --- what a test reads back ------------------------------------------------------
 
@@ -239,7 +244,7 @@ class ChatDouble:
             return self.posts[self._pending[pending_post_id]]
         if channel_id not in self.channels:  # as Mattermost answers a channel that is gone
             raise Forbidden(403, "no such channel", method="TEST", path=channel_id)
-        now = int(time.time() * 1000)
+        now = self.now_ms()
         post = Post(
             id=new_id("p"),
             channel_id=channel_id,
@@ -264,7 +269,7 @@ class ChatDouble:
     async def patch_post(self, post_id: str, message: str | None = None, props: dict[str, Any] | None = None) -> Post:
         self._call("patch_post", post_id, message=message)
         post = self._post(post_id)
-        update: dict[str, Any] = {"update_at": int(time.time() * 1000)}
+        update: dict[str, Any] = {"update_at": self.now_ms()}
         if message is not None:
             update["message"] = message
         if props is not None:

@@ -100,3 +100,13 @@ def test_database_refuses_what_no_backend_reads(tmp_path, value):
     with pytest.raises(ConfigError, match="database: ") as caught:
         load_settings(path)
     assert "pw" not in str(caught.value)
+
+
+def test_dedupe_retention_from_file_and_environment(tmp_path, monkeypatch):
+    path = write(tmp_path, 'mattermost_url = "https://chat.local"\nbot_token = "abc"\ndedupe_retention_days = 30\n')
+    assert load_settings(path).dedupe_retention_days == 30
+    monkeypatch.setenv("INCIDENT_BOT_DEDUPE_RETENTION_DAYS", "9")
+    assert load_settings(path).dedupe_retention_days == 9
+    monkeypatch.setenv("INCIDENT_BOT_DEDUPE_RETENTION_DAYS", "7")  # shorter than catch-up can reach back
+    with pytest.raises(ConfigError, match="dedupe_retention_days"):
+        load_settings(path)
