@@ -30,6 +30,7 @@ import structlog
 
 from incident_bot import __version__
 from incident_bot.chat.errors import (
+    BadRequest,
     MattermostError,
     NotFound,
     RateLimited,
@@ -251,8 +252,12 @@ class MattermostClient:
         return User.model_validate(await self._get(f"/users/{user_id}"))
 
     async def get_user_by_username(self, username: str) -> User | None:
-        """The user with that username (without a leading @), or None."""
-        data = await self._get_or_none(f"/users/username/{username.lstrip('@')}")
+        """The user with that username (without a leading @), or None. Mattermost answers
+        400, not 404, for names it reserves for mentions (``all``, ``channel``, ``here``)."""
+        try:
+            data = await self._get_or_none(f"/users/username/{username.lstrip('@')}")
+        except BadRequest:
+            return None
         return None if data is None else User.model_validate(data)
 
     async def get_users_by_ids(self, ids: list[str]) -> list[User]:

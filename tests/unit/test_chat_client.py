@@ -497,3 +497,13 @@ async def test_given_session_is_not_closed(server: Server) -> None:
         async with MattermostClient(server.url, TOKEN, session=session) as client:
             await client.get_me()
         assert not session.closed
+
+
+async def test_a_name_mattermost_reserves_for_mentions_is_no_user(server: Server, mm: MattermostClient) -> None:
+    """`--invite @all` or `assign 1 @here`: the real server answers 400 for these names."""
+    server.on(
+        "GET",
+        "/users/username/all",
+        ok({"id": "api.context.invalid_body_param.app_error", "message": "Invalid or missing username", "status_code": 400}, 400),
+    )
+    assert await mm.get_user_by_username("@all") is None

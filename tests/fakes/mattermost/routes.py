@@ -29,6 +29,9 @@ from tests.fakes.mattermost.common import (
 
 _Handler = Callable[..., Awaitable[Any]]
 
+# Names the real server refuses to look up (400): they are mentions, not users.
+RESERVED_USERNAMES = frozenset({"all", "channel", "here"})
+
 
 # Where the server's middleware leaves the request's ``_Ctx`` (a typed key where aiohttp has them).
 CTX_KEY: Any = web.RequestKey("ctx", object) if hasattr(web, "RequestKey") else "ctx"
@@ -113,6 +116,8 @@ class RestRoutes:
     async def h_user_by_username(self, ctx: _Ctx, username: str) -> tuple[int, Any]:
         if not USERNAME_RE.match(username.lower()):
             raise bad_url("username")
+        if username.lower() in RESERVED_USERNAMES:  # as the real server (11.4) answers them
+            raise bad_body("username")
         user = self.user_by_username(username)
         if user is None:
             raise ApiFailure(404, "app.user.get_by_username.app_error")
