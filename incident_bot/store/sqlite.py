@@ -20,7 +20,7 @@ import aiosqlite
 import structlog
 from pydantic_core import to_jsonable_python
 
-from incident_bot.domain.models import ChecklistItem, Incident, Playbook, Status, TimelineEvent, ensure_utc
+from incident_bot.domain.models import ChecklistItem, Incident, IncidentStats, Playbook, Status, TimelineEvent, ensure_utc
 from incident_bot.store import migrations
 from incident_bot.store.base import Transaction
 
@@ -360,6 +360,55 @@ class _SQLiteTransaction:
             [Status(s).value for s in statuses],
         )
         return [_incident(row) for row in rows]
+
+    async def list_incidents_to_repair(self, ended_since: datetime) -> list[Incident]:
+        # Two index ranges on (status, ended_at), not an OR that scans the table: the old
+        # ended incidents are never read. Sorted here: an ORDER BY would make SQLite walk the
+        # whole table in number order to merge the two parts.
+        rows = await self._all(
+            "SELECT * FROM incidents INDEXED BY incidents_status_ended WHERE status = ? "
+            "UNION ALL SELECT * FROM incidents INDEXED BY incidents_status_ended WHERE status = ? AND ended_at >= ?",
+            (Status.ACTIVE.value, Status.ENDED.value, to_db_time(ended_since)),
+        )
+        return sorted((_incident(row) for row in rows), key=lambda i: i.number)
+
+    async def incident_stats(self, team_ids: list[str], since: datetime) -> IncidentStats:
+        if not team_ids:
+            return IncidentStats()
+        teams = f"team_id IN ({_marks(team_ids)})"
+        start = to_db_time(since)
+        row = await self._one(
+            f"SELECT COUNT(*) AS n FROM incidents WHERE {teams} AND status IN (?, ?)",
+            [*team_ids, Status.STARTING.value, Status.ACTIVE.value],
+        )
+        open_now = int(row["n"]) if row else 0
+        by_severity = {
+            int(r["severity"]): int(r["n"])
+            for r in await self._all(
+                f"SELECT severity, COUNT(*) AS n FROM incidents WHERE {teams} AND started_at >= ? GROUP BY severity",
+                [*team_ids, start],
+            )
+        }
+        # resolve_ms: a virtual column (migration 0002), indexed per team and status.
+        ended = f"FROM incidents INDEXED BY incidents_team_resolve WHERE {teams} AND status = ? AND resolve_ms IS NOT NULL AND started_at >= ?"
+        params = [*team_ids, Status.ENDED.value, start]
+        row = await self._one(f"SELECT COUNT(*) AS n, AVG(resolve_ms) AS mean {ended}", params)
+        resolved = int(row["n"]) if row else 0
+        if row is None or resolved == 0:
+            return IncidentStats(by_severity=by_severity, open_now=open_now)
+        # The median: the middle value, or the mean of the two middle ones.
+        middle = await self._one(
+            f"SELECT AVG(resolve_ms) AS median FROM (SELECT resolve_ms {ended} ORDER BY resolve_ms LIMIT ? OFFSET ?)",
+            [*params, 2 - resolved % 2, (resolved - 1) // 2],
+        )
+        assert middle is not None
+        return IncidentStats(
+            by_severity=by_severity,
+            open_now=open_now,
+            resolved=resolved,
+            median_seconds=float(middle["median"]) / 1000,
+            mean_seconds=float(row["mean"]) / 1000,
+        )
 
     # --- timeline ------------------------------------------------------------------------------
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from incident_bot.app.channel import PART_PROP
 from incident_bot.domain.models import Status
 from tests.support.inprocess import App
@@ -82,3 +84,16 @@ async def test_checklist_and_help(app: App) -> None:
     assert (await app.say(app.bob, "checklist", channel)).startswith("Checklist of incident #1: 0/2 done")
     assert "start <title>" in await app.say(app.alice, "help start")
     assert "frob" in await app.say(app.alice, "help frob")
+
+
+async def test_a_restart_repairs_active_and_lately_ended_incidents_only(app: App) -> None:
+    for title in ("old one", "just ended", "still going"):
+        await app.start(title=title)
+    await app.say(app.alice, "end", app.channel_of(1))
+    await app.say(app.alice, "end", app.channel_of(2))
+    async with app.store.transaction() as tx:
+        old = await tx.get_incident(1)
+        assert old is not None and old.ended_at is not None
+        old.ended_at -= timedelta(days=3)  # ended well before the repair window
+        await tx.save_incident(old)
+    assert await app.bot.incidents.repair() == 2  # #2 (ended lately) and #3 (active); #1 is not read
