@@ -4,7 +4,7 @@ listeners, and what happens when they could not finish (answer late, try again, 
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from enum import StrEnum
 from typing import Protocol
@@ -17,6 +17,7 @@ from incident_bot.app.cursor import Cursor
 from incident_bot.app.ordering import ChannelQueues
 from incident_bot.app.request import Applied, Request
 from incident_bot.chat.events import Event, Malformed, PostDeleted, Posted, PostEdited, ReactionAdded, ReactionRemoved
+from incident_bot.chat.models import Post
 
 log = structlog.get_logger("incident_bot.events")
 
@@ -64,9 +65,20 @@ class Pipeline:
 
     # --- the way in ------------------------------------------------------------------
 
-    def handle(self, event: Event, late_by: timedelta | None = None, *, replayed: bool = False) -> None:
+    def handle(
+        self,
+        event: Event,
+        late_by: timedelta | None = None,
+        *,
+        replayed: bool = False,
+        replies: Mapping[str, Post] | None = None,
+    ) -> None:
         """Called by the stream (and by catch-up, ``replayed``) for every event, in arrival
-        order; returns at once. The event's work is queued behind its channel's."""
+        order; returns at once. The event's work is queued behind its channel's.
+
+        ``replies``: catch-up read every post of the channel since before this one, so it
+        knows the bot's replies there (by command post id); a command absent from it was
+        never answered, and is not looked up again over REST."""
         work: Callable[[], Awaitable[bool]]
         if isinstance(event, Malformed):
             log.warning("event.malformed", reason=event.reason, frame=event.raw[:200])
@@ -76,7 +88,7 @@ class Pipeline:
             posted = event
 
             def work() -> Awaitable[bool]:
-                return self._posted(posted, late_by, replayed)
+                return self._posted(posted, late_by, replayed, replies)
         elif isinstance(event, (ReactionAdded, ReactionRemoved)):
             r = event.reaction
             key, channel = event.dedupe_key, event.channel_id or f"post:{r.post_id}"
@@ -135,7 +147,9 @@ class Pipeline:
             return post.message.strip()
         return None
 
-    async def _posted(self, event: Posted, late_by: timedelta | None, replayed: bool) -> bool:
+    async def _posted(
+        self, event: Posted, late_by: timedelta | None, replayed: bool, replies: Mapping[str, Post] | None = None
+    ) -> bool:
         """False when the command got no answer and its effect was not applied: try again later."""
         text = self.command_text(event)
         if text is None:
@@ -148,21 +162,24 @@ class Pipeline:
             log.info("event.duplicate", key=req.key, channel=req.channel_id, user=req.user_id)
             return True
         try:
-            if replayed and await self._answered_before(req):
+            if replayed and await self._answered_before(req, replies):
                 return True
             await self.listeners.command(req, text, event)
             return await self._finished(req)
         finally:
             self._inflight.discard(req.key)
 
-    async def _answered_before(self, req: Request) -> bool:
+    async def _answered_before(self, req: Request, replies: Mapping[str, Post] | None = None) -> bool:
         """A command read again by catch-up that the bot never noted: did a reply go out
         before the bot stopped? Then note it and leave the command alone."""
-        try:
-            reply = await self.core.find_reply(req)
-        except Exception as exc:  # noqa: BLE001 - cannot tell: answer it (at worst a second time)
-            log.warning("command.find_reply_failed", key=req.key, error=type(exc).__name__)
-            return False
+        if replies is not None:
+            reply = replies.get(req.post.id)  # what find_reply would find, read with the command
+        else:
+            try:
+                reply = await self.core.find_reply(req)
+            except Exception as exc:  # noqa: BLE001 - cannot tell: answer it (at worst a second time)
+                log.warning("command.find_reply_failed", key=req.key, error=type(exc).__name__)
+                return False
         if reply is None:
             return False
         await self.core.note_reply(req, reply, applied=True)
@@ -171,8 +188,10 @@ class Pipeline:
 
     async def _finished(self, req: Request) -> bool:
         """After the listeners ran: answered (or applied), or to be tried again."""
-        async with self.core.store.transaction() as tx:
-            done = await tx.get_reply(req.key) is not None or await tx.event_seen(req.key)
+        done = req.noted  # the reply was recorded just now: no need to read it back
+        if not done:
+            async with self.core.store.transaction() as tx:
+                done = await tx.get_reply(req.key) is not None or await tx.event_seen(req.key)
         if done:
             self._attempts.pop(req.key, None)
             return True

@@ -262,6 +262,11 @@ class _SQLiteTransaction:
         rows = await self._all(sql, params)
         return rows[0] if rows else None
 
+    async def _run(self, sql: str, params: Iterable[Any] = ()) -> None:
+        """Run one statement whose row count nobody needs: one trip to SQLite's thread, where
+        ``_write`` takes two (execute, then closing its cursor)."""
+        await self._conn.execute_fetchall(sql, tuple(params))
+
     async def _write(self, sql: str, params: Iterable[Any] = ()) -> int:
         """Run one statement; the number of rows it changed."""
         async with self._conn.execute(sql, tuple(params)) as cursor:
@@ -277,7 +282,7 @@ class _SQLiteTransaction:
         return await self._one("SELECT 1 FROM processed_events WHERE key = ?", (key,)) is not None
 
     async def record_event(self, key: str, at: datetime, incident_number: int | None = None) -> None:
-        await self._write(
+        await self._run(
             "INSERT INTO processed_events (key, at, incident_number) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING",
             (key, to_db_time(at), incident_number),
         )
@@ -294,7 +299,7 @@ class _SQLiteTransaction:
         return row["reply_post_id"] if row else None
 
     async def record_reply(self, command_key: str, reply_post_id: str, at: datetime) -> None:
-        await self._write(
+        await self._run(
             "INSERT INTO replies (command_key, reply_post_id, at) VALUES (?, ?, ?) ON CONFLICT (command_key) DO NOTHING",
             (command_key, reply_post_id, to_db_time(at)),
         )
@@ -545,7 +550,7 @@ class _SQLiteTransaction:
         return _from_json(row["value"]) if row else None
 
     async def set_state(self, key: str, value: Any) -> None:
-        await self._write(
+        await self._run(
             "INSERT INTO bot_state (key, value) VALUES (?, ?) "
             f"ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = {_NOW_SQL}",
             (key, _to_json(value)),

@@ -101,11 +101,20 @@ class Contender:
         self.pid = 0
 
 
+class OperatorBotProcess(BotProcess):
+    """As an operator runs it: without the tests' clock file (the bot would read it on every clock read)."""
+
+    def env(self) -> dict[str, str]:
+        env = super().env()
+        del env["INCIDENT_BOT_CLOCK_SKEW_FILE"]
+        return env
+
+
 class IncidentBot(Contender):
     def __init__(self, world: World, workdir: Path) -> None:
         super().__init__("incident-bot", world.bot_user_id, "@incident-bot")
         workdir.mkdir(parents=True, exist_ok=True)
-        self.proc = BotProcess(world, workdir)
+        self.proc = OperatorBotProcess(world, workdir)
         self.proc.config_path.write_text(CONFIG)
 
     async def start(self, wait_ready: bool = True) -> None:
