@@ -58,7 +58,7 @@ pytestmark = pytest.mark.bench
 
 ARTIFACTS = REPO / "test-artifacts"
 CHANNELS = 20
-RATES = (20, 30, 45, 70, 100, 150, 220, 330, 500)  # the sustained-rate ladder, commands/s
+RATES = (5, 10, 20, 30, 45, 70, 100, 150, 220, 330, 500)  # the sustained-rate ladder, commands/s
 P99_LIMIT_MS = 100.0
 ONE_CHANNEL_RATE, ONE_CHANNEL_COUNT = 20, 100
 SPREAD_RATE, SPREAD_COUNT = 100, 1000
@@ -198,13 +198,19 @@ def fixed_rate(result: LoadResult) -> dict[str, Any]:
 
 
 async def sustained(bot: Contender, sender: Sender, watch: Watch, channels: list[str], message: str) -> dict[str, Any]:
-    """Up the ladder while every command is answered with p99 (end to end) under 100 ms."""
+    """Up the ladder while every command is answered with p99 (end to end) under 100 ms.
+
+    A rung that misses is run once more before the climb stops: on a machine shared with
+    other work one stall of another process is enough to put a short run's p99 over."""
     best, steps = 0, []
     for rate in RATES:
-        result = await load(sender, watch, bot.pid, bot.user_id, channels, message, rate, max(40, rate * 2), timeout=10)
-        p99 = result.p(99, net=False)
-        steps.append({"rate": rate, "p99_ms": round(p99, 1), "answered": len(result.answered), "sent": len(result.samples)})
-        await idle(bot.pid, timeout=30)
+        for _attempt in range(2):
+            result = await load(sender, watch, bot.pid, bot.user_id, channels, message, rate, max(30, rate * 2), timeout=10)
+            p99 = result.p(99, net=False)
+            steps.append({"rate": rate, "p99_ms": round(p99, 1), "answered": len(result.answered), "sent": len(result.samples)})
+            await idle(bot.pid, timeout=30)
+            if p99 < P99_LIMIT_MS:
+                break
         if p99 >= P99_LIMIT_MS:
             break
         best = rate
@@ -549,10 +555,11 @@ async def test_whole_bot_against_stock_mmpy_bot(world: World, tmp_path: Path) ->
     results["scale"] = await scale_figures(tmp_path)
     results["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     results["wall_s"] = round(time.monotonic() - began, 1)
-    results["targets"] = targets(results)
-
     ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / "bench-e2e.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
+    out = ARTIFACTS / "bench-e2e.json"
+    out.write_text(json.dumps(results, indent=2, ensure_ascii=False))  # kept even if a target check breaks
+    results["targets"] = targets(results)
+    out.write_text(json.dumps(results, indent=2, ensure_ascii=False))
     print("\n" + table(results))
     missed = [t for t in results["targets"] if not t["met"]]
     assert not missed, "targets missed: " + "; ".join(f"{t['name']}: {t['value']} (target {t['target']})" for t in missed)
@@ -562,34 +569,37 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     ib, st, scale = r["incident_bot"], r["stock"], r["scale"]
     out: list[dict[str, Any]] = []
 
+    def ratio(a: float, b: float) -> float:
+        return a / b if b else (float("inf") if a else 1.0)
+
     def check(name: str, value: float, limit: float, higher: bool = False, unit: str = "") -> None:
         met = value >= limit if higher else value <= limit
         out.append({"name": name, "value": round(value, 3), "target": f"{'≥' if higher else '≤'} {limit}{unit}", "met": met})
 
     stock_help = st["cpu_s_per_1000_help"]
-    check("CPU per help vs stock", ib["cpu_s_per_1000_help"] / stock_help, 1.0, unit="x")
-    check("CPU per tick vs stock help", r["ticks"]["cpu_s_per_tick"] * 1000 / stock_help, 2.0, unit="x")
+    check("CPU per help vs stock", ratio(ib["cpu_s_per_1000_help"], stock_help), 1.0, unit="x")
+    check("CPU per tick vs stock help", ratio(r["ticks"]["cpu_s_per_tick"] * 1000, stock_help), 2.0, unit="x")
     check(
         "sustained rate, one channel, vs stock",
-        ib["sustained_one_channel"]["rate"] / st["sustained_one_channel"]["rate"],
+        ratio(ib["sustained_one_channel"]["rate"], st["sustained_one_channel"]["rate"]),
         1.0,
         True,
         "x",
     )
     check(
         "sustained rate, 20 channels, vs stock",
-        ib["sustained_twenty_channels"]["rate"] / st["sustained_twenty_channels"]["rate"],
+        ratio(ib["sustained_twenty_channels"]["rate"], st["sustained_twenty_channels"]["rate"]),
         3.0,
         True,
         "x",
     )
     check("bot-added p99 at 100/s over 20 channels", ib["twenty_channels"]["p99_net_ms"], 5.0, unit=" ms")
-    check("RSS after start, seeded vs empty", scale["seeded"]["rss_mb"] / scale["empty"]["rss_mb"], 1.1, unit="x")
-    check("time to ready, seeded vs empty", scale["seeded"]["ready_s"] / scale["empty"]["ready_s"], 1.5, unit="x")
+    check("RSS after start, seeded vs empty", ratio(scale["seeded"]["rss_mb"], scale["empty"]["rss_mb"]), 1.1, unit="x")
+    check("time to ready, seeded vs empty", ratio(scale["seeded"]["ready_s"], scale["empty"]["ready_s"]), 1.5, unit="x")
     for name in ("list", "history", "info", "stats", "timeline"):
         check(f"{name} bot time on 12,000 incidents", scale["commands"][name]["bot_ms"], 10.0, unit=" ms")
     check("stats equals the SQL count", float(scale["stats"]["matches"]), 1.0, True)
-    check("catch-up vs live, 1,000 commands", r["catch_up"]["catch_up_s"] / r["catch_up"]["live_s"], 1.5, unit="x")
+    check("catch-up vs live, 1,000 commands", ratio(r["catch_up"]["catch_up_s"], r["catch_up"]["live_s"]), 1.5, unit="x")
     return out
 
 
