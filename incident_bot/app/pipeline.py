@@ -18,6 +18,7 @@ from incident_bot.app.ordering import ChannelQueues
 from incident_bot.app.request import Applied, Request
 from incident_bot.chat.events import Event, Malformed, PostDeleted, Posted, PostEdited, ReactionAdded, ReactionRemoved
 from incident_bot.chat.models import Post
+from incident_bot.domain.commands import COMMANDS
 
 log = structlog.get_logger("incident_bot.events")
 
@@ -85,6 +86,10 @@ class Pipeline:
             return
         if isinstance(event, Posted):
             key, channel, ms = event.dedupe_key, event.post.channel_id, event.post.create_at
+            if self._reads_only(event):
+                # Its own lane: it starts at once instead of waiting behind the channel's
+                # state changes, which keep their order among themselves.
+                channel = f"{channel}:read:{key}"
             posted = event
 
             def work() -> Awaitable[bool]:
@@ -120,17 +125,31 @@ class Pipeline:
 
         self.queues.submit(channel, tracked)  # refused while stopping: the hold stays, read again next start
 
+    def _reads_only(self, event: Posted) -> bool:
+        """A known command that changes nothing (``changes_state`` False in the command table)."""
+        text = self.command_text(event)
+        if not text:
+            return False
+        spec = COMMANDS.get(text.split(None, 1)[0].lower())
+        return spec is not None and not spec.changes_state
+
     async def _claim(self, key: str) -> Claim:
+        """NEW: the key is in flight, the caller discards it when done; otherwise it is not."""
         if key in self._inflight:
             return Claim.BUSY
-        async with self.core.store.transaction() as tx:
-            replied = await tx.get_reply(key) is not None
-            seen = replied or await tx.event_seen(key)
-        if replied:
-            return Claim.DONE
-        if seen:
-            return Claim.UNANSWERED
+        # Taken before the first await: a duplicate in another lane (read-only commands do
+        # not queue behind each other) sees it and stands back.
         self._inflight.add(key)
+        try:
+            async with self.core.store.transaction() as tx:
+                replied = await tx.get_reply(key) is not None
+                seen = replied or await tx.event_seen(key)
+        except BaseException:
+            self._inflight.discard(key)
+            raise
+        if replied or seen:
+            self._inflight.discard(key)
+            return Claim.DONE if replied else Claim.UNANSWERED
         return Claim.NEW
 
     # --- posts -----------------------------------------------------------------------
