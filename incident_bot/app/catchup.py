@@ -16,6 +16,8 @@ applied. Catch-up asks every channel the bot is in for posts created or updated 
 Within a channel the work is fed in the order it happened (a reaction's time is its post's
 ``update_at``), and live events arriving meanwhile wait until catch-up has fed its part, so
 a command made while the bot was away never overtakes, or is overtaken by, a later one.
+(Read-only commands, ``changes_state`` False, are not ordered: the pipeline starts them at
+once, as it does live.)
 """
 
 from __future__ import annotations
