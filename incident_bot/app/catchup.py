@@ -16,6 +16,8 @@ applied. Catch-up asks every channel the bot is in for posts created or updated 
 Within a channel the work is fed in the order it happened (a reaction's time is its post's
 ``update_at``), and live events arriving meanwhile wait until catch-up has fed its part, so
 a command made while the bot was away never overtakes, or is overtaken by, a later one.
+(Read-only commands, ``changes_state`` False, are not ordered: the pipeline starts them at
+once, as it does live.)
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from enum import IntEnum
 import structlog
 
 from incident_bot.app.checklists import Checklists
-from incident_bot.app.core import Core
+from incident_bot.app.core import REPLY_PROP, Core
 from incident_bot.app.cursor import Cursor
 from incident_bot.app.pipeline import Pipeline
 from incident_bot.app.timeline import Timeline
@@ -120,14 +122,25 @@ class CatchUp:
                 log.warning("catchup.channel_failed", channel=channel.id, error=type(exc).__name__)
                 complete = False
                 continue
+            # Checklist items and 📌 pins live in incident channels only: elsewhere a post
+            # whose reactions changed has nothing to reconcile (no store lookups per post).
+            async with self.core.store.transaction() as tx:
+                incident_channel = await tx.get_incident_by_channel(channel.id) is not None
+            # The bot's replies among them: a reply comes after its command, so the listing
+            # that holds a missed command holds its reply too, if one went out.
+            replies = {
+                str(post.props[REPLY_PROP]): post
+                for post in posts
+                if post.user_id == self.core.bot_id and not post.delete_at and not post.original_id and REPLY_PROP in post.props
+            }
             work: list[tuple[int, Work, Post]] = []
             for post in posts:
                 self.cursor.see(max(post.update_at, post.create_at))
-                work.extend(self._work_for(post, since_ms))
+                work.extend(self._work_for(post, since_ms, reconcile=incident_channel))
             work.sort(key=lambda w: (w[0], w[1], w[2].id))
             for _, kind, post in work:
                 count += 1
-                self._replay(channel, kind, post, now)
+                self._replay(channel, kind, post, now, replies)
         log.info("catchup.done", reason=reason, channels=len(channels), posts=count, since=since_ms, complete=complete)
         self.core.observer.caught_up(count)
         return complete
@@ -145,7 +158,7 @@ class CatchUp:
                 return sorted(found.values(), key=lambda p: (p.create_at, p.id))
             since_ms = max(p.update_at for p in batch) - 1
 
-    def _work_for(self, post: Post, since_ms: int) -> list[tuple[int, Work, Post]]:
+    def _work_for(self, post: Post, since_ms: int, reconcile: bool = True) -> list[tuple[int, Work, Post]]:
         """(when it happened, kind, post) for everything this post may carry that was missed."""
         if post.original_id:
             return []  # an edit-history row: the edited post itself comes too
@@ -159,12 +172,12 @@ class CatchUp:
             work.append((post.create_at, Work.POSTED, post))
         if post.user_id != self.core.bot_id and post.edit_at and post.edit_at >= since_ms:
             work.append((post.edit_at, Work.EDITED, post))
-        if post.update_at >= since_ms:
+        if reconcile and post.update_at >= since_ms:
             # Reactions move update_at; so do replies and edits (reconciling again is harmless).
             work.append((post.update_at, Work.RECONCILE, post))
         return work
 
-    def _replay(self, channel: Channel, kind: Work, post: Post, now: datetime) -> None:
+    def _replay(self, channel: Channel, kind: Work, post: Post, now: datetime, replies: dict[str, Post] | None = None) -> None:
         if kind == Work.DELETED:
             self.pipeline.handle(PostDeleted(post=post), None, replayed=True)
         elif kind == Work.POSTED:
@@ -176,7 +189,7 @@ class CatchUp:
                 channel_display_name=channel.display_name,
                 team_id=channel.team_id,
             )
-            self.pipeline.handle(event, late if late > LATE_AFTER else None, replayed=True)
+            self.pipeline.handle(event, late if late > LATE_AFTER else None, replayed=True, replies=replies)
         elif kind == Work.EDITED:
             self.pipeline.handle(PostEdited(post=post), None, replayed=True)
         else:

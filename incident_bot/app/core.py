@@ -162,8 +162,9 @@ class Core:
         """Remember ``post`` as the reply to ``req`` (``applied``: and the command as handled)."""
         async with self.store.transaction() as tx:
             await tx.record_reply(req.key, post.id, self.now())
-            if applied and not await tx.event_seen(req.key):
-                await tx.record_event(req.key, self.now(), req.incident)
+            if applied:
+                await tx.record_event(req.key, self.now(), req.incident)  # a no-op when already recorded
+        req.noted = True
 
     async def find_reply(self, req: Request) -> Post | None:
         """The bot's reply to this command already in Mattermost (posted, perhaps never noted)."""

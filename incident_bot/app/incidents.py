@@ -215,12 +215,10 @@ class Incidents:
         incidents were looked at."""
         core = self.core
         async with core.store.transaction() as tx:
-            incidents = await tx.list_incidents_in_status([Status.ACTIVE, Status.ENDED])
-        recent = core.now() - REPAIR_ENDED_WITHIN
+            # Only what may need mending: old ended incidents stay in the database.
+            incidents = await tx.list_incidents_to_repair(core.now() - REPAIR_ENDED_WITHIN)
         count = 0
         for incident in incidents:
-            if incident.status == Status.ENDED and (incident.ended_at is None or incident.ended_at < recent):
-                continue
             count += 1
             try:
                 await self._repair_one(incident.number)

@@ -4,7 +4,7 @@ listeners, and what happens when they could not finish (answer late, try again, 
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from enum import StrEnum
 from typing import Protocol
@@ -18,6 +18,8 @@ from incident_bot.app.observe import begin_trace, current_trace
 from incident_bot.app.ordering import ChannelQueues
 from incident_bot.app.request import Applied, Request
 from incident_bot.chat.events import Event, Malformed, PostDeleted, Posted, PostEdited, ReactionAdded, ReactionRemoved
+from incident_bot.chat.models import Post
+from incident_bot.domain.commands import COMMANDS
 
 log = structlog.get_logger("incident_bot.events")
 
@@ -75,19 +77,34 @@ class Pipeline:
 
     # --- the way in ------------------------------------------------------------------
 
-    def handle(self, event: Event, late_by: timedelta | None = None, *, replayed: bool = False) -> None:
+    def handle(
+        self,
+        event: Event,
+        late_by: timedelta | None = None,
+        *,
+        replayed: bool = False,
+        replies: Mapping[str, Post] | None = None,
+    ) -> None:
         """Called by the stream (and by catch-up, ``replayed``) for every event, in arrival
-        order; returns at once. The event's work is queued behind its channel's."""
+        order; returns at once. The event's work is queued behind its channel's.
+
+        ``replies``: catch-up read every post of the channel since before this one, so it
+        knows the bot's replies there (by command post id); a command absent from it was
+        never answered, and is not looked up again over REST."""
         work: Callable[[], Awaitable[bool]]
         if isinstance(event, Malformed):
             log.warning("event.malformed", reason=event.reason, frame=event.raw[:200])
             return
         if isinstance(event, Posted):
             key, channel, ms = event.dedupe_key, event.post.channel_id, event.post.create_at
+            if self._reads_only(event):
+                # Its own lane: it starts at once instead of waiting behind the channel's
+                # state changes, which keep their order among themselves.
+                channel = f"{channel}:read:{key}"
             posted = event
 
             def work() -> Awaitable[bool]:
-                return self._posted(posted, late_by, replayed)
+                return self._posted(posted, late_by, replayed, replies)
         elif isinstance(event, (ReactionAdded, ReactionRemoved)):
             r = event.reaction
             key, channel = event.dedupe_key, event.channel_id or f"post:{r.post_id}"
@@ -126,17 +143,31 @@ class Pipeline:
 
         self.queues.submit(channel, tracked)  # refused while stopping: the hold stays, read again next start
 
+    def _reads_only(self, event: Posted) -> bool:
+        """A known command that changes nothing (``changes_state`` False in the command table)."""
+        text = self.command_text(event)
+        if not text:
+            return False
+        spec = COMMANDS.get(text.split(None, 1)[0].lower())
+        return spec is not None and not spec.changes_state
+
     async def _claim(self, key: str) -> Claim:
+        """NEW: the key is in flight, the caller discards it when done; otherwise it is not."""
         if key in self._inflight:
             return Claim.BUSY
-        async with self.core.store.transaction() as tx:
-            replied = await tx.get_reply(key) is not None
-            seen = replied or await tx.event_seen(key)
-        if replied:
-            return Claim.DONE
-        if seen:
-            return Claim.UNANSWERED
+        # Taken before the first await: a duplicate in another lane (read-only commands do
+        # not queue behind each other) sees it and stands back.
         self._inflight.add(key)
+        try:
+            async with self.core.store.transaction() as tx:
+                replied = await tx.get_reply(key) is not None
+                seen = replied or await tx.event_seen(key)
+        except BaseException:
+            self._inflight.discard(key)
+            raise
+        if replied or seen:
+            self._inflight.discard(key)
+            return Claim.DONE if replied else Claim.UNANSWERED
         return Claim.NEW
 
     # --- posts -----------------------------------------------------------------------
@@ -153,7 +184,9 @@ class Pipeline:
             return post.message.strip()
         return None
 
-    async def _posted(self, event: Posted, late_by: timedelta | None, replayed: bool) -> bool:
+    async def _posted(
+        self, event: Posted, late_by: timedelta | None, replayed: bool, replies: Mapping[str, Post] | None = None
+    ) -> bool:
         """False when the command got no answer and its effect was not applied: try again later."""
         text = self.command_text(event)
         if text is None:
@@ -166,21 +199,24 @@ class Pipeline:
             log.info("event.duplicate", key=req.key, channel=req.channel_id, user=req.user_id)
             return True
         try:
-            if replayed and await self._answered_before(req):
+            if replayed and await self._answered_before(req, replies):
                 return True
             await self.listeners.command(req, text, event)
             return await self._finished(req)
         finally:
             self._inflight.discard(req.key)
 
-    async def _answered_before(self, req: Request) -> bool:
+    async def _answered_before(self, req: Request, replies: Mapping[str, Post] | None = None) -> bool:
         """A command read again by catch-up that the bot never noted: did a reply go out
         before the bot stopped? Then note it and leave the command alone."""
-        try:
-            reply = await self.core.find_reply(req)
-        except Exception as exc:  # noqa: BLE001 - cannot tell: answer it (at worst a second time)
-            log.warning("command.find_reply_failed", key=req.key, error=type(exc).__name__)
-            return False
+        if replies is not None:
+            reply = replies.get(req.post.id)  # what find_reply would find, read with the command
+        else:
+            try:
+                reply = await self.core.find_reply(req)
+            except Exception as exc:  # noqa: BLE001 - cannot tell: answer it (at worst a second time)
+                log.warning("command.find_reply_failed", key=req.key, error=type(exc).__name__)
+                return False
         if reply is None:
             return False
         await self.core.note_reply(req, reply, applied=True)
@@ -189,8 +225,10 @@ class Pipeline:
 
     async def _finished(self, req: Request) -> bool:
         """After the listeners ran: answered (or applied), or to be tried again."""
-        async with self.core.store.transaction() as tx:
-            done = await tx.get_reply(req.key) is not None or await tx.event_seen(req.key)
+        done = req.noted  # the reply was recorded just now: no need to read it back
+        if not done:
+            async with self.core.store.transaction() as tx:
+                done = await tx.get_reply(req.key) is not None or await tx.event_seen(req.key)
         if done:
             self._attempts.pop(req.key, None)
             return True

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
 from datetime import timedelta
 
 from incident_bot.app.core import Core
@@ -12,7 +11,7 @@ from incident_bot.chat.errors import MattermostError
 from incident_bot.domain import export, messages
 from incident_bot.domain.commands import Command
 from incident_bot.domain.format import format_duration
-from incident_bot.domain.models import Incident, Status
+from incident_bot.domain.models import Incident
 from incident_bot.store.base import Transaction
 
 STATS_DAYS = 30
@@ -28,18 +27,25 @@ class Reports:
         shared = await self.teams.scope(req, cmd.team)
         days = cmd.days or STATS_DAYS
         since = core.now() - timedelta(days=days)
-        team_ids = [t.id for t in shared]
         async with core.store.transaction() as tx:
-            active, _ = await tx.list_incidents(team_ids, [Status.ACTIVE, Status.STARTING], 10_000)
-            ended, _ = await tx.list_incidents(team_ids, [Status.ENDED], 10_000)
-        recent = [i for i in active + ended if i.started_at >= since]
-        by_sev: dict[int, int] = {}
-        for incident in recent:
-            by_sev[incident.severity] = by_sev.get(incident.severity, 0) + 1
-        durations = [(i.ended_at - i.started_at).total_seconds() for i in ended if i.ended_at and i.started_at >= since]
-        median = format_duration(timedelta(seconds=statistics.median(durations))) if durations else None
-        mean = format_duration(timedelta(seconds=statistics.fmean(durations))) if durations else None
-        await core.reply(req, messages.stats([t.name for t in shared], days, by_sev, len(active), median, mean, len(durations)))
+            # Aggregated by the store: every incident counts, none is loaded.
+            figures = await tx.incident_stats([t.id for t in shared], since)
+
+        def duration(seconds: float | None) -> str | None:
+            return format_duration(timedelta(seconds=seconds)) if seconds is not None else None
+
+        await core.reply(
+            req,
+            messages.stats(
+                [t.name for t in shared],
+                days,
+                figures.by_severity,
+                figures.open_now,
+                duration(figures.median_seconds),
+                duration(figures.mean_seconds),
+                figures.resolved,
+            ),
+        )
 
     async def export(self, req: Request, cmd: Command) -> None:
         core = self.core

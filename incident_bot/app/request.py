@@ -62,6 +62,7 @@ class Request:
     outcome: Outcome = Outcome.OK
     incident: int | None = None
     replied: bool = False
+    noted: bool = False  # its reply is recorded in the database (by this run, in this request)
 
     @classmethod
     def of(cls, post: Post, channel_type: str, team_id: str | None, late_by: timedelta | None = None) -> Request:

@@ -4,6 +4,7 @@ exactly one reply goes out, whatever happens; one log line per command."""
 from __future__ import annotations
 
 import secrets
+import time
 import traceback
 from collections.abc import Awaitable, Callable
 
@@ -27,6 +28,7 @@ class Runner:
     async def run(self, req: Request, name: str, rest: str | None, use_case: UseCase) -> None:
         """Parse ``rest`` as command ``name``'s arguments, run the use case, reply once."""
         trace = current_trace()
+        began = time.perf_counter()
         try:
             cmd = grammar.parse(name, rest or "") if name in commands.COMMANDS else Command(name=name, text=rest or "")
             await use_case(req, cmd)
@@ -61,6 +63,7 @@ class Runner:
             user=req.user_id,
             outcome=req.outcome,
             late=bool(req.late_by),
+            ms=round((time.perf_counter() - began) * 1000, 2),  # parse to reply, Mattermost's answers included
         )
 
     async def _safe_reply(self, req: Request, text: str) -> None:

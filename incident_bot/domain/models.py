@@ -118,6 +118,16 @@ class ChecklistItem(_UTCModel):
         return self.done_by is not None
 
 
+class IncidentStats(BaseModel):
+    """Counts over a team's incidents, aggregated by the store (no incident is loaded)."""
+
+    by_severity: dict[int, int] = Field(default_factory=dict)  # started in the period, any status
+    open_now: int = 0  # starting or active now, whenever started
+    resolved: int = 0  # ended, and started in the period
+    median_seconds: float | None = None  # time to resolve of those, None when there are none
+    mean_seconds: float | None = None
+
+
 class Playbook(BaseModel):
     name: str
     description: str = ""

@@ -22,7 +22,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Protocol
 
-from incident_bot.domain.models import ChecklistItem, Incident, OutboxEntry, Playbook, Status, TimelineEvent
+from incident_bot.domain.models import ChecklistItem, Incident, IncidentStats, OutboxEntry, Playbook, Status, TimelineEvent
 
 
 class SchemaTooNew(Exception):
@@ -101,6 +101,19 @@ class Transaction(Protocol):
 
         For start-up work across teams (finishing incidents left ``starting`` by a crash,
         catch-up of active checklists); user-facing lists go through ``list_incidents``."""
+
+    async def list_incidents_to_repair(self, ended_since: datetime) -> list[Incident]:
+        """Active incidents of every team, and ended ones whose ``ended_at`` is at or after
+        ``ended_since``; oldest (lowest number) first.
+
+        What a restart mends; older ended incidents are never read (their number grows
+        without bound, the restart's work must not)."""
+
+    async def incident_stats(self, team_ids: list[str], since: datetime) -> IncidentStats:
+        """Figures over all incidents of these teams, whatever their number, computed by the
+        database: by severity and resolved (with median and mean time to resolve, seconds to
+        the millisecond) for incidents started at or after ``since``; open now (starting or
+        active) whenever started. An empty ``team_ids`` gives empty figures."""
 
     # --- timeline ----------------------------------------------------------------
     async def add_timeline(self, event: TimelineEvent) -> TimelineEvent:

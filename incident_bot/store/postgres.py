@@ -35,7 +35,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import structlog
 
-from incident_bot.domain.models import ChecklistItem, Incident, OutboxEntry, Playbook, Status, TimelineEvent
+from incident_bot.domain.models import ChecklistItem, Incident, IncidentStats, OutboxEntry, Playbook, Status, TimelineEvent
 from incident_bot.store import migrations
 from incident_bot.store.base import StoreUnavailable, Transaction
 from incident_bot.store.copy import Table
@@ -373,6 +373,45 @@ class _PostgresTransaction:
             "SELECT * FROM incidents WHERE status = ANY($1::text[]) ORDER BY number", ([Status(s).value for s in statuses],)
         )
         return [_incident(row) for row in rows]
+
+    async def list_incidents_to_repair(self, ended_since: datetime) -> list[Incident]:
+        rows = await self._all(
+            "SELECT * FROM incidents WHERE status = $1 OR (status = $2 AND ended_at >= $3) ORDER BY number",
+            (Status.ACTIVE.value, Status.ENDED.value, utc_ms(ended_since)),
+        )
+        return [_incident(row) for row in rows]
+
+    async def incident_stats(self, team_ids: list[str], since: datetime) -> IncidentStats:
+        if not team_ids:
+            return IncidentStats()
+        row = await self._one(
+            "SELECT COUNT(*) FILTER (WHERE status IN ($2, $3)) AS open_now, "
+            "COUNT(*) FILTER (WHERE status = $4 AND resolve_ms IS NOT NULL AND started_at >= $5) AS resolved, "
+            "percentile_cont(0.5) WITHIN GROUP (ORDER BY resolve_ms) "
+            "FILTER (WHERE status = $4 AND resolve_ms IS NOT NULL AND started_at >= $5) AS median, "
+            "AVG(resolve_ms) FILTER (WHERE status = $4 AND resolve_ms IS NOT NULL AND started_at >= $5) AS mean "
+            "FROM incidents WHERE team_id = ANY($1::text[])",
+            (team_ids, Status.STARTING.value, Status.ACTIVE.value, Status.ENDED.value, utc_ms(since)),
+        )
+        by_severity = {
+            int(r["severity"]): int(r["n"])
+            for r in await self._all(
+                "SELECT severity, COUNT(*) AS n FROM incidents WHERE team_id = ANY($1::text[]) AND started_at >= $2 "
+                "GROUP BY severity",
+                (team_ids, utc_ms(since)),
+            )
+        }
+        assert row is not None
+        resolved = int(row["resolved"])
+        if resolved == 0:
+            return IncidentStats(by_severity=by_severity, open_now=int(row["open_now"]))
+        return IncidentStats(
+            by_severity=by_severity,
+            open_now=int(row["open_now"]),
+            resolved=resolved,
+            median_seconds=float(row["median"]) / 1000,
+            mean_seconds=float(row["mean"]) / 1000,
+        )
 
     # --- timeline ------------------------------------------------------------------------------
 

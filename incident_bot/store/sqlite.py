@@ -18,7 +18,16 @@ from typing import Any
 import aiosqlite
 import structlog
 
-from incident_bot.domain.models import ChecklistItem, Incident, OutboxEntry, Playbook, Status, TimelineEvent, ensure_utc
+from incident_bot.domain.models import (
+    ChecklistItem,
+    Incident,
+    IncidentStats,
+    OutboxEntry,
+    Playbook,
+    Status,
+    TimelineEvent,
+    ensure_utc,
+)
 from incident_bot.store import migrations
 from incident_bot.store.base import StoreUnavailable, Transaction
 from incident_bot.store.copy import SEQUENCES, Table
@@ -266,6 +275,11 @@ class _SQLiteTransaction:
         rows = await self._all(sql, params)
         return rows[0] if rows else None
 
+    async def _run(self, sql: str, params: Iterable[Any] = ()) -> None:
+        """Run one statement whose row count nobody needs: one trip to SQLite's thread, where
+        ``_write`` takes two (execute, then closing its cursor)."""
+        await self._conn.execute_fetchall(sql, tuple(params))
+
     async def _write(self, sql: str, params: Iterable[Any] = ()) -> int:
         """Run one statement; the number of rows it changed."""
         async with self._conn.execute(sql, tuple(params)) as cursor:
@@ -281,7 +295,7 @@ class _SQLiteTransaction:
         return await self._one("SELECT 1 FROM processed_events WHERE key = ?", (key,)) is not None
 
     async def record_event(self, key: str, at: datetime, incident_number: int | None = None) -> None:
-        await self._write(
+        await self._run(
             "INSERT INTO processed_events (key, at, incident_number) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING",
             (key, to_db_time(at), incident_number),
         )
@@ -310,7 +324,7 @@ class _SQLiteTransaction:
         return row["reply_post_id"] if row else None
 
     async def record_reply(self, command_key: str, reply_post_id: str, at: datetime) -> None:
-        await self._write(
+        await self._run(
             "INSERT INTO replies (command_key, reply_post_id, at) VALUES (?, ?, ?) ON CONFLICT (command_key) DO NOTHING",
             (command_key, reply_post_id, to_db_time(at)),
         )
@@ -376,6 +390,55 @@ class _SQLiteTransaction:
             [Status(s).value for s in statuses],
         )
         return [_incident(row) for row in rows]
+
+    async def list_incidents_to_repair(self, ended_since: datetime) -> list[Incident]:
+        # Two index ranges on (status, ended_at), not an OR that scans the table: the old
+        # ended incidents are never read. Sorted here: an ORDER BY would make SQLite walk the
+        # whole table in number order to merge the two parts.
+        rows = await self._all(
+            "SELECT * FROM incidents INDEXED BY incidents_status_ended WHERE status = ? "
+            "UNION ALL SELECT * FROM incidents INDEXED BY incidents_status_ended WHERE status = ? AND ended_at >= ?",
+            (Status.ACTIVE.value, Status.ENDED.value, to_db_time(ended_since)),
+        )
+        return sorted((_incident(row) for row in rows), key=lambda i: i.number)
+
+    async def incident_stats(self, team_ids: list[str], since: datetime) -> IncidentStats:
+        if not team_ids:
+            return IncidentStats()
+        teams = f"team_id IN ({_marks(team_ids)})"
+        start = to_db_time(since)
+        row = await self._one(
+            f"SELECT COUNT(*) AS n FROM incidents WHERE {teams} AND status IN (?, ?)",
+            [*team_ids, Status.STARTING.value, Status.ACTIVE.value],
+        )
+        open_now = int(row["n"]) if row else 0
+        by_severity = {
+            int(r["severity"]): int(r["n"])
+            for r in await self._all(
+                f"SELECT severity, COUNT(*) AS n FROM incidents WHERE {teams} AND started_at >= ? GROUP BY severity",
+                [*team_ids, start],
+            )
+        }
+        # resolve_ms: a virtual column (migration 0003), indexed per team and status.
+        ended = f"FROM incidents INDEXED BY incidents_team_resolve WHERE {teams} AND status = ? AND resolve_ms IS NOT NULL AND started_at >= ?"
+        params = [*team_ids, Status.ENDED.value, start]
+        row = await self._one(f"SELECT COUNT(*) AS n, AVG(resolve_ms) AS mean {ended}", params)
+        resolved = int(row["n"]) if row else 0
+        if row is None or resolved == 0:
+            return IncidentStats(by_severity=by_severity, open_now=open_now)
+        # The median: the middle value, or the mean of the two middle ones.
+        middle = await self._one(
+            f"SELECT AVG(resolve_ms) AS median FROM (SELECT resolve_ms {ended} ORDER BY resolve_ms LIMIT ? OFFSET ?)",
+            [*params, 2 - resolved % 2, (resolved - 1) // 2],
+        )
+        assert middle is not None
+        return IncidentStats(
+            by_severity=by_severity,
+            open_now=open_now,
+            resolved=resolved,
+            median_seconds=float(middle["median"]) / 1000,
+            mean_seconds=float(row["mean"]) / 1000,
+        )
 
     # --- timeline ------------------------------------------------------------------------------
 
@@ -545,7 +608,7 @@ class _SQLiteTransaction:
         return from_json(row["value"]) if row else None
 
     async def set_state(self, key: str, value: Any) -> None:
-        await self._write(
+        await self._run(
             "INSERT INTO bot_state (key, value) VALUES (?, ?) "
             f"ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = {_NOW_SQL}",
             (key, to_json(value)),

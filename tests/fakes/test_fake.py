@@ -663,3 +663,35 @@ async def test_pending_post_id_dedupes_for_30_seconds_and_while_in_flight(world:
     assert (await bot.request("POST", "/posts", json_body={**body, "pending_post_id": "p-3"}))["message"] == "once"
     fake.pending_post_id_ttl = 0.0  # 30 s later
     assert (await bot.request("POST", "/posts", json_body=body))["id"] != first["id"]
+
+
+async def test_post_watchers_see_creates_and_edits_and_requests_are_timed(world: World) -> None:
+    fake: FakeMattermost = world.fake
+    seen: list[tuple[str, str, str]] = []
+    fake.post_watchers.append(lambda kind, post: seen.append((kind, post["id"], post["message"])))
+    channel = world.channel_ids["ops/incidents"]
+    post = await world.alice.post(channel, "first")
+    await world.alice.request("PUT", f"/posts/{post['id']}/patch", json_body={"message": "second"})
+    assert seen == [("created", post["id"], "first"), ("edited", post["id"], "second")]
+    timed = [r for r in fake.request_log if r.method == "POST" and r.path == "/api/v4/posts"]
+    assert timed and timed[-1].started > 0 and timed[-1].elapsed >= 0
+
+
+async def test_json_answers_say_exactly_application_json(world: World) -> None:
+    """Real: no charset; mattermostautodriver (stock mmpy_bot) compares the header verbatim."""
+    async with (
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {world.bot_token}"}) as session,
+        session.get(f"{world.url}/api/v4/users/me") as response,
+    ):
+        assert response.headers["Content-Type"] == "application/json"
+
+
+async def test_users_and_teams_can_have_fixed_ids() -> None:
+    fake = FakeMattermost()
+    user, _token = fake.create_user("fixed", user_id="f" * 26)
+    team = fake.create_team("fixedteam", team_id="e" * 26)
+    assert (user["id"], team["id"]) == ("f" * 26, "e" * 26)
+    with pytest.raises(ValueError):
+        fake.create_user("other", user_id="f" * 26)
+    with pytest.raises(ValueError):
+        fake.create_team("another", team_id="not-an-id")

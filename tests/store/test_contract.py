@@ -443,6 +443,73 @@ async def test_list_incidents_in_status_spans_teams(store: Store) -> None:
         assert await tx.list_incidents_in_status([]) == []
 
 
+async def test_list_incidents_to_repair_reads_active_and_lately_ended_only(store: Store) -> None:
+    since = T0 + timedelta(hours=1)
+    plan = [
+        ("a", Status.ACTIVE, None),  # 1
+        ("b", Status.ENDED, T0),  # 2: ended long ago
+        ("a", Status.ENDED, since),  # 3: ended exactly at the bound
+        ("c", Status.STARTING, None),  # 4: resume_unfinished's work, not repair's
+        ("b", Status.ENDED, since + timedelta(minutes=5)),  # 5
+        ("a", Status.ENDED, None),  # 6: ended without a time
+        ("c", Status.ACTIVE, None),  # 7
+    ]
+    for team, status, ended_at in plan:
+        await create(store, team_id=team, status=status, ended_at=ended_at)
+    async with store.transaction() as tx:
+        assert [i.number for i in await tx.list_incidents_to_repair(since)] == [1, 3, 5, 7]
+        assert [i.number for i in await tx.list_incidents_to_repair(since + timedelta(days=1))] == [1, 7]
+
+
+async def test_incident_stats_aggregates_every_incident(store: Store) -> None:
+    since = T0
+    minutes = timedelta(minutes=1)
+    plan = [
+        # team, severity, status, started, duration
+        ("team-ops", 1, Status.ENDED, T0, 10 * minutes),
+        ("team-ops", 2, Status.ENDED, T0 + minutes, 30 * minutes),
+        ("team-ops", 2, Status.ENDED, T0 + minutes, timedelta(milliseconds=1500)),
+        ("team-ops", 2, Status.ENDED, T0 + minutes, 40 * minutes),
+        ("team-web", 3, Status.ENDED, T0, 99 * minutes),  # another team
+        ("team-ops", 4, Status.ENDED, T0 - timedelta(days=1), 5 * minutes),  # before the period
+        ("team-ops", 3, Status.ACTIVE, T0 + minutes, None),
+        ("team-ops", 1, Status.STARTING, T0 + 2 * minutes, None),
+        ("team-ops", 1, Status.ACTIVE, T0 - timedelta(days=9), None),  # open, started before
+    ]
+    for team, severity, status, started, duration in plan:
+        ended = started + duration if duration is not None else None
+        await create(store, team_id=team, severity=severity, status=status, started_at=started, ended_at=ended)
+    async with store.transaction() as tx:
+        ops = await tx.incident_stats(["team-ops"], since)
+        both = await tx.incident_stats(["team-ops", "team-web"], since)
+        empty = await tx.incident_stats([], since)
+        later = await tx.incident_stats(["team-ops"], T0 + timedelta(days=30))
+    assert ops.by_severity == {1: 2, 2: 3, 3: 1}
+    assert ops.open_now == 3
+    assert ops.resolved == 4
+    # durations 1.5 s, 600 s, 1800 s, 2400 s: median (600 + 1800) / 2, mean their sum / 4
+    assert ops.median_seconds == 1200.0
+    assert ops.mean_seconds == (1.5 + 600 + 1800 + 2400) / 4
+    assert both.by_severity == {1: 2, 2: 3, 3: 2} and both.resolved == 5 and both.median_seconds == 1800.0
+    assert empty.by_severity == {} and empty.open_now == 0 and empty.resolved == 0 and empty.median_seconds is None
+    assert later.by_severity == {} and later.open_now == 3 and later.resolved == 0 and later.mean_seconds is None
+
+
+async def test_incident_stats_has_no_cap_on_the_number_of_incidents(store: Store) -> None:
+    """Past 10,000 incidents the figures still count every one (an old version loaded at most 10,000)."""
+    n = 10_050
+    async with store.transaction() as tx:
+        for i in range(n):
+            await tx.create_incident(
+                make_incident(severity=1 + i % 4, status=Status.ENDED, ended_at=T0 + timedelta(seconds=1 + i % 3))
+            )
+    async with store.transaction() as tx:
+        stats = await tx.incident_stats(["team-ops"], T0)
+    assert sum(stats.by_severity.values()) == n == stats.resolved
+    assert stats.by_severity[1] == (n + 3) // 4
+    assert stats.median_seconds == 2.0
+
+
 # --- timeline --------------------------------------------------------------------------------
 
 
@@ -732,7 +799,7 @@ async def test_sqlite_schema(sqlite_store: SQLiteStore, sqlite_backend: SQLiteBa
         "bot_state",
         "schema_version",
     } <= tables
-    assert {"incidents_command_post", "incidents_team_status"} <= indexes
+    assert {"incidents_command_post", "incidents_team_status", "incidents_status_ended", "incidents_team_started"} <= indexes
     assert [(fk[2], fk[3], fk[4]) for fk in fks] == [("incidents", "incident_number", "number")]
 
 

@@ -35,6 +35,8 @@ class RequestRecord:
     query: dict[str, str]
     body: Any
     at: float = field(default_factory=time.time)
+    started: float = 0.0  # time.monotonic() when the request came in
+    elapsed: float = 0.0  # seconds the fake spent on it (faults' delays included)
 
 
 class FakeMattermost(RestRoutes, WebSocketEvents, State):
@@ -102,9 +104,14 @@ class FakeMattermost(RestRoutes, WebSocketEvents, State):
         rx = re.compile(path_regex)
         return sum(1 for m, p, s in self.requests if method in ("*", m) and rx.search(p) and (status is None or s == status))
 
-    def _record(self, request: web.Request, status: int, user_id: str | None, body: Any) -> None:
+    def _record(self, request: web.Request, status: int, user_id: str | None, body: Any, started: float = 0.0) -> None:
         self.requests.append((request.method, request.path, status))
-        self.request_log.append(RequestRecord(request.method, request.path, status, user_id, dict(request.query), body))
+        elapsed = time.monotonic() - started if started else 0.0
+        self.request_log.append(
+            RequestRecord(
+                request.method, request.path, status, user_id, dict(request.query), body, started=started, elapsed=elapsed
+            )
+        )
 
     # ---------------------------------------------------------------------------- REST dispatch
 
@@ -114,6 +121,7 @@ class FakeMattermost(RestRoutes, WebSocketEvents, State):
     ) -> web.StreamResponse:
         if request.method == "GET" and request.path.rstrip("/") == API + "/websocket":
             return await handler(request)  # the upgrade records itself
+        started = time.monotonic()
         request_id = new_id()
         token = token_from(request)
         user_id = self.tokens.get(token) if token else None
@@ -133,7 +141,11 @@ class FakeMattermost(RestRoutes, WebSocketEvents, State):
             entry = self._pending_ids.get(claim) if claim else None
             if entry is not None and not entry[0] and entry[2] is request:
                 del self._pending_ids[claim]  # real: a failed create lets the client retry
-        self._record(request, response.status, user_id, ctx.body_value)
+        if isinstance(response, web.Response) and response.content_type == "application/json":
+            # Real: exactly "application/json", no charset; mattermostautodriver compares the
+            # header with that string and treats anything else as not JSON.
+            response.charset = None
+        self._record(request, response.status, user_id, ctx.body_value, started)
         return response
 
     async def _handle(

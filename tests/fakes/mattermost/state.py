@@ -5,6 +5,7 @@ would (``_publish``, provided by the websocket part)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from tests.fakes.mattermost.common import (
@@ -52,6 +53,9 @@ class State:
             "team_admin": {"manage_team", "manage_team_roles", "remove_user_from_team"},
             "channel_user": {"create_post", "read_channel", "add_reaction"},
         }
+        # Called as ``watcher(kind, post)`` with kind "created" or "edited", right after the
+        # change is stored (before its event is sent): the benchmarks time replies with it.
+        self.post_watchers: list[Callable[[str, dict[str, Any]], None]] = []
 
     def _publish(self, event: str, data: dict[str, Any], **where: Any) -> None:
         raise NotImplementedError  # the websocket part delivers events
@@ -69,9 +73,16 @@ class State:
     # ---------------------------------------------------------------------------- setup helpers
 
     def create_user(
-        self, username: str, *, is_bot: bool = False, system_admin: bool = False, first_name: str = "", last_name: str = ""
+        self,
+        username: str,
+        *,
+        is_bot: bool = False,
+        system_admin: bool = False,
+        first_name: str = "",
+        last_name: str = "",
+        user_id: str | None = None,
     ) -> tuple[dict[str, Any], str]:
-        """A user and a personal access token for it."""
+        """A user and a personal access token for it (``user_id``: a fixed id, for data made in advance)."""
         username = username.lower()
         if not USERNAME_RE.match(username):
             raise ValueError(f"invalid username {username!r}")
@@ -79,8 +90,10 @@ class State:
             raise ValueError(f"username {username!r} taken")
         now = self.now_ms()
         roles = "system_user system_admin" if system_admin else "system_user"
+        if user_id is not None and (not is_valid_id(user_id) or user_id in self.users):
+            raise ValueError(f"invalid or taken user id {user_id!r}")
         user = {
-            "id": new_id(),
+            "id": user_id or new_id(),
             "create_at": now,
             "update_at": now,
             "delete_at": 0,
@@ -115,12 +128,16 @@ class State:
     def revoke_token(self, token: str) -> None:
         self.tokens.pop(token, None)
 
-    def create_team(self, name: str, display_name: str | None = None, *, open_invite: bool = False) -> dict[str, Any]:
+    def create_team(
+        self, name: str, display_name: str | None = None, *, open_invite: bool = False, team_id: str | None = None
+    ) -> dict[str, Any]:
         if any(t["name"] == name for t in self.teams.values()):
             raise ValueError(f"team {name!r} exists")
+        if team_id is not None and (not is_valid_id(team_id) or team_id in self.teams):
+            raise ValueError(f"invalid or taken team id {team_id!r}")
         now = self.now_ms()
         team = {
-            "id": new_id(),
+            "id": team_id or new_id(),
             "create_at": now,
             "update_at": now,
             "delete_at": 0,
@@ -557,6 +574,8 @@ class State:
             root["update_at"] = now
             post["reply_count"] = root["reply_count"]
         self._posts[post["id"]] = post
+        for watch in self.post_watchers:
+            watch("created", post)
         ch["last_post_at"] = max(ch["last_post_at"], created)
         ch["total_msg_count"] += 1
         if not root_id:
@@ -635,6 +654,8 @@ class State:
         if is_pinned is not None:
             post["is_pinned"] = bool(is_pinned)
         post["update_at"] = now
+        for watch in self.post_watchers:
+            watch("edited", post)
         ch = self.channels[post["channel_id"]]
         ch["last_post_at"] = max(ch["last_post_at"], now)
         self._publish("post_edited", {"post": dumps(self.post_json(post))}, channel_id=post["channel_id"])

@@ -3,10 +3,13 @@ unfinished work and commands answered before a crash."""
 
 from __future__ import annotations
 
+import asyncio
+
 from incident_bot.app.core import pending_id
 from incident_bot.chat.events import Posted
 from incident_bot.domain.models import TimelineKind
 from tests.support.inprocess import App
+from tests.support.waiting import eventually
 
 
 async def test_a_redelivered_command_is_applied_and_answered_once(app: App) -> None:
@@ -82,4 +85,33 @@ async def test_a_change_committed_but_not_answered_is_answered_late(app: App) ->
         await tx.record_event(Posted(post=post).dedupe_key, app.bot.core.now(), 1)
     app.bot.pipeline.handle(Posted(post=post, channel_type="P", team_id=app.ops.id), replayed=True)
     await app.settle()
+    assert len(app.replies_to(post)) == 1
+
+
+async def test_a_read_only_command_does_not_wait_behind_a_state_change(app: App) -> None:
+    """`list` starts at once while the channel's earlier work is still running; the work
+    behind that keeps its place; the same `list` delivered twice is answered once."""
+    release = asyncio.Event()
+    order: list[str] = []
+
+    async def slow_change() -> bool:
+        await release.wait()
+        order.append("change")
+        return True
+
+    async def next_change() -> bool:
+        order.append("next")
+        return True
+
+    post = app.chat.person_posts(app.room, app.alice, "@incident-bot list")
+    app.bot.pipeline.submit(app.room.id, "slow", post.create_at - 1, slow_change)
+    event = Posted(post=post, channel_type="O", team_id=app.ops.id)
+    app.bot.pipeline.handle(event)
+    app.bot.pipeline.handle(event)
+    app.bot.pipeline.submit(app.room.id, "next", post.create_at + 1, next_change)
+    await eventually(lambda: app.replies_to(post), timeout=5, interval=0.01, what="the reply to list")
+    assert order == []  # answered while the state change still runs
+    release.set()
+    await app.settle()
+    assert order == ["change", "next"]
     assert len(app.replies_to(post)) == 1

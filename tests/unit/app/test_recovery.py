@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from incident_bot.app.channel import PART_PROP
+from incident_bot.chat.events import Posted
 from incident_bot.domain.models import Status
 from tests.support.inprocess import App
 
@@ -82,3 +85,34 @@ async def test_checklist_and_help(app: App) -> None:
     assert (await app.say(app.bob, "checklist", channel)).startswith("Checklist of incident #1: 0/2 done")
     assert "start <title>" in await app.say(app.alice, "help start")
     assert "frob" in await app.say(app.alice, "help frob")
+
+
+async def test_a_restart_repairs_active_and_lately_ended_incidents_only(app: App) -> None:
+    for title in ("old one", "just ended", "still going"):
+        await app.start(title=title)
+    await app.say(app.alice, "end", app.channel_of(1))
+    await app.say(app.alice, "end", app.channel_of(2))
+    async with app.store.transaction() as tx:
+        old = await tx.get_incident(1)
+        assert old is not None and old.ended_at is not None
+        old.ended_at -= timedelta(days=3)  # ended well before the repair window
+        await tx.save_incident(old)
+    assert await app.bot.incidents.repair() == 2  # #2 (ended lately) and #3 (active); #1 is not read
+
+
+async def test_catch_up_finds_replies_in_what_it_read_without_asking_per_command(app: App) -> None:
+    """The listing that holds a missed command holds the bot's reply too: a command answered
+    before a crash is noted, an unanswered one answered once, and no thread is fetched."""
+    answered = app.chat.person_posts(app.room, app.alice, "@incident-bot list")
+    await app.chat.create_post(
+        app.room.id, "earlier answer", root_id=answered.id, props={"incident_bot_reply_to": answered.id}, pending_post_id="p1"
+    )
+    missed = app.chat.person_posts(app.room, app.bob, "@incident-bot list")
+    threads = len(app.chat.called("get_thread"))
+    assert await app.bot.resync.catchup.run("start", since=answered.create_at - 1)
+    await app.settle()
+    assert [r.message for r in app.replies_to(answered)] == ["earlier answer"]
+    assert len(app.replies_to(missed)) == 1
+    assert len(app.chat.called("get_thread")) == threads
+    async with app.store.transaction() as tx:
+        assert await tx.get_reply(Posted(post=answered).dedupe_key) is not None
