@@ -25,8 +25,9 @@ so a deposed replica can never commit. Nothing else here would change.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, cast
@@ -35,11 +36,12 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import structlog
 
-from incident_bot.domain.models import ChecklistItem, Incident, IncidentStats, OutboxEntry, Playbook, Status, TimelineEvent
+from incident_bot.domain.models import ChecklistItem, Incident, IncidentStats, Playbook, Status
 from incident_bot.store import migrations
 from incident_bot.store.base import StoreUnavailable, Transaction
 from incident_bot.store.copy import Table
-from incident_bot.store.values import INCIDENT_COLUMNS, INCIDENT_FIELDS, from_json, incident_values, to_json, utc_ms
+from incident_bot.store.sql import SQLTransaction, marks
+from incident_bot.store.values import INCIDENT_COLUMNS, to_json, utc_ms
 
 log = structlog.get_logger("incident_bot.store")
 
@@ -53,6 +55,15 @@ Connection = Any
 Record = Any
 
 
+@functools.lru_cache(maxsize=512)
+def _numbered(sql: str) -> str:
+    """``?`` placeholders (store/sql.py) as PostgreSQL's ``$1, $2…``; SQL already numbered is left alone."""
+    if "?" not in sql:
+        return sql
+    parts = sql.split("?")
+    return "".join(f"{part}${i}" for i, part in enumerate(parts[:-1], start=1)) + parts[-1]
+
+
 def redact(dsn: str) -> str:
     """The DSN without its password, for logs and messages."""
     parts = urlsplit(dsn)
@@ -61,63 +72,6 @@ def redact(dsn: str) -> str:
     netloc = parts.netloc.rsplit("@", 1)
     user = netloc[0].split(":", 1)[0]
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
-
-
-def _time(value: datetime | None) -> datetime | None:
-    return None if value is None else utc_ms(value)
-
-
-def _incident_params(incident: Incident) -> list[Any]:
-    return [utc_ms(v) if isinstance(v, datetime) else v for v in incident_values(incident)]
-
-
-def _incident(row: Record) -> Incident:
-    return Incident.model_validate({name: row[name] for name in INCIDENT_FIELDS})
-
-
-def _timeline(row: Record) -> TimelineEvent:
-    return TimelineEvent(
-        id=row["id"],
-        incident_number=row["incident_number"],
-        at=row["at"],
-        kind=row["kind"],
-        actor_id=row["actor_id"],
-        text=row["text"],
-        post_id=row["post_id"],
-        data=from_json(row["data"]),
-        deleted=row["deleted"],
-    )
-
-
-def _item(row: Record) -> ChecklistItem:
-    return ChecklistItem(
-        incident_number=row["incident_number"],
-        number=row["number"],
-        text=row["text"],
-        post_id=row["post_id"],
-        done_by=row["done_by"],
-        done_at=row["done_at"],
-        assignee_id=row["assignee_id"],
-        removed=row["removed"],
-    )
-
-
-def _playbook(row: Record) -> Playbook:
-    return Playbook(
-        team_id=row["team_id"],
-        name=row["name"],
-        description=row["description"],
-        default_severity=row["default_severity"],
-        items=from_json(row["items"]),
-    )
-
-
-def _outbox(row: Record) -> OutboxEntry:
-    return OutboxEntry.model_validate({name: row[name] for name in OutboxEntry.model_fields})
-
-
-def _marks(values: Sequence[Any], start: int = 1) -> str:
-    return ", ".join(f"${i}" for i in range(start, start + len(values)))
 
 
 # --- the store --------------------------------------------------------------------------
@@ -236,78 +190,35 @@ class PostgresStore:
                 raise StoreUnavailable(f"{self.location} is a read-only standby (in recovery)")
 
 
-class _PostgresTransaction:
-    """The Transaction protocol on the store's connection, valid inside its ``async with`` only."""
+class _PostgresTransaction(SQLTransaction):
+    """The Transaction protocol on PostgreSQL (store/sql.py), plus what only PostgreSQL's SQL says."""
 
-    def __init__(self, conn: Connection) -> None:
-        self._connection: Connection | None = conn
-
-    def _finish(self) -> None:
-        self._connection = None
-
-    @property
-    def _conn(self) -> Connection:
-        if self._connection is None:
-            raise RuntimeError("this transaction has ended; use the store inside `async with store.transaction()`")
-        return self._connection
+    now_sql = _NOW_SQL
 
     async def _all(self, sql: str, params: Iterable[Any] = ()) -> list[Record]:
-        return list(await self._conn.fetch(sql, *params))
+        return list(await self._conn.fetch(_numbered(sql), *params))
 
     async def _one(self, sql: str, params: Iterable[Any] = ()) -> Record | None:
-        return await self._conn.fetchrow(sql, *params)
+        return await self._conn.fetchrow(_numbered(sql), *params)
 
     async def _write(self, sql: str, params: Iterable[Any] = ()) -> int:
-        """Run one statement; the number of rows it changed (from the command tag, "UPDATE 3")."""
-        status = cast(str, await self._conn.execute(sql, *params))
+        """The number of rows changed, from the command tag ("UPDATE 3")."""
+        status = cast(str, await self._conn.execute(_numbered(sql), *params))
         return int(status.rsplit(" ", 1)[-1]) if status[-1:].isdigit() else 0
+
+    def _time(self, value: datetime | None) -> datetime | None:
+        return None if value is None else utc_ms(value)
+
+    def _read_time(self, value: Any) -> datetime | None:
+        return cast(datetime | None, value)  # asyncpg reads timestamptz as aware UTC
+
+    def _flag(self, value: bool) -> bool:
+        return value
 
     async def _require_incident(self, number: int, lock: bool = False) -> None:
         sql = "SELECT 1 FROM incidents WHERE number = $1" + (" FOR UPDATE" if lock else "")
         if await self._one(sql, (number,)) is None:
             raise KeyError(f"no incident #{number}")
-
-    # --- idempotency -------------------------------------------------------------------
-
-    async def event_seen(self, key: str) -> bool:
-        return await self._one("SELECT 1 FROM processed_events WHERE key = $1", (key,)) is not None
-
-    async def record_event(self, key: str, at: datetime, incident_number: int | None = None) -> None:
-        await self._write(
-            "INSERT INTO processed_events (key, at, incident_number) VALUES ($1, $2, $3) ON CONFLICT (key) DO NOTHING",
-            (key, utc_ms(at), incident_number),
-        )
-
-    async def prune_events(self, before: datetime) -> int:
-        return await self._write("DELETE FROM processed_events WHERE at < $1", (utc_ms(before),))
-
-    async def prune_replies(self, before: datetime) -> int:
-        return await self._write("DELETE FROM replies WHERE at < $1", (utc_ms(before),))
-
-    async def prune_outbox(self, before: datetime) -> int:
-        return await self._write("DELETE FROM outbox WHERE done_at < $1", (utc_ms(before),))
-
-    async def bookkeeping_counts(self) -> dict[str, int]:
-        row = await self._one(
-            "SELECT (SELECT COUNT(*) FROM processed_events) AS events, (SELECT COUNT(*) FROM replies) AS replies, "
-            "(SELECT COUNT(*) FROM outbox) AS outbox"
-        )
-        assert row is not None
-        return {name: int(row[name]) for name in ("events", "replies", "outbox")}
-
-    # --- replies -------------------------------------------------------------------------
-
-    async def get_reply(self, command_key: str) -> str | None:
-        row = await self._one("SELECT reply_post_id FROM replies WHERE command_key = $1", (command_key,))
-        return cast(str, row["reply_post_id"]) if row else None
-
-    async def record_reply(self, command_key: str, reply_post_id: str, at: datetime) -> None:
-        await self._write(
-            "INSERT INTO replies (command_key, reply_post_id, at) VALUES ($1, $2, $3) ON CONFLICT (command_key) DO NOTHING",
-            (command_key, reply_post_id, utc_ms(at)),
-        )
-
-    # --- incidents -------------------------------------------------------------------------
 
     async def create_incident(self, incident: Incident) -> Incident:
         # The counter row stays locked until this transaction ends: a concurrent start in
@@ -316,70 +227,19 @@ class _PostgresTransaction:
         row = await self._one(
             "WITH next AS (UPDATE counters SET value = value + 1 WHERE name = 'incidents' RETURNING value) "
             f"INSERT INTO incidents (number, {', '.join(INCIDENT_COLUMNS)}) "
-            f"SELECT next.value, {_marks(INCIDENT_COLUMNS)} FROM next RETURNING number",
-            _incident_params(incident),
+            f"SELECT next.value, {marks(INCIDENT_COLUMNS)} FROM next RETURNING number",
+            self._incident_params(incident),
         )
         if row is None:  # pragma: no cover - the row is created by migration 0001
             raise RuntimeError("the incidents counter row is missing")
         return incident.model_copy(update={"number": row["number"]})
-
-    async def save_incident(self, incident: Incident) -> None:
-        assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(INCIDENT_COLUMNS, start=1))
-        changed = await self._write(
-            f"UPDATE incidents SET {assignments}, updated_at = {_NOW_SQL} WHERE number = ${len(INCIDENT_COLUMNS) + 1}",
-            [*_incident_params(incident), incident.number],
-        )
-        if changed == 0:
-            raise KeyError(f"no incident #{incident.number}")
-
-    async def get_incident(self, number: int) -> Incident | None:
-        row = await self._one("SELECT * FROM incidents WHERE number = $1", (number,))
-        return _incident(row) if row else None
-
-    async def get_incident_by_channel(self, channel_id: str) -> Incident | None:
-        row = await self._one("SELECT * FROM incidents WHERE channel_id = $1", (channel_id,))
-        return _incident(row) if row else None
-
-    async def get_incident_by_command_post(self, post_id: str) -> Incident | None:
-        row = await self._one("SELECT * FROM incidents WHERE command_post_id = $1 ORDER BY number LIMIT 1", (post_id,))
-        return _incident(row) if row else None
-
-    async def list_incidents(
-        self,
-        team_ids: list[str],
-        statuses: list[Status],
-        limit: int,
-        offset: int = 0,
-    ) -> tuple[list[Incident], int]:
-        if limit < 0 or offset < 0:
-            raise ValueError(f"limit and offset must not be negative (got {limit}, {offset})")
-        if not team_ids or not statuses:
-            return [], 0
-        where = "team_id = ANY($1::text[]) AND status = ANY($2::text[])"
-        params: list[Any] = [list(team_ids), [Status(s).value for s in statuses]]
-        count = await self._one(f"SELECT COUNT(*) AS n FROM incidents WHERE {where}", params)
-        total = int(count["n"]) if count else 0
-        if limit == 0 or offset >= total:
-            return [], total
-        rows = await self._all(
-            f"SELECT * FROM incidents WHERE {where} ORDER BY number DESC LIMIT $3 OFFSET $4", [*params, limit, offset]
-        )
-        return [_incident(row) for row in rows], total
-
-    async def list_incidents_in_status(self, statuses: list[Status]) -> list[Incident]:
-        if not statuses:
-            return []
-        rows = await self._all(
-            "SELECT * FROM incidents WHERE status = ANY($1::text[]) ORDER BY number", ([Status(s).value for s in statuses],)
-        )
-        return [_incident(row) for row in rows]
 
     async def list_incidents_to_repair(self, ended_since: datetime) -> list[Incident]:
         rows = await self._all(
             "SELECT * FROM incidents WHERE status = $1 OR (status = $2 AND ended_at >= $3) ORDER BY number",
             (Status.ACTIVE.value, Status.ENDED.value, utc_ms(ended_since)),
         )
-        return [_incident(row) for row in rows]
+        return [self._incident(row) for row in rows]
 
     async def incident_stats(self, team_ids: list[str], since: datetime) -> IncidentStats:
         if not team_ids:
@@ -413,61 +273,6 @@ class _PostgresTransaction:
             mean_seconds=float(row["mean"]) / 1000,
         )
 
-    # --- timeline ------------------------------------------------------------------------------
-
-    async def add_timeline(self, event: TimelineEvent) -> TimelineEvent:
-        await self._require_incident(event.incident_number)
-        row = await self._one(
-            "INSERT INTO timeline (incident_number, at, kind, actor_id, text, post_id, data, deleted) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-            (
-                event.incident_number,
-                utc_ms(event.at),
-                event.kind.value,
-                event.actor_id,
-                event.text,
-                event.post_id,
-                to_json(event.data),
-                event.deleted,
-            ),
-        )
-        assert row is not None
-        return event.model_copy(update={"id": row["id"]})
-
-    async def update_timeline(self, event: TimelineEvent) -> None:
-        changed = await self._write(
-            "UPDATE timeline SET at = $1, kind = $2, actor_id = $3, text = $4, post_id = $5, data = $6, deleted = $7 "
-            "WHERE id = $8 AND incident_number = $9",
-            (
-                utc_ms(event.at),
-                event.kind.value,
-                event.actor_id,
-                event.text,
-                event.post_id,
-                to_json(event.data),
-                event.deleted,
-                event.id,
-                event.incident_number,
-            ),
-        )
-        if changed == 0:
-            raise KeyError(f"no timeline event {event.id} in incident #{event.incident_number}")
-
-    async def list_timeline(self, incident_number: int, include_deleted: bool = False) -> list[TimelineEvent]:
-        live = "" if include_deleted else "AND NOT deleted"
-        rows = await self._all(f"SELECT * FROM timeline WHERE incident_number = $1 {live} ORDER BY at, id", (incident_number,))
-        return [_timeline(row) for row in rows]
-
-    async def get_timeline_by_post(self, incident_number: int, post_id: str) -> TimelineEvent | None:
-        row = await self._one(
-            "SELECT * FROM timeline WHERE incident_number = $1 AND post_id = $2 AND kind = 'post_pinned' "
-            "AND NOT deleted ORDER BY id LIMIT 1",
-            (incident_number, post_id),
-        )
-        return _timeline(row) if row else None
-
-    # --- checklist ---------------------------------------------------------------------------
-
     async def add_checklist_item(self, incident_number: int, text: str) -> ChecklistItem:
         # Locking the incident's row makes processes adding to one checklist take turns on MAX + 1.
         await self._require_incident(incident_number, lock=True)
@@ -480,46 +285,15 @@ class _PostgresTransaction:
         assert row is not None
         return ChecklistItem(incident_number=incident_number, number=row["number"], text=text)
 
-    async def save_checklist_item(self, item: ChecklistItem) -> None:
-        changed = await self._write(
-            "UPDATE checklist_items SET text = $1, post_id = $2, done_by = $3, done_at = $4, assignee_id = $5, "
-            f"removed = $6, updated_at = {_NOW_SQL} WHERE incident_number = $7 AND number = $8",
-            (
-                item.text,
-                item.post_id,
-                item.done_by,
-                _time(item.done_at),
-                item.assignee_id,
-                item.removed,
-                item.incident_number,
-                item.number,
-            ),
-        )
-        if changed == 0:
-            raise KeyError(f"no checklist item {item.number} in incident #{item.incident_number}")
-
-    async def list_checklist(self, incident_number: int, include_removed: bool = False) -> list[ChecklistItem]:
-        live = "" if include_removed else "AND NOT removed"
-        rows = await self._all(
-            f"SELECT * FROM checklist_items WHERE incident_number = $1 {live} ORDER BY number", (incident_number,)
-        )
-        return [_item(row) for row in rows]
-
-    async def get_checklist_item_by_post(self, post_id: str) -> ChecklistItem | None:
-        row = await self._one("SELECT * FROM checklist_items WHERE post_id = $1", (post_id,))
-        return _item(row) if row else None
-
-    # --- playbooks -------------------------------------------------------------------------
-
     async def get_playbook(self, team_id: str, name: str) -> Playbook | None:
         row = await self._one(
             f"SELECT * FROM playbooks WHERE team_id = $1 AND name_key = {_FOLD_SQL.format('$2')}", (team_id, name)
         )
-        return _playbook(row) if row else None
+        return self._playbook(row) if row else None
 
     async def list_playbooks(self, team_id: str) -> list[Playbook]:
         rows = await self._all('SELECT * FROM playbooks WHERE team_id = $1 ORDER BY name_key COLLATE "C"', (team_id,))
-        return [_playbook(row) for row in rows]
+        return [self._playbook(row) for row in rows]
 
     async def save_playbook(self, playbook: Playbook) -> None:
         if playbook.team_id is None:
@@ -535,59 +309,6 @@ class _PostgresTransaction:
     async def delete_playbook(self, team_id: str, name: str) -> bool:
         sql = f"DELETE FROM playbooks WHERE team_id = $1 AND name_key = {_FOLD_SQL.format('$2')}"
         return await self._write(sql, (team_id, name)) > 0
-
-    # --- reminders and state ----------------------------------------------------------------
-
-    async def due_reminders(self, now: datetime) -> list[Incident]:
-        rows = await self._all(
-            "SELECT * FROM incidents WHERE status = $1 AND next_reminder_at IS NOT NULL AND next_reminder_at <= $2 "
-            "ORDER BY next_reminder_at, number",
-            (Status.ACTIVE.value, utc_ms(now)),
-        )
-        return [_incident(row) for row in rows]
-
-    # --- outbox ----------------------------------------------------------------------------
-
-    async def add_outbox(self, entry: OutboxEntry) -> bool:
-        added = await self._write(
-            "INSERT INTO outbox (key, incident_number, channel_id, root_id, message, created_at, attempts, done_at) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (key) DO NOTHING",
-            (
-                entry.key,
-                entry.incident_number,
-                entry.channel_id,
-                entry.root_id,
-                entry.message,
-                utc_ms(entry.created_at),
-                entry.attempts,
-                _time(entry.done_at),
-            ),
-        )
-        return added > 0
-
-    async def pending_outbox(self, limit: int = 100) -> list[OutboxEntry]:
-        rows = await self._all("SELECT * FROM outbox WHERE done_at IS NULL ORDER BY created_at, key LIMIT $1", (limit,))
-        return [_outbox(row) for row in rows]
-
-    async def get_outbox(self, key: str) -> OutboxEntry | None:
-        row = await self._one("SELECT * FROM outbox WHERE key = $1", (key,))
-        return _outbox(row) if row else None
-
-    async def save_outbox(self, entry: OutboxEntry) -> None:
-        await self._write(
-            "UPDATE outbox SET attempts = $1, done_at = $2 WHERE key = $3", (entry.attempts, _time(entry.done_at), entry.key)
-        )
-
-    async def get_state(self, key: str) -> Any | None:
-        row = await self._one("SELECT value FROM bot_state WHERE key = $1", (key,))
-        return from_json(row["value"]) if row else None
-
-    async def set_state(self, key: str, value: Any) -> None:
-        await self._write(
-            "INSERT INTO bot_state (key, value) VALUES ($1, $2) "
-            f"ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = {_NOW_SQL}",
-            (key, to_json(value)),
-        )
 
     # --- copying (store/copy.py; not part of the Transaction protocol) ------------------------
 
@@ -611,7 +332,7 @@ class _PostgresTransaction:
         return [dict(row.items()) for row in rows]
 
     async def insert_rows(self, table: Table, rows: list[dict[str, Any]]) -> None:
-        sql = f"INSERT INTO {table.name} ({', '.join(table.columns)}) VALUES ({_marks(table.columns)})"
+        sql = _numbered(f"INSERT INTO {table.name} ({', '.join(table.columns)}) VALUES ({marks(table.columns)})")
         await self._conn.executemany(sql, [[row[name] for name in table.columns] for row in rows])
 
     async def last_numbers(self) -> dict[str, int]:

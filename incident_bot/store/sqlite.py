@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,16 +22,15 @@ from incident_bot.domain.models import (
     ChecklistItem,
     Incident,
     IncidentStats,
-    OutboxEntry,
     Playbook,
     Status,
-    TimelineEvent,
     ensure_utc,
 )
 from incident_bot.store import migrations
 from incident_bot.store.base import StoreUnavailable, Transaction
 from incident_bot.store.copy import SEQUENCES, Table
-from incident_bot.store.values import INCIDENT_COLUMNS, INCIDENT_FIELDS, INCIDENT_TIMES, from_json, incident_values, to_json
+from incident_bot.store.sql import SQLTransaction, marks
+from incident_bot.store.values import INCIDENT_COLUMNS, to_json
 
 log = structlog.get_logger("incident_bot.store")
 
@@ -63,71 +62,6 @@ def from_db_time(value: str | None) -> datetime | None:
 
 def db_time(value: str) -> datetime:
     return datetime.fromisoformat(value).astimezone(UTC)
-
-
-def _incident_params(incident: Incident) -> list[Any]:
-    return [to_db_time(v) if isinstance(v, datetime) else v for v in incident_values(incident)]
-
-
-def _incident(row: sqlite3.Row) -> Incident:
-    values = {name: row[name] for name in INCIDENT_FIELDS}
-    for name in INCIDENT_TIMES:
-        values[name] = from_db_time(values[name])
-    return Incident.model_validate(values)
-
-
-def _timeline(row: sqlite3.Row) -> TimelineEvent:
-    return TimelineEvent(
-        id=row["id"],
-        incident_number=row["incident_number"],
-        at=db_time(row["at"]),
-        kind=row["kind"],
-        actor_id=row["actor_id"],
-        text=row["text"],
-        post_id=row["post_id"],
-        data=from_json(row["data"]),
-        deleted=bool(row["deleted"]),
-    )
-
-
-def _item(row: sqlite3.Row) -> ChecklistItem:
-    return ChecklistItem(
-        incident_number=row["incident_number"],
-        number=row["number"],
-        text=row["text"],
-        post_id=row["post_id"],
-        done_by=row["done_by"],
-        done_at=from_db_time(row["done_at"]),
-        assignee_id=row["assignee_id"],
-        removed=bool(row["removed"]),
-    )
-
-
-def _outbox(row: sqlite3.Row) -> OutboxEntry:
-    return OutboxEntry(
-        key=row["key"],
-        incident_number=row["incident_number"],
-        channel_id=row["channel_id"],
-        root_id=row["root_id"],
-        message=row["message"],
-        created_at=db_time(row["created_at"]),
-        attempts=row["attempts"],
-        done_at=from_db_time(row["done_at"]),
-    )
-
-
-def _playbook(row: sqlite3.Row) -> Playbook:
-    return Playbook(
-        team_id=row["team_id"],
-        name=row["name"],
-        description=row["description"],
-        default_severity=row["default_severity"],
-        items=from_json(row["items"]),
-    )
-
-
-def _marks(values: Sequence[Any]) -> str:
-    return ", ".join("?" * len(values))
 
 
 # --- the store --------------------------------------------------------------------------
@@ -253,143 +187,38 @@ class SQLiteStore:
         return rows[0][0] if rows else None
 
 
-class _SQLiteTransaction:
-    """The Transaction protocol on the store's connection, valid inside its ``async with`` only."""
+class _SQLiteTransaction(SQLTransaction):
+    """The Transaction protocol on SQLite (store/sql.py), plus what only SQLite's SQL says."""
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
-        self._connection: aiosqlite.Connection | None = conn
-
-    def _finish(self) -> None:
-        self._connection = None
-
-    @property
-    def _conn(self) -> aiosqlite.Connection:
-        if self._connection is None:
-            raise RuntimeError("this transaction has ended; use the store inside `async with store.transaction()`")
-        return self._connection
+    now_sql = _NOW_SQL
 
     async def _all(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         return list(await self._conn.execute_fetchall(sql, tuple(params)))
 
-    async def _one(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
-        rows = await self._all(sql, params)
-        return rows[0] if rows else None
-
     async def _run(self, sql: str, params: Iterable[Any] = ()) -> None:
-        """Run one statement whose row count nobody needs: one trip to SQLite's thread, where
-        ``_write`` takes two (execute, then closing its cursor)."""
+        """One trip to SQLite's thread, where ``_write`` takes two (execute, then closing its cursor)."""
         await self._conn.execute_fetchall(sql, tuple(params))
 
     async def _write(self, sql: str, params: Iterable[Any] = ()) -> int:
-        """Run one statement; the number of rows it changed."""
         async with self._conn.execute(sql, tuple(params)) as cursor:
-            return cursor.rowcount
+            return int(cursor.rowcount)
 
-    async def _require_incident(self, number: int) -> None:
-        if await self._one("SELECT 1 FROM incidents WHERE number = ?", (number,)) is None:
-            raise KeyError(f"no incident #{number}")
+    def _time(self, value: datetime | None) -> str | None:
+        return to_db_time(value)
 
-    # --- idempotency -------------------------------------------------------------------
+    def _read_time(self, value: Any) -> datetime | None:
+        return from_db_time(value)
 
-    async def event_seen(self, key: str) -> bool:
-        return await self._one("SELECT 1 FROM processed_events WHERE key = ?", (key,)) is not None
-
-    async def record_event(self, key: str, at: datetime, incident_number: int | None = None) -> None:
-        await self._run(
-            "INSERT INTO processed_events (key, at, incident_number) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING",
-            (key, to_db_time(at), incident_number),
-        )
-
-    async def prune_events(self, before: datetime) -> int:
-        return await self._write("DELETE FROM processed_events WHERE at < ?", (to_db_time(before),))
-
-    async def prune_replies(self, before: datetime) -> int:
-        return await self._write("DELETE FROM replies WHERE at < ?", (to_db_time(before),))
-
-    async def prune_outbox(self, before: datetime) -> int:
-        return await self._write("DELETE FROM outbox WHERE done_at < ?", (to_db_time(before),))
-
-    async def bookkeeping_counts(self) -> dict[str, int]:
-        row = await self._one(
-            "SELECT (SELECT COUNT(*) FROM processed_events) AS events, (SELECT COUNT(*) FROM replies) AS replies, "
-            "(SELECT COUNT(*) FROM outbox) AS outbox"
-        )
-        assert row is not None
-        return {name: int(row[name]) for name in ("events", "replies", "outbox")}
-
-    # --- replies -------------------------------------------------------------------------
-
-    async def get_reply(self, command_key: str) -> str | None:
-        row = await self._one("SELECT reply_post_id FROM replies WHERE command_key = ?", (command_key,))
-        return row["reply_post_id"] if row else None
-
-    async def record_reply(self, command_key: str, reply_post_id: str, at: datetime) -> None:
-        await self._run(
-            "INSERT INTO replies (command_key, reply_post_id, at) VALUES (?, ?, ?) ON CONFLICT (command_key) DO NOTHING",
-            (command_key, reply_post_id, to_db_time(at)),
-        )
-
-    # --- incidents -------------------------------------------------------------------------
+    def _flag(self, value: bool) -> int:
+        return int(value)
 
     async def create_incident(self, incident: Incident) -> Incident:
         row = await self._one(
-            f"INSERT INTO incidents ({', '.join(INCIDENT_COLUMNS)}) VALUES ({_marks(INCIDENT_COLUMNS)}) RETURNING number",
-            _incident_params(incident),
+            f"INSERT INTO incidents ({', '.join(INCIDENT_COLUMNS)}) VALUES ({marks(INCIDENT_COLUMNS)}) RETURNING number",
+            self._incident_params(incident),
         )
         assert row is not None
         return incident.model_copy(update={"number": row["number"]})
-
-    async def save_incident(self, incident: Incident) -> None:
-        assignments = ", ".join(f"{name} = ?" for name in INCIDENT_COLUMNS)
-        changed = await self._write(
-            f"UPDATE incidents SET {assignments}, updated_at = {_NOW_SQL} WHERE number = ?",
-            [*_incident_params(incident), incident.number],
-        )
-        if changed == 0:
-            raise KeyError(f"no incident #{incident.number}")
-
-    async def get_incident(self, number: int) -> Incident | None:
-        row = await self._one("SELECT * FROM incidents WHERE number = ?", (number,))
-        return _incident(row) if row else None
-
-    async def get_incident_by_channel(self, channel_id: str) -> Incident | None:
-        row = await self._one("SELECT * FROM incidents WHERE channel_id = ?", (channel_id,))
-        return _incident(row) if row else None
-
-    async def get_incident_by_command_post(self, post_id: str) -> Incident | None:
-        row = await self._one("SELECT * FROM incidents WHERE command_post_id = ? ORDER BY number LIMIT 1", (post_id,))
-        return _incident(row) if row else None
-
-    async def list_incidents(
-        self,
-        team_ids: list[str],
-        statuses: list[Status],
-        limit: int,
-        offset: int = 0,
-    ) -> tuple[list[Incident], int]:
-        if limit < 0 or offset < 0:
-            raise ValueError(f"limit and offset must not be negative (got {limit}, {offset})")
-        if not team_ids or not statuses:
-            return [], 0
-        where = f"team_id IN ({_marks(team_ids)}) AND status IN ({_marks(statuses)})"
-        params = [*team_ids, *(Status(s).value for s in statuses)]
-        count = await self._one(f"SELECT COUNT(*) AS n FROM incidents WHERE {where}", params)
-        total = int(count["n"]) if count else 0
-        if limit == 0 or offset >= total:
-            return [], total
-        rows = await self._all(
-            f"SELECT * FROM incidents WHERE {where} ORDER BY number DESC LIMIT ? OFFSET ?", [*params, limit, offset]
-        )
-        return [_incident(row) for row in rows], total
-
-    async def list_incidents_in_status(self, statuses: list[Status]) -> list[Incident]:
-        if not statuses:
-            return []
-        rows = await self._all(
-            f"SELECT * FROM incidents WHERE status IN ({_marks(statuses)}) ORDER BY number",
-            [Status(s).value for s in statuses],
-        )
-        return [_incident(row) for row in rows]
 
     async def list_incidents_to_repair(self, ended_since: datetime) -> list[Incident]:
         # Two index ranges on (status, ended_at), not an OR that scans the table: the old
@@ -400,12 +229,12 @@ class _SQLiteTransaction:
             "UNION ALL SELECT * FROM incidents INDEXED BY incidents_status_ended WHERE status = ? AND ended_at >= ?",
             (Status.ACTIVE.value, Status.ENDED.value, to_db_time(ended_since)),
         )
-        return sorted((_incident(row) for row in rows), key=lambda i: i.number)
+        return sorted((self._incident(row) for row in rows), key=lambda i: i.number)
 
     async def incident_stats(self, team_ids: list[str], since: datetime) -> IncidentStats:
         if not team_ids:
             return IncidentStats()
-        teams = f"team_id IN ({_marks(team_ids)})"
+        teams = f"team_id IN ({marks(team_ids)})"
         start = to_db_time(since)
         row = await self._one(
             f"SELECT COUNT(*) AS n FROM incidents WHERE {teams} AND status IN (?, ?)",
@@ -440,61 +269,6 @@ class _SQLiteTransaction:
             mean_seconds=float(row["mean"]) / 1000,
         )
 
-    # --- timeline ------------------------------------------------------------------------------
-
-    async def add_timeline(self, event: TimelineEvent) -> TimelineEvent:
-        await self._require_incident(event.incident_number)
-        row = await self._one(
-            "INSERT INTO timeline (incident_number, at, kind, actor_id, text, post_id, data, deleted) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            (
-                event.incident_number,
-                to_db_time(event.at),
-                event.kind.value,
-                event.actor_id,
-                event.text,
-                event.post_id,
-                to_json(event.data),
-                int(event.deleted),
-            ),
-        )
-        assert row is not None
-        return event.model_copy(update={"id": row["id"]})
-
-    async def update_timeline(self, event: TimelineEvent) -> None:
-        changed = await self._write(
-            "UPDATE timeline SET at = ?, kind = ?, actor_id = ?, text = ?, post_id = ?, data = ?, deleted = ? "
-            "WHERE id = ? AND incident_number = ?",
-            (
-                to_db_time(event.at),
-                event.kind.value,
-                event.actor_id,
-                event.text,
-                event.post_id,
-                to_json(event.data),
-                int(event.deleted),
-                event.id,
-                event.incident_number,
-            ),
-        )
-        if changed == 0:
-            raise KeyError(f"no timeline event {event.id} in incident #{event.incident_number}")
-
-    async def list_timeline(self, incident_number: int, include_deleted: bool = False) -> list[TimelineEvent]:
-        live = "" if include_deleted else "AND deleted = 0"
-        rows = await self._all(f"SELECT * FROM timeline WHERE incident_number = ? {live} ORDER BY at, id", (incident_number,))
-        return [_timeline(row) for row in rows]
-
-    async def get_timeline_by_post(self, incident_number: int, post_id: str) -> TimelineEvent | None:
-        row = await self._one(
-            "SELECT * FROM timeline WHERE incident_number = ? AND post_id = ? AND kind = 'post_pinned' "
-            "AND deleted = 0 ORDER BY id LIMIT 1",
-            (incident_number, post_id),
-        )
-        return _timeline(row) if row else None
-
-    # --- checklist ---------------------------------------------------------------------------
-
     async def add_checklist_item(self, incident_number: int, text: str) -> ChecklistItem:
         await self._require_incident(incident_number)
         # Removed items keep their rows, so MAX + 1 never repeats a number.
@@ -507,44 +281,13 @@ class _SQLiteTransaction:
         assert row is not None
         return ChecklistItem(incident_number=incident_number, number=row["number"], text=text)
 
-    async def save_checklist_item(self, item: ChecklistItem) -> None:
-        changed = await self._write(
-            "UPDATE checklist_items SET text = ?, post_id = ?, done_by = ?, done_at = ?, assignee_id = ?, "
-            f"removed = ?, updated_at = {_NOW_SQL} WHERE incident_number = ? AND number = ?",
-            (
-                item.text,
-                item.post_id,
-                item.done_by,
-                to_db_time(item.done_at),
-                item.assignee_id,
-                int(item.removed),
-                item.incident_number,
-                item.number,
-            ),
-        )
-        if changed == 0:
-            raise KeyError(f"no checklist item {item.number} in incident #{item.incident_number}")
-
-    async def list_checklist(self, incident_number: int, include_removed: bool = False) -> list[ChecklistItem]:
-        live = "" if include_removed else "AND removed = 0"
-        rows = await self._all(
-            f"SELECT * FROM checklist_items WHERE incident_number = ? {live} ORDER BY number", (incident_number,)
-        )
-        return [_item(row) for row in rows]
-
-    async def get_checklist_item_by_post(self, post_id: str) -> ChecklistItem | None:
-        row = await self._one("SELECT * FROM checklist_items WHERE post_id = ?", (post_id,))
-        return _item(row) if row else None
-
-    # --- playbooks -------------------------------------------------------------------------
-
     async def get_playbook(self, team_id: str, name: str) -> Playbook | None:
         row = await self._one("SELECT * FROM playbooks WHERE team_id = ? AND name = ?", (team_id, name))
-        return _playbook(row) if row else None
+        return self._playbook(row) if row else None
 
     async def list_playbooks(self, team_id: str) -> list[Playbook]:
         rows = await self._all("SELECT * FROM playbooks WHERE team_id = ? ORDER BY name", (team_id,))
-        return [_playbook(row) for row in rows]
+        return [self._playbook(row) for row in rows]
 
     async def save_playbook(self, playbook: Playbook) -> None:
         if playbook.team_id is None:
@@ -559,60 +302,6 @@ class _SQLiteTransaction:
 
     async def delete_playbook(self, team_id: str, name: str) -> bool:
         return await self._write("DELETE FROM playbooks WHERE team_id = ? AND name = ?", (team_id, name)) > 0
-
-    # --- reminders and state ----------------------------------------------------------------
-
-    async def due_reminders(self, now: datetime) -> list[Incident]:
-        rows = await self._all(
-            "SELECT * FROM incidents WHERE status = ? AND next_reminder_at IS NOT NULL AND next_reminder_at <= ? "
-            "ORDER BY next_reminder_at, number",
-            (Status.ACTIVE.value, to_db_time(now)),
-        )
-        return [_incident(row) for row in rows]
-
-    # --- outbox ----------------------------------------------------------------------------
-
-    async def add_outbox(self, entry: OutboxEntry) -> bool:
-        added = await self._write(
-            "INSERT INTO outbox (key, incident_number, channel_id, root_id, message, created_at, attempts, done_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
-            (
-                entry.key,
-                entry.incident_number,
-                entry.channel_id,
-                entry.root_id,
-                entry.message,
-                to_db_time(entry.created_at),
-                entry.attempts,
-                to_db_time(entry.done_at) if entry.done_at else None,
-            ),
-        )
-        return added > 0
-
-    async def pending_outbox(self, limit: int = 100) -> list[OutboxEntry]:
-        rows = await self._all("SELECT * FROM outbox WHERE done_at IS NULL ORDER BY created_at, key LIMIT ?", (limit,))
-        return [_outbox(row) for row in rows]
-
-    async def get_outbox(self, key: str) -> OutboxEntry | None:
-        row = await self._one("SELECT * FROM outbox WHERE key = ?", (key,))
-        return _outbox(row) if row else None
-
-    async def save_outbox(self, entry: OutboxEntry) -> None:
-        await self._write(
-            "UPDATE outbox SET attempts = ?, done_at = ? WHERE key = ?",
-            (entry.attempts, to_db_time(entry.done_at) if entry.done_at else None, entry.key),
-        )
-
-    async def get_state(self, key: str) -> Any | None:
-        row = await self._one("SELECT value FROM bot_state WHERE key = ?", (key,))
-        return from_json(row["value"]) if row else None
-
-    async def set_state(self, key: str, value: Any) -> None:
-        await self._run(
-            "INSERT INTO bot_state (key, value) VALUES (?, ?) "
-            f"ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = {_NOW_SQL}",
-            (key, to_json(value)),
-        )
 
     # --- copying (store/copy.py; not part of the Transaction protocol) ------------------------
 
@@ -644,7 +333,7 @@ class _SQLiteTransaction:
                 return to_db_time(value)
             return int(value) if name in table.flags else value
 
-        sql = f"INSERT INTO {table.name} ({', '.join(table.columns)}) VALUES ({_marks(table.columns)})"
+        sql = f"INSERT INTO {table.name} ({', '.join(table.columns)}) VALUES ({marks(table.columns)})"
         await self._conn.executemany(sql, [tuple(param(n, row[n]) for n in table.columns) for row in rows])
 
     async def last_numbers(self) -> dict[str, int]:
