@@ -230,11 +230,13 @@ class Runtime:
         return await self.health.not_ready()
 
     async def _refresh_metrics(self) -> None:
-        """Gauges read at scrape time: active incidents by severity, readiness."""
+        """Gauges read at scrape time: active incidents by severity, outbox depth, readiness."""
         self.metrics.ready.set(0 if await self._not_ready() else 1)
         async with self.store.transaction() as tx:
             active = await tx.list_incidents_in_status([Status.ACTIVE])
+            depth = await tx.outbox_depth()
         self.metrics.set_active(incident.severity for incident in active)
+        self.metrics.outbox_depth.set(depth)
 
     async def _repair(self, bot: Bot) -> None:
         """After a start: posts queued before the stop go out, and open channels are mended."""

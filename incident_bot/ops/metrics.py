@@ -66,8 +66,9 @@ class Metrics:
         self.active = Gauge(f"{PREFIX}_active_incidents", "Active incidents by severity", ["severity"], registry=r)
         self.reminders = Counter(f"{PREFIX}_reminders_sent", "Status-update reminders posted", registry=r)
         self.ready = Gauge(f"{PREFIX}_ready", "1 when /readyz answers 200", registry=r)
-        # Outbox depth (posts waiting to go out) comes with the outbox: a Gauge here,
-        # f"{PREFIX}_outbox_depth", set from the outbox like `active` is at scrape time.
+        self.outbox_depth = Gauge(
+            f"{PREFIX}_outbox_depth", "Posts that follow a committed change and wait to go out (app/outbox.py)", registry=r
+        )
         for severity in ("1", "2", "3", "4"):
             self.active.labels(severity)  # every severity present from the start, at 0
         # Label children are cached: the hot path does a dict lookup, not a labels() call.

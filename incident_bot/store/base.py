@@ -174,6 +174,9 @@ class Transaction(Protocol):
 
     async def get_outbox(self, key: str) -> OutboxEntry | None: ...
 
+    async def outbox_depth(self) -> int:
+        """How many entries wait to be delivered."""
+
     async def save_outbox(self, entry: OutboxEntry) -> None:
         """Store the entry's ``attempts`` and ``done_at``."""
 

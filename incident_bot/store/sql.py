@@ -327,6 +327,10 @@ class SQLTransaction:
         rows = await self._all("SELECT * FROM outbox WHERE done_at IS NULL ORDER BY created_at, key LIMIT ?", (limit,))
         return [self._outbox(row) for row in rows]
 
+    async def outbox_depth(self) -> int:
+        row = await self._one("SELECT COUNT(*) AS n FROM outbox WHERE done_at IS NULL")
+        return int(row["n"]) if row else 0
+
     async def get_outbox(self, key: str) -> OutboxEntry | None:
         row = await self._one("SELECT * FROM outbox WHERE key = ?", (key,))
         return self._outbox(row) if row else None

@@ -80,6 +80,7 @@ async def test_health_and_metrics_follow_what_people_do(world: World, bot: BotPr
     )
     assert value(after, "incident_bot_db_commit_seconds_count") > value(before, "incident_bot_db_commit_seconds_count")
     assert value(after, "incident_bot_active_incidents", severity="2") == 1  # the playbook's severity
+    assert ("incident_bot_outbox_depth", ()) in after and value(after, "incident_bot_outbox_depth") == 0  # all went out
 
     # The log: every handled event's line has its duration and incident; every line is JSON.
     handled = [e for e in bot.current_log() if e.get("event") in ("command.handled", "reaction.handled")]

@@ -1069,4 +1069,5 @@ async def test_outbox_prune_forgets_delivered_entries_only(store: Store) -> None
         assert await tx.prune_outbox(T0 - timedelta(days=1)) == 1
         assert await tx.get_outbox("old-done") is None
         assert [e.key for e in await tx.pending_outbox()] == ["old-pending"]  # never dropped while pending
+        assert await tx.outbox_depth() == 1
         assert (await tx.bookkeeping_counts())["outbox"] == 2
