@@ -9,6 +9,7 @@ fold case, the queries tuned to its planner, and copying (store/copy.py).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
@@ -24,7 +25,7 @@ def marks(values: Sequence[Any]) -> str:
     return ", ".join("?" * len(values))
 
 
-class SQLTransaction:
+class SQLTransaction(ABC):
     """A transaction on one connection, valid inside its store's ``async with`` only."""
 
     now_sql: ClassVar[str]  # the current time as the backend stores it
@@ -43,29 +44,33 @@ class SQLTransaction:
 
     # --- what each backend says ---------------------------------------------------------------
 
+    @abstractmethod
     async def _all(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
-        raise NotImplementedError
+        """Every row the statement returns."""
 
     async def _one(self, sql: str, params: Iterable[Any] = ()) -> Row | None:
         rows = await self._all(sql, params)
         return rows[0] if rows else None
 
+    @abstractmethod
     async def _write(self, sql: str, params: Iterable[Any] = ()) -> int:
         """Run one statement; the number of rows it changed."""
-        raise NotImplementedError
 
     async def _run(self, sql: str, params: Iterable[Any] = ()) -> None:
         """Run one statement whose row count nobody needs."""
         await self._write(sql, params)
 
+    @abstractmethod
     def _time(self, value: datetime | None) -> Any:
-        raise NotImplementedError
+        """A time as the backend stores it (to the millisecond, UTC)."""
 
+    @abstractmethod
     def _read_time(self, value: Any) -> datetime | None:
-        raise NotImplementedError
+        """A stored time as an aware UTC datetime."""
 
+    @abstractmethod
     def _flag(self, value: bool) -> Any:
-        raise NotImplementedError
+        """A boolean as the backend stores it."""
 
     def _at(self, value: Any) -> datetime:
         """A time column that is never NULL."""

@@ -56,6 +56,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from tests.support.postgres import ensure_os_user, find_bindir
+
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 MMBUILD = HERE / "mmbuild"
@@ -199,26 +201,11 @@ def build(force: bool = False) -> Path:
 # processes
 
 
-def _ensure_os_user(name: str) -> pwd.struct_passwd:
-    try:
-        return pwd.getpwnam(name)
-    except KeyError:
-        pass
-    subprocess.run(
-        ["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name],
-        check=True,
-    )
-    return pwd.getpwnam(name)
-
-
 def postgres_bindir() -> Path:
-    candidates = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin/postgres"),
-        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
-    )
-    if not candidates:
+    bindir = find_bindir()
+    if bindir is None:
         raise SystemExit("PostgreSQL is not installed: apt-get update && apt-get install -y postgresql")
-    return candidates[-1].parent
+    return bindir
 
 
 class Proc:
@@ -277,7 +264,7 @@ class Postgres:
 
     def start(self) -> None:
         if os.geteuid() == 0:
-            user = _ensure_os_user(PG_USER)
+            user = ensure_os_user(PG_USER)
             self.root.mkdir(parents=True)
             self.sock.mkdir()
             for path in (self.root, self.sock):

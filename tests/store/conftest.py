@@ -9,6 +9,7 @@ PostgreSQL runs are skipped only when its binaries are missing and cannot be ins
 from __future__ import annotations
 
 import itertools
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -23,20 +24,20 @@ from incident_bot.store.sqlite import SQLiteStore
 from tests.support.postgres import Cluster, ensure_installed
 
 
-class Backend:
+class Backend(ABC):
     """One database for one test, and the few things a test needs to know or forge about it."""
 
     name: str
     location: str  # how SchemaTooNew's message names the database
     latest_version: int  # the newest schema version this code knows
 
+    @abstractmethod
     def make(self) -> Store:
         """A new, unopened store on this test's database (the same database every call)."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def set_schema_version(self, version: int) -> None:
         """Mark the (closed) database as written by a newer incident-bot."""
-        raise NotImplementedError
 
 
 class SQLiteBackend(Backend):
