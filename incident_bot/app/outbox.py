@@ -22,6 +22,9 @@ log = structlog.get_logger("incident_bot.outbox")
 OUTBOX_PROP = "incident_bot_outbox"
 FIND_MARGIN = timedelta(minutes=1)  # a post made by an earlier attempt is this much after the entry at the earliest
 BATCH = 100
+# A post Mattermost refused as a bad request (4xx, not 429) this often is given up and logged
+# rather than retried forever; an outage (5xx, no answer, 429) is waited out however long it lasts.
+MAX_REFUSALS = 5
 
 
 class Outbox:
@@ -79,9 +82,14 @@ class Outbox:
                 # The channel or thread is gone, or the bot was removed: nobody can read it there.
                 log.warning("outbox.obsolete", key=key, incident=entry.incident_number, status=exc.status)
             except MattermostError as exc:
-                log.warning("outbox.failed", key=key, incident=entry.incident_number, status=exc.status, attempts=entry.attempts)
-                self.backlog.outbox_waiting()
-                return False
+                refused = 400 <= exc.status < 500 and exc.status != 429
+                if not refused or entry.attempts < MAX_REFUSALS:
+                    log.warning(
+                        "outbox.failed", key=key, incident=entry.incident_number, status=exc.status, attempts=entry.attempts
+                    )
+                    self.backlog.outbox_waiting()
+                    return False
+                log.error("outbox.abandoned", key=key, incident=entry.incident_number, status=exc.status, attempts=entry.attempts)
             entry.done_at = self.core.now()
             await self._save(entry)
             return True

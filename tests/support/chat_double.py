@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from incident_bot.chat.errors import ChannelNameTaken, Forbidden, MattermostError, NotFound
+from incident_bot.chat.errors import BadRequest, ChannelNameTaken, Forbidden, MattermostError, NotFound
 from incident_bot.chat.models import Channel, FileInfo, Post, Reaction, Team, User
 
 _ids = itertools.count(1)
@@ -32,7 +32,7 @@ class Call:
 @dataclass
 class ChatDouble:
     """Records every call in ``calls``; ``fail_next[name] = n`` makes the next n calls of
-    ``name`` raise a 503, as a Mattermost that is down would."""
+    ``name`` raise a 503, as a Mattermost that is down would; ``refuse_next`` a 400."""
 
     bot: User
     users: dict[str, User] = field(default_factory=dict)
@@ -44,6 +44,7 @@ class ChatDouble:
     reactions: dict[str, list[Reaction]] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
     fail_next: dict[str, int] = field(default_factory=dict)
+    refuse_next: dict[str, int] = field(default_factory=dict)
     _pending: dict[str, str] = field(default_factory=dict)
     skew_ms: int = 0  # the server's clock moved forward, as the bot's is by its skew (simulated days)
 
@@ -129,6 +130,9 @@ class ChatDouble:
         if self.fail_next.get(name, 0) > 0:
             self.fail_next[name] -= 1
             raise MattermostError(503, "down", method="TEST", path=name)
+        if self.refuse_next.get(name, 0) > 0:
+            self.refuse_next[name] -= 1
+            raise BadRequest(400, "refused", method="TEST", path=name)
 
     def _post(self, post_id: str) -> Post:
         post = self.posts.get(post_id)

@@ -79,3 +79,20 @@ async def test_a_reminder_mattermost_refused_is_posted_later_and_not_repeated(ap
     assert await app.bot.timeline.send_due_reminders() == 0  # queued: not due again
     assert await app.bot.outbox.deliver_pending()
     assert len([p for p in app.chat.bot_posts(channel) if "no status update" in p.message]) == 1
+
+
+async def test_an_outage_is_waited_out_but_a_post_refused_again_and_again_is_given_up(app: App) -> None:
+    from incident_bot.app.outbox import MAX_REFUSALS
+
+    channel = await app.start()
+    app.chat.fail_next["create_post"] = 1
+    await app.say(app.alice, "update stuck", channel)
+    app.chat.fail_next["create_post"] = 3 * MAX_REFUSALS  # Mattermost down (503) for a long while
+    for _ in range(3 * MAX_REFUSALS):
+        await app.bot.outbox.deliver_pending()
+    assert len(await pending(app)) == 1  # still waiting: an outage ends
+    app.chat.refuse_next["create_post"] = MAX_REFUSALS  # now it answers 400 to this post every time
+    for _ in range(MAX_REFUSALS):
+        await app.bot.outbox.deliver_pending()
+    assert await pending(app) == []  # given up (logged as outbox.abandoned), not retried forever
+    assert copies(app, channel.id, "stuck") == []
