@@ -5,6 +5,7 @@ would (``_publish``, provided by the websocket part)."""
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
@@ -25,7 +26,7 @@ from tests.fakes.mattermost.common import (
 )
 
 
-class State:
+class State(ABC):
     """Users, teams, channels, posts, reactions and memberships, with setup and read helpers
     that tests call directly (synchronous; they publish events like the API would)."""
 
@@ -57,8 +58,9 @@ class State:
         # change is stored (before its event is sent): the benchmarks time replies with it.
         self.post_watchers: list[Callable[[str, dict[str, Any]], None]] = []
 
+    @abstractmethod
     def _publish(self, event: str, data: dict[str, Any], **where: Any) -> None:
-        raise NotImplementedError  # the websocket part delivers events
+        """Send an event to whoever ``where`` names; the websocket part (websocket.py) delivers it."""
 
     # ---------------------------------------------------------------------------- clock
 
