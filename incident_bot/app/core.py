@@ -19,7 +19,7 @@ from incident_bot.chat.models import Post, User
 from incident_bot.chat.port import ChatPort
 from incident_bot.config import Settings
 from incident_bot.domain import messages, rules
-from incident_bot.domain.commands import Access
+from incident_bot.domain.commands import COMMANDS, Access, Outcome
 from incident_bot.domain.format import format_short_duration
 from incident_bot.domain.models import ChecklistItem, Incident, OutboxEntry, Playbook, TimelineEvent, TimelineKind
 from incident_bot.domain.rules import RuleError
@@ -143,6 +143,8 @@ class Core:
         if req.replied:
             log.error("reply.twice", key=req.key)
             return None
+        if req.answer is not None:
+            return await self._answer(req, text, file_ids)
         if req.late_by is not None:
             text = messages.late(text, format_short_duration(req.late_by))
         root = "" if req.is_dm else req.thread_root
@@ -151,6 +153,33 @@ class Core:
             text,
             root_id=root,
             props={REPLY_PROP: req.post.id},
+            file_ids=file_ids,
+            pending_post_id=pending_id("reply", req.key),
+        )
+        req.replied = True
+        await self.note_reply(req, post, applied=True)
+        return post
+
+    async def _answer(self, req: Request, text: str, file_ids: list[str] | None) -> Post | None:
+        """The reply to a command that came without a post: what only the requester needs
+        (the command table's ``private_answer``, refusals, usage errors, help) through
+        ``req.answer``; the rest is posted in the channel (in the thread it came from) as
+        the reply to a mention would be."""
+        assert req.answer is not None
+        spec = COMMANDS.get(req.command)
+        private = req.outcome != Outcome.OK or spec is None or spec.private_answer
+        if private and not file_ids:
+            await req.answer.private(text)
+            req.replied = True
+            async with self.store.transaction() as tx:
+                await tx.record_event(req.key, self.now(), req.incident)  # a no-op when already recorded
+            req.noted = True
+            return None
+        post = await self.chat.create_post(
+            req.channel_id,
+            text,
+            root_id=req.post.root_id,
+            props={REPLY_PROP: req.key},
             file_ids=file_ids,
             pending_post_id=pending_id("reply", req.key),
         )
