@@ -466,6 +466,17 @@ class MattermostClient:
 
     # --- slash commands and dialogs --------------------------------------------------------
 
+    async def list_commands(self, team_id: str) -> list[dict[str, Any]]:
+        """The team's custom slash commands (needs a token that may manage them)."""
+        data = await self._get("/commands", {"team_id": team_id, "custom_only": "true"})
+        return list(data or [])
+
+    async def create_command(self, command: dict[str, Any]) -> dict[str, Any]:
+        return dict(await self._request("POST", "/commands", json_body=command))
+
+    async def update_command(self, command: dict[str, Any]) -> dict[str, Any]:
+        return dict(await self._request("PUT", f"/commands/{command['id']}", json_body=command))
+
     async def open_dialog(self, trigger_id: str, url: str, dialog: dict[str, Any]) -> None:
         await self._request("POST", "/actions/dialogs/open", json_body={"trigger_id": trigger_id, "url": url, "dialog": dialog})
 

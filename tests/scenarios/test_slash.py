@@ -1,0 +1,150 @@
+"""`/incident …`: the slash command runs what the mention runs. People type it (the server's
+/api/v4/commands/execute calls the bot); what only they need comes back ephemeral, changes are
+posted by the bot in the channel. A request without the command's token runs nothing."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from tests.support.botproc import BotProcess
+from tests.support.people import ApiError, Person
+from tests.support.slash import call_bot, command_form
+from tests.support.world import World
+
+REPLY_PROP = "incident_bot_reply_to"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000) - 1
+
+
+async def private(person: Person, channel_id: str, text: str, contains: str) -> str:
+    """``/incident text``: answered to the person alone, right in the command's response."""
+    answer = await person.slash(channel_id, f"/incident {text}")
+    assert answer.get("response_type") == "ephemeral", answer
+    assert contains in answer["text"], answer["text"]
+    return str(answer["text"])
+
+
+async def public(person: Person, channel_id: str, text: str, contains: str) -> dict[str, Any]:
+    """``/incident text``: nothing private; the bot's answer is posted in the channel for everyone."""
+    since = now_ms()
+    answer = await person.slash(channel_id, f"/incident {text}")
+    assert not answer.get("text"), answer
+    bot = await person.bot_id()
+    return await person.wait_for_post(
+        channel_id,
+        lambda p: p["user_id"] == bot and str(p["props"].get(REPLY_PROP, "")).startswith("slash:") and contains in p["message"],
+        after_ms=since,
+    )
+
+
+async def test_every_command_by_slash_private_answers_ephemeral_changes_posted(world: World, slash_bot: BotProcess) -> None:
+    alice, bob, carol = world.alice, world.bob, world.carol
+    ops = world.channel_ids["ops/incidents"]
+
+    help_text = await private(alice, ops, "help", "/incident")
+    assert "@incident-bot" in help_text
+    await private(alice, ops, "", "commands")  # the command alone: the help, as a bare mention
+    await private(alice, ops, "frob", "Unknown command")
+
+    started = await public(alice, ops, "start DB primary down --sev 2 --playbook database --invite @bob", "Started incident")
+    assert started["root_id"] == ""  # typed in the channel, not in a thread: answered in the channel
+    number = int(re.search(r"incident #(\d+)", started["message"]).group(1))
+    name = re.search(r"~(incident-[a-z0-9-]+)", started["message"]).group(1)
+    room = (await alice.channel_by_name(world.team_ids["ops"], name))["id"]
+    assert bob.user_id in await alice.channel_members(room)
+
+    await private(alice, ops, "list", "DB primary down")
+    await private(alice, ops, f"info {number}", "DB primary down")
+    await private(alice, room, "info", "Commander: @alice")
+    await private(alice, room, "checklist", "Checklist of incident")
+    await public(alice, room, "check 1", "Ticked item 1")
+    await public(alice, room, "uncheck 1", "Unticked item 1")
+    await public(alice, room, "add Tell support", "Added item 5")
+    await public(alice, room, "rename 5 Tell customers", "now reads: Tell customers")
+    await public(alice, room, "assign 5 @bob", "is assigned to @bob")
+    await public(alice, room, "unassign 5", "has no assignee now")
+    await public(alice, room, "remove 5", "Removed item 5")
+    await public(alice, room, "note Replica lag back to normal", "Added a note")
+    await private(alice, room, "timeline", "Replica lag back to normal")
+    await public(alice, room, "sev 1", f"Incident #{number} is now")
+    await public(alice, room, "update Failover done, watching errors", "Posted the status update")
+    exported = await public(alice, room, "export", "Postmortem starter")
+    assert exported["file_ids"]
+    joined = await public(carol, ops, f"join {number}", "Added you to")
+    assert carol.user_id in await alice.channel_members(room), joined["message"]
+    await public(alice, room, "commander @bob", f"Commander of incident #{number} is now @bob")
+    await public(bob, room, "end rolled back", f"Ended incident #{number}")
+    await private(alice, ops, "history", "DB primary down")
+    await public(bob, room, "reopen", "active again")
+    await private(alice, ops, "stats", "")
+    await private(alice, ops, "playbooks", "database")
+    await public(alice, ops, "playbook create db2 Page the DBA; Fail over", "Created playbook")
+
+    # Refusals and usage errors are private too.
+    await private(alice, room, "sev 9", "Usage")
+    await private(alice, ops, "sev 2", "works only in an incident channel")
+
+
+async def test_a_request_without_the_token_runs_nothing(world: World, slash_bot: BotProcess) -> None:
+    alice = world.alice
+    ops = world.channel_ids["ops/incidents"]
+    form = command_form(world, slash_bot, alice, "ops/incidents", "start Forged outage", "forged-trigger-1")
+    since = now_ms()
+    for token in ("not-the-token", ""):
+        status, _ = await call_bot(slash_bot, {**form, "token": token})
+        assert status == 401
+    status, _ = await call_bot(slash_bot, {k: v for k, v in form.items() if k != "token"}, {"Authorization": "Token nope"})
+    assert status == 401
+    assert len([e for e in slash_bot.log_events() if e.get("event") == "slash.refused"]) == 3
+    # The real command still works, and it is the only incident.
+    await public(alice, ops, "start Real outage", "Started incident #1")
+    posts = await alice.posts_since(ops, since)
+    assert not [p for p in posts if "Forged" in p["message"]]
+
+
+async def test_a_retried_request_is_answered_once(world: World, slash_bot: BotProcess) -> None:
+    """Mattermost may send the same command again (same trigger id): it runs and answers once."""
+    alice = world.alice
+    ops = world.channel_ids["ops/incidents"]
+    form = command_form(world, slash_bot, alice, "ops/incidents", "start Disk full", "retried-trigger-1")
+    since = now_ms()
+    first = await call_bot(slash_bot, form)
+    again = await call_bot(slash_bot, form)
+    assert first[0] == again[0] == 200
+    assert again[1]["text"] == ""
+    await alice.wait_for_post(ops, lambda p: "Started incident #1" in p["message"], after_ms=since)
+    listed = await private(alice, ops, "list", "Disk full")
+    assert "#2" not in listed
+    bot = await alice.bot_id()
+    answers = [p for p in await alice.posts_since(ops, since) if p["user_id"] == bot and "Started incident" in p["message"]]
+    assert len(answers) == 1
+    # A private answer is not given twice either.
+    form = command_form(world, slash_bot, alice, "ops/incidents", "list", "retried-trigger-2")
+    assert "Disk full" in (await call_bot(slash_bot, form))[1]["text"]
+    assert (await call_bot(slash_bot, form))[1]["text"] == ""
+
+
+async def test_a_command_typed_in_a_thread_is_answered_in_it(world: World, slash_bot: BotProcess) -> None:
+    alice = world.alice
+    ops = world.channel_ids["ops/incidents"]
+    root = await alice.post(ops, "Checkout is failing for everyone")
+    since = now_ms()
+    answer = await alice.slash(ops, "/incident start --sev 1", root_id=root["id"])
+    assert not answer.get("text"), answer
+    reply = await alice.wait_for_post(ops, lambda p: "Started incident" in p["message"], after_ms=since)
+    assert reply["root_id"] == root["id"]
+    assert "Checkout is failing" in await private(alice, ops, "list", "Checkout")
+
+
+async def test_only_people_who_may_post_in_the_channel_run_it(world: World, slash_bot: BotProcess) -> None:
+    """Only people who may post in a channel run the command there (the server's rule)."""
+    try:
+        await world.dave.slash(world.channel_ids["ops/incidents"], "/incident list")
+    except ApiError as exc:
+        assert exc.status == 403
+    else:
+        raise AssertionError("dave is not in ops")
