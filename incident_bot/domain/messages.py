@@ -835,7 +835,7 @@ DIALOG_HELP: dict[str, str] = {
 
 
 def severity_option(severity: int) -> str:
-    return f"SEV{severity}"
+    return sev(severity)
 
 
 def no_playbook_option() -> str:

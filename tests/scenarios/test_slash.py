@@ -5,40 +5,11 @@ posted by the bot in the channel. A request without the command's token runs not
 from __future__ import annotations
 
 import re
-import time
-from typing import Any
 
 from tests.support.botproc import BotProcess
-from tests.support.people import ApiError, Person
-from tests.support.slash import call_bot, command_form
+from tests.support.people import ApiError
+from tests.support.slash import call_bot, command_form, now_ms, private, public
 from tests.support.world import World
-
-REPLY_PROP = "incident_bot_reply_to"
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000) - 1
-
-
-async def private(person: Person, channel_id: str, text: str, contains: str) -> str:
-    """``/incident text``: answered to the person alone, right in the command's response."""
-    answer = await person.slash(channel_id, f"/incident {text}")
-    assert answer.get("response_type") == "ephemeral", answer
-    assert contains in answer["text"], answer["text"]
-    return str(answer["text"])
-
-
-async def public(person: Person, channel_id: str, text: str, contains: str) -> dict[str, Any]:
-    """``/incident text``: nothing private; the bot's answer is posted in the channel for everyone."""
-    since = now_ms()
-    answer = await person.slash(channel_id, f"/incident {text}")
-    assert not answer.get("text"), answer
-    bot = await person.bot_id()
-    return await person.wait_for_post(
-        channel_id,
-        lambda p: p["user_id"] == bot and str(p["props"].get(REPLY_PROP, "")).startswith("slash:") and contains in p["message"],
-        after_ms=since,
-    )
 
 
 async def test_every_command_by_slash_private_answers_ephemeral_changes_posted(world: World, slash_bot: BotProcess) -> None:

@@ -4,6 +4,7 @@ and a bot configured with its tokens; what the server sends the bot, for tests t
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import aiohttp
 
 from tests.support.botproc import BotProcess, running_bot
+from tests.support.people import Person
 from tests.support.world import World
 
 # The bot's URL is known only once it listens (port 0): registered first with this, then updated.
@@ -74,3 +76,31 @@ def command_form(world: World, bot: BotProcess, person: Any, channel: str, text:
         "root_id": "",
         "response_url": "",
     }
+
+
+REPLY_PROP = "incident_bot_reply_to"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000) - 1
+
+
+async def private(person: Person, channel_id: str, text: str, contains: str) -> str:
+    """``/incident text``: answered to the person alone, right in the command's response."""
+    answer = await person.slash(channel_id, f"/incident {text}")
+    assert answer.get("response_type") == "ephemeral", answer
+    assert contains in answer["text"], answer["text"]
+    return str(answer["text"])
+
+
+async def public(person: Person, channel_id: str, text: str, contains: str) -> dict[str, Any]:
+    """``/incident text``: nothing private; the bot's answer is posted in the channel for everyone."""
+    since = now_ms()
+    answer = await person.slash(channel_id, f"/incident {text}")
+    assert not answer.get("text"), answer
+    bot = await person.bot_id()
+    return await person.wait_for_post(
+        channel_id,
+        lambda p: p["user_id"] == bot and str(p["props"].get(REPLY_PROP, "")).startswith("slash:") and contains in p["message"],
+        after_ms=since,
+    )

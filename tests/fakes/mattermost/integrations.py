@@ -283,8 +283,8 @@ class Integrations:
         body["user_id"] = ctx.user_id
         body["type"] = "dialog_submission"
         status, response = await self._call_out(url, body=body)
-        if status != 200:
-            raise ApiFailure(500, "api.post.do_action.action_integration.app_error")
+        if status != 200:  # real DoActionRequest: any other status is a 400
+            raise ApiFailure(400, "api.post.do_action.action_integration.app_error")
         return 200, response or {}
 
     async def h_post_ephemeral(self, ctx: Any) -> tuple[int, Any]:
