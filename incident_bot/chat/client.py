@@ -466,6 +466,10 @@ class MattermostClient:
 
     # --- slash commands and dialogs --------------------------------------------------------
 
+    async def get_client_config(self) -> dict[str, Any]:
+        """The server's client configuration (``EnableCommands`` …), as the web app reads it."""
+        return dict(await self._get("/config/client", {"format": "old"}) or {})
+
     async def list_commands(self, team_id: str) -> list[dict[str, Any]]:
         """The team's custom slash commands (needs a token that may manage them)."""
         data = await self._get("/commands", {"team_id": team_id, "custom_only": "true"})

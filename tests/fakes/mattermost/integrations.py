@@ -63,7 +63,12 @@ class Integrations:
             ("POST", "/actions/dialogs/open", self.h_open_dialog, True),
             ("POST", "/actions/dialogs/submit", self.h_submit_dialog, True),
             ("POST", "/posts/ephemeral", self.h_post_ephemeral, True),
+            ("GET", "/config/client", self.h_client_config, False),
         ]
+
+    async def h_client_config(self, ctx: Any) -> tuple[int, Any]:
+        """``GET /config/client?format=old``: what the bot reads of it."""
+        return 200, {"EnableCommands": str(self.commands_enabled).lower(), "Version": "fake"}
 
     # ---------------------------------------------------------------------------- registering
 
