@@ -5,8 +5,9 @@ posted by the bot in the channel. A request without the command's token runs not
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
-from tests.support.botproc import BotProcess
+from tests.support.botproc import BotProcess, run_cli, running_bot
 from tests.support.people import ApiError
 from tests.support.slash import call_bot, command_form, now_ms, private, public
 from tests.support.world import World
@@ -119,3 +120,28 @@ async def test_only_people_who_may_post_in_the_channel_run_it(world: World, slas
         assert exc.status == 403
     else:
         raise AssertionError("dave is not in ops")
+
+
+async def test_register_command_creates_the_command_then_updates_it(world: World, tmp_path: Path) -> None:
+    """An operator registers `/incident` with an admin token (never stored), puts the printed
+    token in the config, and may run it again (after a move) to point the command elsewhere."""
+    admin = {"INCIDENT_BOT_ADMIN_TOKEN": world.admin.token}
+    for part in ("cli", "bot"):
+        (tmp_path / part).mkdir()
+    first_url = 'callback_url = "http://127.0.0.1:9"\n'
+    code, out = await run_cli(world, tmp_path / "cli", "register-command", "--team", "ops", config_extra=first_url, env=admin)
+    assert code == 0, out
+    assert "created /incident in team ops: Mattermost calls http://127.0.0.1:9/mattermost/command" in out
+    token = re.search(r'slash_tokens = \["([a-z0-9]+)"\]', out).group(1)
+    assert world.admin.token not in out
+    async for bot in running_bot(world, tmp_path / "bot", f'slash_tokens = ["{token}"]\n'):
+        moved = f'callback_url = "{await bot.ops_url()}"\n'
+        code, out = await run_cli(world, tmp_path / "cli", "register-command", "--team", "ops", config_extra=moved, env=admin)
+        assert code == 0, out
+        assert "updated /incident in team ops" in out and f'slash_tokens = ["{token}"]' in out
+        assert "/incident" in await private(world.alice, world.channel_ids["ops/incidents"], "help", "commands")
+    code, out = await run_cli(world, tmp_path / "cli", "register-command", "--team", "ops", config_extra=first_url)
+    assert code == 2 and "admin token" in out
+    code, out = await run_cli(world, tmp_path / "cli", "register-command", "--team", "ops", config_extra=first_url,
+                              env={"INCIDENT_BOT_ADMIN_TOKEN": world.alice.token})  # fmt: skip
+    assert code == 1 and "403" in out, out
