@@ -228,6 +228,8 @@ class Runtime:
         handling incidents matters more, and the missing scrape raises the operator's alert."""
         listen = self.settings.ops_listen()
         if listen is None:
+            if self.slash is not None:
+                log.warning("slash.no_listener", reason="ops_address is off: Mattermost cannot call the slash command")
             return
         server = OpsServer(listen[0], listen[1], self.metrics, self._not_ready, self._refresh_metrics)
         if self.slash is not None:

@@ -15,6 +15,7 @@ import structlog
 from incident_bot.app.directory import Directory
 from incident_bot.app.observe import AppObserver, NullObserver, note_incident
 from incident_bot.app.request import Applied, Clock, Request, UserError
+from incident_bot.chat.errors import Forbidden, NotFound
 from incident_bot.chat.models import Post, User
 from incident_bot.chat.port import ChatPort
 from incident_bot.config import Settings
@@ -169,23 +170,33 @@ class Core:
         spec = COMMANDS.get(req.command)
         private = req.outcome != Outcome.OK or spec is None or spec.private_answer
         if private and not file_ids:
-            await req.answer.private(text)
-            req.replied = True
-            async with self.store.transaction() as tx:
-                await tx.record_event(req.key, self.now(), req.incident)  # a no-op when already recorded
-            req.noted = True
+            await self._answer_privately(req, text)
             return None
-        post = await self.chat.create_post(
-            req.channel_id,
-            text,
-            root_id=req.post.root_id,
-            props={REPLY_PROP: req.key},
-            file_ids=file_ids,
-            pending_post_id=pending_id("reply", req.key),
-        )
+        try:
+            post = await self.chat.create_post(
+                req.channel_id,
+                text,
+                root_id=req.post.root_id,
+                props={REPLY_PROP: req.key},
+                file_ids=file_ids,
+                pending_post_id=pending_id("reply", req.key),
+            )
+        except (Forbidden, NotFound):  # a channel the bot is not in (a DM of two others): tell the requester
+            if file_ids:
+                raise
+            await self._answer_privately(req, text)
+            return None
         req.replied = True
         await self.note_reply(req, post, applied=True)
         return post
+
+    async def _answer_privately(self, req: Request, text: str) -> None:
+        assert req.answer is not None
+        await req.answer.private(text)
+        req.replied = True
+        async with self.store.transaction() as tx:
+            await tx.record_event(req.key, self.now(), req.incident)  # a no-op when already recorded
+        req.noted = True
 
     async def note_reply(self, req: Request, post: Post, *, applied: bool = False) -> None:
         """Remember ``post`` as the reply to ``req`` (``applied``: and the command as handled)."""

@@ -858,5 +858,5 @@ def dialog_unknown_users(names: list[str]) -> str:
     return "Not found or not in this team: " + ", ".join(safe_inline(name) for name in names) + "."
 
 
-def dialog_expired() -> str:
-    return "This form has expired; type /incident start again."
+def dialog_not_opened() -> str:
+    return "I could not open the form; type `/incident start <title>` (see `/incident help start`) instead."

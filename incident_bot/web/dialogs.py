@@ -93,7 +93,7 @@ class StartDialog:
         core = wiring.core
         base = self._base_url()
         if not base:
-            return messages.dialog_expired()
+            return messages.dialog_not_opened()
         playbooks = await core.playbooks(team_id) if team_id else core.settings.config_playbooks()
         playbook_options = [{"text": messages.no_playbook_option(), "value": ""}]
         playbook_options += [{"text": p.name, "value": p.name} for p in playbooks]
@@ -124,7 +124,7 @@ class StartDialog:
             await core.chat.open_dialog(trigger_id, base + PATH, dialog)
         except MattermostError as exc:
             log.warning("dialog.open_failed", error=type(exc).__name__, detail=str(exc)[:200])
-            return messages.dialog_expired()
+            return messages.dialog_not_opened()
         log.info("dialog.opened", user=user_id, channel=channel_id)
         return ""
 

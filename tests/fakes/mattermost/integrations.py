@@ -233,12 +233,14 @@ class Integrations:
             body = {"channel_id": channel_id, "message": text, "root_id": root_id, "props": {"from_webhook": "true"}}
             self._create_post(self.users[user_id], self.channels[channel_id], body)
         elif text:
-            self._send_ephemeral(user_id, channel_id, text, root_id)
+            self._send_ephemeral(user_id, channel_id, text, root_id, author=user_id)
 
-    def _send_ephemeral(self, user_id: str, channel_id: str, message: str, root_id: str = "") -> dict[str, Any]:
+    def _send_ephemeral(self, user_id: str, channel_id: str, message: str, root_id: str = "", *, author: str) -> dict[str, Any]:
+        """Real SendEphemeralPost: a post never stored, sent to ``user_id`` alone (a command's
+        response is the user's own; ``/posts/ephemeral`` the caller's)."""
         now = int(time.time() * 1000)
         post = {
-            "id": new_id(), "create_at": now, "update_at": now, "edit_at": 0, "delete_at": 0, "user_id": self.bot_user_id or "",
+            "id": new_id(), "create_at": now, "update_at": now, "edit_at": 0, "delete_at": 0, "user_id": author,
             "channel_id": channel_id, "root_id": root_id, "message": message, "type": "system_ephemeral", "props": {},
         }  # fmt: skip
         self._publish("ephemeral_message", {"post": json.dumps(post)}, user_id=user_id)

@@ -105,3 +105,13 @@ async def test_a_retry_with_the_same_trigger_is_answered_once(app: App, quick: T
     await app.settle()
     assert len([p for p in app.chat.posts.values() if p.message.startswith("Started incident")]) == 1
     assert len([c for c in app.chat.channels.values() if c.name.startswith("incident-")]) == 1
+
+
+async def test_in_a_channel_the_bot_cannot_post_in_the_answer_is_private(
+    app: App, quick: TestClient[web.Request, web.Application]
+) -> None:
+    """E.g. a DM between two people: the bot may not read or post there, so only the person
+    who typed the command hears back."""
+    status, answer = await call(quick, form(app, "start Disk full", "t1", channel_id="a" * 26))
+    assert status == 200 and answer["text"].startswith("Started incident #1")
+    assert not [p for p in app.chat.posts.values() if p.message.startswith("Started incident")]
