@@ -164,12 +164,14 @@ class StartDialog:
             errors["playbook"] = messages.dialog_unknown_playbook(playbook)
         invite: list[str] = []
         missing: list[str] = []
-        for uid in _ids(submission.get("responders")):
-            found = await core.chat.get_users_by_ids([uid])
-            if not found or found[0].delete_at or (team_id and not await core.directory.in_team(team_id, uid)):
-                missing.append(found[0].username if found else uid)
+        chosen = _ids(submission.get("responders"))
+        users = {user.id: user for user in await core.chat.get_users_by_ids(chosen)} if chosen else {}
+        for uid in chosen:
+            user = users.get(uid)
+            if user is None or user.delete_at or (team_id and not await core.directory.in_team(team_id, uid)):
+                missing.append(user.username if user else uid)
             elif uid != user_id:
-                invite.append(found[0].username)
+                invite.append(user.username)
         if missing:
             errors["responders"] = messages.dialog_unknown_users(missing)
         if errors:

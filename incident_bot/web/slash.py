@@ -96,16 +96,26 @@ class SlashCommand:
             log.warning("slash.malformed", missing=[n for n in ("user_id", "channel_id") if not field[n]])
             return web.Response(status=400, text="user_id and channel_id are required\n")
         text = field["text"].strip()
-        if text.lower() == "start" and field["trigger_id"]:
-            answer = await self.dialog.open(wiring, field["trigger_id"], field["user_id"], field["channel_id"], field["team_id"])
-            return web.json_response(ephemeral(answer))
-        return await self._run(wiring, field, text, await request.read())
-
-    async def _run(self, wiring: Wiring, field: dict[str, str], text: str, body: bytes) -> web.Response:
-        core = wiring.core
         # The trigger id is new for every run of the command; a retry carries the same one.
         # (A real server's trigger id is a long signed blob: its digest is the key.)
-        key = "slash:" + hashlib.sha256(field["trigger_id"].encode() or body).hexdigest()[:32]
+        key = "slash:" + hashlib.sha256(field["trigger_id"].encode() or await request.read()).hexdigest()[:32]
+        if text.lower() == "start" and field["trigger_id"]:
+            return await self._open_form(wiring, key, field)
+        return await self._run(wiring, key, field, text)
+
+    async def _open_form(self, wiring: Wiring, key: str, field: dict[str, str]) -> web.Response:
+        """``/incident start`` alone: the start dialog, opened once per trigger."""
+        core = wiring.core
+        async with core.store.transaction() as tx:
+            if await tx.event_seen(key):
+                log.info("slash.duplicate", key=key)
+                return web.json_response(ephemeral(""))
+            await tx.record_event(key, core.now(), None)
+        answer = await self.dialog.open(wiring, field["trigger_id"], field["user_id"], field["channel_id"], field["team_id"])
+        return web.json_response(ephemeral(answer))
+
+    async def _run(self, wiring: Wiring, key: str, field: dict[str, str], text: str) -> web.Response:
+        core = wiring.core
         channel_type, team_id = "O", field["team_id"]
         try:
             channel = await core.chat.get_channel(field["channel_id"])

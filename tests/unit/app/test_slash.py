@@ -115,3 +115,13 @@ async def test_in_a_channel_the_bot_cannot_post_in_the_answer_is_private(
     status, answer = await call(quick, form(app, "start Disk full", "t1", channel_id="a" * 26))
     assert status == 200 and answer["text"].startswith("Started incident #1")
     assert not [p for p in app.chat.posts.values() if p.message.startswith("Started incident")]
+
+
+async def test_start_alone_opens_the_form_once_per_trigger(app: App, quick: TestClient[web.Request, web.Application]) -> None:
+    for _ in range(2):
+        status, answer = await call(quick, form(app, "start", "t1"))
+        assert status == 200 and answer["text"] == ""
+    assert len(app.chat.dialogs) == 1
+    opened = app.chat.dialogs[0]
+    assert opened["trigger_id"] == "t1" and opened["url"] == "http://bot.test/mattermost/dialog"
+    assert [e["name"] for e in opened["dialog"]["elements"]] == ["title", "severity", "playbook", "responders", "update"]
