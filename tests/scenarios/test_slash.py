@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from tests.support.botproc import BotProcess, run_cli, running_bot
 from tests.support.people import ApiError
 from tests.support.slash import call_bot, command_form, now_ms, private, public
@@ -145,3 +147,19 @@ async def test_register_command_creates_the_command_then_updates_it(world: World
     code, out = await run_cli(world, tmp_path / "cli", "register-command", "--team", "ops", config_extra=first_url,
                               env={"INCIDENT_BOT_ADMIN_TOKEN": world.alice.token})  # fmt: skip
     assert code == 1 and "403" in out, out
+
+
+@pytest.mark.fake_only
+async def test_an_answer_that_misses_the_deadline_comes_through_the_response_url(world: World, slash_bot: BotProcess) -> None:
+    """A slow Mattermost makes `list` miss the 3-second limit: the response is empty, and the
+    answer reaches the person later, still only them (the command's response URL)."""
+    alice = world.alice
+    ops = world.channel_ids["ops/incidents"]
+    world.fake.faults.delay(r"/teams/[a-z0-9]+/members/", 3.0, user=world.bot_user_id)
+    async with alice.listen() as events:
+        answer = await alice.slash(ops, "/incident list")
+        assert answer["text"] == ""
+        late = await events.ephemeral("No active incidents")
+    assert late["channel_id"] == ops
+    await slash_bot.wait_for_log("slash.answer_later")
+    assert world.fake.count_requests("POST", r"^/hooks/commands/", 200) == 1
