@@ -125,6 +125,11 @@ class Settings(BaseSettings):
     # Days dedupe keys and reply records are kept (app/retention.py): at least 8, longer than
     # the farthest catch-up can reach back (7 days + 1 minute before the newest event seen).
     dedupe_retention_days: int = Field(default=14, ge=8, le=3650)
+    # Base URL Mattermost uses to reach the ops listener above (button clicks, dialogs, the
+    # slash command), e.g. http://127.0.0.1:9102; unset: nothing is offered that needs it.
+    callback_url: str | None = None
+    # Signs the context of every button (HMAC-SHA256); with callback_url it turns buttons on.
+    actions_secret: SecretStr | None = None
 
     @field_validator("mattermost_url")
     @classmethod
@@ -136,6 +141,32 @@ class Settings(BaseSettings):
         if parts.hostname in PLACEHOLDER_HOSTS:
             raise ValueError("still the placeholder from config.example.toml; set your server's URL")
         return value
+
+    @field_validator("callback_url")
+    @classmethod
+    def _callback_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("expected the http:// or https:// URL Mattermost reaches the bot at, e.g. http://10.0.0.5:9102")
+        return value
+
+    @field_validator("actions_secret")
+    @classmethod
+    def _actions_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        if len(value.get_secret_value().strip()) < 16:
+            raise ValueError("too short; use at least 16 random characters (e.g. openssl rand -hex 32)")
+        return SecretStr(value.get_secret_value().strip())
+
+    def buttons(self) -> tuple[str, bytes] | None:
+        """(callback URL, signing key) when buttons are on: both callback_url and actions_secret set."""
+        if self.callback_url is None or self.actions_secret is None:
+            return None
+        return self.callback_url, self.actions_secret.get_secret_value().encode("utf-8")
 
     @field_validator("database", mode="before")
     @classmethod

@@ -63,6 +63,9 @@ class Request:
     incident: int | None = None
     replied: bool = False
     noted: bool = False  # its reply is recorded in the database (by this run, in this request)
+    # A button click or dialog: refusals and errors are collected here and shown only to the
+    # person who clicked (an ephemeral answer), instead of being posted as replies.
+    private: list[str] | None = None
 
     @classmethod
     def of(cls, post: Post, channel_type: str, team_id: str | None, late_by: timedelta | None = None) -> Request:

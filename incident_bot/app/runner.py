@@ -69,6 +69,10 @@ class Runner:
     async def _safe_reply(self, req: Request, text: str) -> None:
         if req.replied:
             return
+        if req.private is not None:  # a click: only the person who clicked sees why not
+            req.private.append(text)
+            req.replied = True
+            return
         try:
             await self.core.reply(req, text)
         except Exception as exc:  # noqa: BLE001 - Mattermost may be the thing that is down

@@ -416,6 +416,10 @@ class MattermostClient:
     async def pin_post(self, post_id: str) -> None:
         await self._request("POST", f"/posts/{post_id}/pin")
 
+    async def open_dialog(self, trigger_id: str, url: str, dialog: dict[str, Any]) -> None:
+        """Open ``dialog`` for the person whose click or command gave ``trigger_id``."""
+        await self._request("POST", "/actions/dialogs/open", json_body={"trigger_id": trigger_id, "url": url, "dialog": dialog})
+
     async def get_thread(self, post_id: str) -> list[Post]:
         """The root post and all its replies, oldest first."""
         return _sorted_posts(await self._get(f"/posts/{post_id}/thread"))

@@ -135,6 +135,13 @@ class ChatPort(Protocol):
         """Upload one file to the channel; attach it with create_post(file_ids=[info.id])."""
         ...
 
+    # --- interactive dialogs ---------------------------------------------------------------
+
+    async def open_dialog(self, trigger_id: str, url: str, dialog: dict[str, Any]) -> None:
+        """Open ``dialog`` for the person whose click or command gave ``trigger_id`` (valid for a
+        few seconds); Mattermost POSTs the submission to ``url``."""
+        ...
+
     # --- lifecycle -----------------------------------------------------------------------
 
     async def close(self) -> None:

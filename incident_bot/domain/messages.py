@@ -793,3 +793,53 @@ def no_update_for(quiet: timedelta) -> str:
 
 def channel_purpose(number: int) -> str:
     return f"Incident #{number}, managed by incident-bot"
+
+
+# --- buttons and dialogs -------------------------------------------------------------
+
+# Labels by action id (domain/buttons.py Act); plain strings keep this module below buttons.
+BUTTON_LABELS: dict[str, str] = {
+    "update": "Post update",
+    "sev": "Change severity",
+    "end": "End incident",
+    "export": "Export",
+    "tick": "Tick",
+    "untick": "Untick",
+    "join": "Join",
+}
+
+
+def button_refused() -> str:
+    return "This button is not valid here. Use the buttons on the incident's own posts, or a command."
+
+
+def button_stale(incident: Incident) -> str:
+    return f"Incident #{incident.number} has ended; its buttons do nothing until it is reopened."
+
+
+def button_busy() -> str:
+    return "That click is being handled already."
+
+
+def item_gone() -> str:
+    return "That checklist item was removed."
+
+
+def update_dialog_title(incident: Incident) -> str:
+    return _clip(f"Status update for #{incident.number}", 24)
+
+
+def end_dialog_title(incident: Incident) -> str:
+    return _clip(f"End incident #{incident.number}", 24)
+
+
+UPDATE_FIELD = "Update"
+UPDATE_HELP = "Posted in the incident channel, the thread it started from and the announcements."
+RESOLUTION_FIELD = "Resolution"
+RESOLUTION_HELP = "What fixed it; kept in the summary and the postmortem."
+POST_LABEL = "Post"
+END_LABEL = "End incident"
+
+
+def field_required(field: str) -> str:
+    return f"{field} cannot be empty."

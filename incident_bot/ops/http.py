@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 import structlog
 from aiohttp import web
@@ -20,6 +20,7 @@ log = structlog.get_logger("incident_bot.ops")
 
 NotReady = Callable[[], Awaitable[list[str]]]
 Refresh = Callable[[], Awaitable[None]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class OpsServer:
@@ -30,7 +31,13 @@ class OpsServer:
         self._not_ready = not_ready
         self._refresh = refresh
         self._runner: web.AppRunner | None = None
+        self._routes: list[tuple[str, str, Handler]] = []
         self.address = ""  # host:port actually bound (port 0 picks one)
+
+    def add_routes(self, routes: Iterable[tuple[str, str, Handler]]) -> None:
+        """More routes (method, path, handler) on the same listener: what Mattermost calls
+        (button clicks, dialogs). Before ``start``."""
+        self._routes.extend(routes)
 
     async def start(self) -> str:
         """Bind and serve; returns (and logs as ``ops.listening``) the bound address. Raises OSError."""
@@ -38,6 +45,8 @@ class OpsServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
+        for method, path, handler in self._routes:
+            app.router.add_route(method, path, handler)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
@@ -50,7 +59,9 @@ class OpsServer:
         bound = runner.addresses  # the socket names: the port the system picked for port 0
         host, port = bound[0][:2] if bound else (self.host, self.port)
         self.address = f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-        log.info("ops.listening", address=self.address, paths=["/healthz", "/readyz", "/metrics"])
+        log.info(
+            "ops.listening", address=self.address, paths=["/healthz", "/readyz", "/metrics", *(p for _, p, _ in self._routes)]
+        )
         return self.address
 
     async def stop(self) -> None:

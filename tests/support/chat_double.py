@@ -304,5 +304,8 @@ class ChatDouble:
         self._call("upload_file", channel_id, filename, content, mime=mime)
         return FileInfo(id=new_id("f"), name=filename, size=len(content), mime_type=mime)
 
+    async def open_dialog(self, trigger_id: str, url: str, dialog: dict[str, Any]) -> None:
+        self._call("open_dialog", trigger_id, url, dialog)
+
     async def close(self) -> None:
         return None

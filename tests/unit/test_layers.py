@@ -25,7 +25,9 @@ ALLOWED = {
     # running bot's parts, imported only by runtime and cli. The app reports to it through
     # app/observe.py's Protocol, so no arrow points up into ops.
     "ops": {"app", "store", "chat", "config"},
-    "runtime": {"app", "plugins", "domain", "store", "chat", "config", "ops"},
+    # web: what Mattermost calls over HTTP (buttons, dialogs), adapters onto app/ like plugins.
+    "web": {"app", "domain"},
+    "runtime": {"app", "plugins", "domain", "store", "chat", "config", "ops", "web"},
 }
 
 

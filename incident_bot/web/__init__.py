@@ -1,0 +1,1 @@
+"""What Mattermost calls on the bot over HTTP (buttons, dialogs): aiohttp handlers on the ops listener."""
