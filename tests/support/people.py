@@ -298,6 +298,36 @@ class Person:
     async def unreact(self, post: dict[str, Any] | str, emoji: str = "white_check_mark") -> None:
         await self.request("DELETE", f"/users/{self.user_id}/posts/{_post_id(post)}/reactions/{emoji}")
 
+    # ---------------------------------------------------------------------------- buttons, dialogs
+
+    async def click(self, post: dict[str, Any] | str, action_id: str, option: str | None = None) -> dict[str, Any]:
+        """Click a message button (or pick ``option`` from a select) as the web app does; the
+        server calls the integration and answers ``{"status": "OK", "trigger_id": …}``."""
+        body = {"selected_option": option} if option is not None else {}
+        return await self.request("POST", f"/posts/{_post_id(post)}/actions/{action_id}", json_body=body)
+
+    async def submit_dialog(
+        self, dialog: dict[str, Any], channel_id: str, team_id: str, values: dict[str, Any], cancelled: bool = False
+    ) -> dict[str, Any]:
+        """Submit an opened dialog (as the ``open_dialog`` event gave it) with ``values``; the
+        integration's answer (``errors`` per field, ``error``) or {}."""
+        inner = dialog["dialog"]
+        body = {
+            "url": dialog["url"],
+            "callback_id": inner.get("callback_id", ""),
+            "state": inner.get("state", ""),
+            "channel_id": channel_id,
+            "team_id": team_id,
+            "submission": values,
+            "cancelled": cancelled,
+        }
+        return await self.request("POST", "/actions/dialogs/submit", json_body=body) or {}
+
+    def inbox(self) -> Inbox:
+        """What reaches only this person over the WebSocket (ephemeral answers, dialogs):
+        ``async with alice.inbox() as box: …; await box.ephemeral("ended")``."""
+        return Inbox(self.base_url, self.token)
+
     async def upload(
         self, channel_id: str, filename: str, content: bytes, content_type: str = "application/octet-stream"
     ) -> dict[str, Any]:
@@ -421,6 +451,74 @@ class Person:
             return await eventually(matches, timeout=timeout, interval=POLL_INTERVAL)
         except AssertionError:
             raise AssertionError(f"post never matched {pattern!r}: {last[0] and last[0]['message']!r}") from None
+
+
+class Inbox:
+    """One person's WebSocket, collecting the events only they receive, as a client would."""
+
+    def __init__(self, base_url: str, token: str) -> None:
+        self.url = base_url.replace("http", "ws", 1) + "/api/v4/websocket"
+        self.token = token
+        self.events: list[dict[str, Any]] = []
+        self._session: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._hello = asyncio.Event()
+
+    async def __aenter__(self) -> Inbox:
+        self._session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {self.token}"})
+        self._ws = await self._session.ws_connect(self.url, heartbeat=30)
+        self._reader = asyncio.create_task(self._read())
+        await asyncio.wait_for(self._hello.wait(), 15)  # from here on, nothing sent to us is missed
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        if self._ws is not None:
+            await self._ws.close()
+        if self._session is not None:
+            await self._session.close()
+
+    async def _read(self) -> None:
+        assert self._ws is not None
+        async for msg in self._ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                break
+            envelope = json.loads(msg.data)
+            if envelope.get("event") == "hello":
+                self._hello.set()
+            elif envelope.get("event"):
+                self.events.append(envelope)
+
+    async def ephemeral(self, contains: str, timeout: float = 15) -> dict[str, Any]:
+        """The ephemeral post (only this person sees it) whose text contains ``contains``."""
+
+        def found() -> dict[str, Any] | None:
+            for env in self.events:
+                if env["event"] == "ephemeral_message":
+                    post = json.loads(env["data"]["post"])
+                    if contains in post.get("message", ""):
+                        return post
+            return None
+
+        return await eventually(found, timeout=timeout, what=f"an ephemeral message containing {contains!r}")
+
+    def ephemerals(self) -> list[str]:
+        return [json.loads(e["data"]["post"])["message"] for e in self.events if e["event"] == "ephemeral_message"]
+
+    async def dialog(self, timeout: float = 15) -> dict[str, Any]:
+        """The next dialog opened for this person: ``{"trigger_id", "url", "dialog": {…}}``."""
+
+        def found() -> dict[str, Any] | None:
+            for env in self.events:
+                if env["event"] == "open_dialog":
+                    self.events.remove(env)
+                    return dict(json.loads(env["data"]["dialog"]))
+            return None
+
+        return await eventually(found, timeout=timeout, what="a dialog to open")
 
 
 def _retry_delay(headers: Any) -> float:
