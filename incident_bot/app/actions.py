@@ -187,10 +187,10 @@ class Actions:
             entry = await tx.get_outbox(mark)
         return entry is not None and entry.incident_number == number
 
-    def _request(self, key: str, incident: Incident, user_id: str, post_id: str, channel_id: str, root_id: str = "") -> Request:
+    def _request(self, key: str, incident: Incident, user_id: str, post_id: str, channel_id: str) -> Request:
         """The request a click carries: as if ``user_id`` had posted in the clicked post's thread."""
         now_ms = int(self.core.now().timestamp() * 1000)
-        post = Post(id=post_id, channel_id=channel_id, user_id=user_id, root_id=root_id, create_at=now_ms)
+        post = Post(id=post_id, channel_id=channel_id, user_id=user_id, create_at=now_ms)
         channel_type = "P" if channel_id == incident.channel_id else "O"
         return Request(
             key=key,
@@ -212,13 +212,13 @@ class Actions:
             if outcome == Applied.NOT_AN_ITEM:
                 return Answer(ephemeral=messages.item_gone())
             return Answer()
-        root = ""
-        req = self._request(key, incident, click.user_id, click.post_id, click.channel_id, root)
+        req = self._request(key, incident, click.user_id, click.post_id, click.channel_id)
         if act is Act.SEV:
             await self.runner.run(req, "sev", option, self.incidents.sev)
         elif act is Act.EXPORT:
             await self.runner.run(req, "export", "", self.reports.export)
         elif act is Act.JOIN:
+            req.answer_privately = True  # "Added you to …" is news to the clicker alone
             await self.runner.run(req, "join", str(incident.number), self.incidents.join)
         else:
             return await self._open_dialog(act, incident, click, req)

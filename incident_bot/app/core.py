@@ -143,6 +143,10 @@ class Core:
         if req.replied:
             log.error("reply.twice", key=req.key)
             return None
+        if req.answer_privately and req.private is not None and not file_ids:
+            req.private.append(text)  # shown to the clicker alone; the change itself is committed
+            req.replied = True
+            return None
         if req.late_by is not None:
             text = messages.late(text, format_short_duration(req.late_by))
         root = "" if req.is_dm else req.thread_root

@@ -66,6 +66,8 @@ class Request:
     # A button click or dialog: refusals and errors are collected here and shown only to the
     # person who clicked (an ephemeral answer), instead of being posted as replies.
     private: list[str] | None = None
+    # With ``private``: the reply itself is for the clicker alone too (Join: "Added you to …").
+    answer_privately: bool = False
 
     @classmethod
     def of(cls, post: Post, channel_type: str, team_id: str | None, late_by: timedelta | None = None) -> Request:

@@ -356,6 +356,9 @@ def mattermost_config(root: Path, dsn: str) -> dict:
             "SessionLengthWebInHours": 24,
             "MaximumLoginAttempts": 1000,
             "EnableAWSMetering": False,
+            # The bot's button and dialog routes listen on loopback (tests/support/botproc.py
+            # buttons_env); the server refuses to call a loopback address unless it is allowed.
+            "AllowedUntrustedInternalConnections": "127.0.0.1 localhost",
         },
         "TeamSettings": {
             "EnableOpenServer": True,

@@ -128,7 +128,10 @@ async def test_join_from_the_announcement(world: World, buttons_bot: BotProcess)
     number, channel, _, _ = await start_incident(world, alice, "Checkout errors")
     announced = await carol.wait_for_post(announce, lambda p: f"#{number}" in p["message"])
     assert carol.id not in await alice.channel_members(channel["id"])
-    await carol.click(announced, "join")
+    async with carol.inbox() as inbox:
+        await carol.click(announced, "join")
+        await inbox.ephemeral(f"Added you to ~{channel['name']} (incident #{number}).")
+    assert not [p for p in await carol.thread(announced["id"]) if p["id"] != announced["id"]]  # nothing posted there
     await eventually(lambda: _member(alice, channel["id"], carol.id), what="carol in the incident channel")
     await alice.wait_for_post(channel["id"], lambda p: p["message"] == f"@{carol.username} joined incident #{number}.")
     async with alice.inbox() as inbox:
