@@ -11,7 +11,8 @@ posted as the command's reply would be, in the thread of the clicked post.
 
 Clicks are applied once: a key per click (post, person, action, choice and a short time
 bucket) is checked, held while in flight and stored with the change, like every other
-event's dedupe key; a dialog's key is the nonce signed into it when it was opened, so a
+event's dedupe key, and a repeat within the same ten seconds is one click even across a
+bucket's edge; a dialog's key is the nonce signed into it when it was opened, so a
 submission sent twice posts one update. Ticks, a severity, a join and an end are also
 idempotent by state."""
 
@@ -41,6 +42,7 @@ from incident_bot.domain.models import Incident, Status
 log = structlog.get_logger("incident_bot.actions")
 
 CLICK_BUCKET_SECONDS = 10  # clicks of one person on one button this close together are one click
+RECENT_LIMIT = 1000  # clicks remembered in memory before the old ones are forgotten
 TEXT_FIELD = "text"
 MAX_TEXT = 3000
 
@@ -114,6 +116,7 @@ class Actions:
         self.timeline = timeline
         self.reports = reports
         self._inflight: set[str] = set()
+        self._recent: dict[str, float] = {}  # click (without its time bucket) -> when it was handled
 
     # --- clicks --------------------------------------------------------------------------
 
@@ -127,9 +130,10 @@ class Actions:
             log.info("action.stale", action=str(act), incident=incident.number, user=click.user_id)
             return Answer(ephemeral=messages.button_stale(incident))
         option = str(click.context.get("selected_option") or "")
-        bucket = int(self.core.now().timestamp()) // CLICK_BUCKET_SECONDS
-        key = f"button:{click.post_id}:{click.user_id}:{act}:{option}:{bucket}"
-        if key in self._inflight or await self._seen(key):
+        now = self.core.now().timestamp()
+        same = f"button:{click.post_id}:{click.user_id}:{act}:{option}"
+        key = f"{same}:{int(now) // CLICK_BUCKET_SECONDS}"
+        if key in self._inflight or now - self._recent.get(same, float("-inf")) < CLICK_BUCKET_SECONDS or await self._seen(key):
             log.info("action.duplicate", action=str(act), incident=incident.number, user=click.user_id)
             return Answer()
         self._inflight.add(key)
@@ -137,8 +141,17 @@ class Actions:
             answer = await self._apply(act, incident, click, key, option)
         finally:
             self._inflight.discard(key)
+            self._remember(same, now)
         log.info("action.handled", action=str(act), incident=incident.number, user=click.user_id, answered=bool(answer.ephemeral))
         return answer
+
+    def _remember(self, click: str, at: float) -> None:
+        """A click just handled; a repeat within the window is a double click, also across the
+        stored key's time bucket (the stored key is what a restarted bot still knows)."""
+        self._recent[click] = at
+        if len(self._recent) > RECENT_LIMIT:
+            for old in [k for k, t in self._recent.items() if at - t >= CLICK_BUCKET_SECONDS]:
+                del self._recent[old]
 
     async def _seen(self, key: str) -> bool:
         async with self.core.store.transaction() as tx:

@@ -148,6 +148,12 @@ def check_buttons(settings: Settings) -> Result:
             "callback_url is set but actions_secret is not, so posts carry no buttons",
             "set actions_secret (or INCIDENT_BOT_ACTIONS_SECRET) to a long random string, e.g. the output of openssl rand -hex 32",
         )
+    if settings.ops_listen() is None:
+        return fail(
+            "buttons",
+            "ops_address is off, so nothing answers Mattermost at callback_url",
+            "set ops_address to the host:port callback_url points at",
+        )
     return ok("buttons", f"on; Mattermost calls {settings.callback_url}/mattermost/action")
 
 

@@ -74,6 +74,9 @@ def test_buttons_are_on_with_callback_url_and_secret(env):
     assert settings.buttons() == ("http://10.0.0.5:9102", b"0123456789abcdef0123")
     assert check_buttons(settings).mark is Mark.OK and "0123456789abcdef" not in check_buttons(settings).line()
     assert "0123456789abcdef" not in repr(settings)
+    env.setenv("INCIDENT_BOT_OPS_ADDRESS", "off")
+    result = check_buttons(load_settings())
+    assert result.mark is Mark.FAIL and "ops_address is off" in result.text
 
 
 def test_bad_button_settings_are_named(env):
