@@ -179,21 +179,24 @@ class Actions:
             item = await tx.get_checklist_item_by_post(click.post_id) if kind == "item" else None
         if incident is None:
             raise Refused("incident")
+        if kind != buttons.ANNOUNCE and click.channel_id != incident.channel_id:
+            raise Refused("post")  # the summary and the items are in the incident channel
         if kind == buttons.SUMMARY and incident.summary_post_id != click.post_id:
             raise Refused("post")
         if kind == "item" and (item is None or item.incident_number != number or buttons.item_part(item.number) != part):
             raise Refused("post")
-        if kind == buttons.ANNOUNCE and not await self._announces(click.post_id, number):
+        if kind == buttons.ANNOUNCE and not await self._announces(click.post_id, click.channel_id, number):
             raise Refused("post")
         return act, incident
 
-    async def _announces(self, post_id: str, number: int) -> bool:
-        """``post_id`` is the bot's post to an announcement channel about incident ``number``."""
+    async def _announces(self, post_id: str, channel_id: str, number: int) -> bool:
+        """``post_id`` is the bot's post in ``channel_id`` announcing incident ``number``."""
         try:
             post = await self.core.chat.get_post(post_id)
         except MattermostError:
             return False
-        mark = post.props.get(OUTBOX_PROP) if post is not None and post.user_id == self.core.bot_id else None
+        mine = post is not None and post.user_id == self.core.bot_id and post.channel_id == channel_id
+        mark = post.props.get(OUTBOX_PROP) if post is not None and mine else None
         if not isinstance(mark, str) or not mark.endswith(ANNOUNCE_SUFFIX):
             return False
         async with self.core.store.transaction() as tx:

@@ -40,6 +40,7 @@ class ChannelWriter:
         self.chat = core.chat
         self.backlog = backlog
         self.outbox = outbox
+        self._buttons = core.settings.buttons() is not None  # the checklist header says Tick too
 
     # --- links and places -----------------------------------------------------------------
 
@@ -154,7 +155,10 @@ class ChannelWriter:
         names = await self.core.directory.names([incident.commander_id, *item_names(items)])
         if incident.checklist_post_id is None:
             header = await self._part(
-                incident, "checklist", messages.checklist_header(self.core.bot_name, incident, live, names), made
+                incident,
+                "checklist",
+                messages.checklist_header(self.core.bot_name, incident, live, names, buttons=self._buttons),
+                made,
             )
             incident.checklist_post_id = header.id
             await self.core.commit(None, incident=incident)
@@ -192,7 +196,8 @@ class ChannelWriter:
                 await self._patch(incident.summary_post_id, text)
             if incident.checklist_post_id:
                 await self._patch(
-                    incident.checklist_post_id, messages.checklist_header(self.core.bot_name, incident, items, names)
+                    incident.checklist_post_id,
+                    messages.checklist_header(self.core.bot_name, incident, items, names, buttons=self._buttons),
                 )
         except MattermostError as exc:
             if strict:

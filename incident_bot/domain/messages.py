@@ -511,7 +511,7 @@ def checklist_item(item: ChecklistItem, names: Names) -> str:
     return f"{CHECK_OPEN} {body}{assignee}"
 
 
-def checklist_header(bot: str, incident: Incident, items: list[ChecklistItem], names: Names) -> str:
+def checklist_header(bot: str, incident: Incident, items: list[ChecklistItem], names: Names, *, buttons: bool = False) -> str:
     live = [item for item in items if not item.removed]
     lines = [f"**Checklist of incident #{incident.number}** — {progress(items)} done"]
     if not live:
@@ -519,7 +519,11 @@ def checklist_header(bot: str, incident: Incident, items: list[ChecklistItem], n
     for item in live:
         lines.append(checklist_item(item, names))
     lines.append("")
-    lines.append("React ✅ on an item in this thread to tick it.")
+    lines.append(
+        "React ✅ (or click Tick) on an item in this thread to tick it."
+        if buttons
+        else "React ✅ on an item in this thread to tick it."
+    )
     return "\n".join(lines)
 
 

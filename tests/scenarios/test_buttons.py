@@ -181,7 +181,7 @@ async def test_outsiders_and_ended_incidents_are_answered_only_to_the_clicker(wo
 async def test_forged_and_replayed_contexts_are_refused_and_logged(world: World, buttons_bot: BotProcess):
     alice, bob = world.alice, world.bob
     first, channel, _, _ = await start_incident(world, alice, "Checkout errors --playbook basic")
-    second, _, _, _ = await start_incident(world, alice, "Search slow")
+    second, other, _, _ = await start_incident(world, alice, "Search slow")
     summary = await summary_of(alice, channel["id"])
     base = (await buttons_bot.ops_url()).rstrip("/")
 
@@ -202,7 +202,10 @@ async def test_forged_and_replayed_contexts_are_refused_and_logged(world: World,
     # the second incident's summary button replayed on the first one's summary
     replayed = {**buttons.context(KEY, second, Act.SEV, "summary"), "selected_option": "1"}
     assert "not valid" in (await call(replayed, summary["id"], channel["id"]))["ephemeral_text"]
-    await buttons_bot.wait_for_log("action.refused", reason="post")
+    # the right context and post, said to come from another incident's channel
+    moved = {**buttons.context(KEY, first, Act.SEV, "summary"), "selected_option": "1"}
+    assert "not valid" in (await call(moved, summary["id"], other["id"]))["ephemeral_text"]
+    await buttons_bot.wait_for_log("action.refused", reason="post", count=2)
 
     # a person copies a signed context onto a post of their own and clicks it there
     own = await bob.post(
@@ -230,7 +233,7 @@ async def test_forged_and_replayed_contexts_are_refused_and_logged(world: World,
     async with bob.inbox() as inbox:
         await bob.click(own, "sev", option="1")
         await inbox.ephemeral("not valid")
-    await buttons_bot.wait_for_log("action.refused", reason="post", count=2)
+    await buttons_bot.wait_for_log("action.refused", reason="post", count=3)
     rows = buttons_bot.db("select number, severity from incidents order by number")
     assert rows == [(first, 3), (second, 3)]
 

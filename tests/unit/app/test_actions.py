@@ -39,6 +39,9 @@ async def test_tick_by_button_and_by_reaction_are_one_use_case(buttons_app: App)
     assert (await app.click(app.alice, second, "untick")).json() == {}
     assert app.chat.posts[second].message == "☐ 2. Check lag"
     assert app.chat.posts[second].props["attachments"]  # the bot's edits keep the buttons
+    assert app.chat.posts[part(app, channel, "checklist")].message.endswith(
+        "React ✅ (or click Tick) on an item in this thread to tick it."
+    )
 
 
 async def test_clicks_are_refused_unless_signed_for_that_post(buttons_app: App) -> None:
