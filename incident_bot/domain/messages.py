@@ -821,10 +821,6 @@ def button_stale(incident: Incident) -> str:
     return f"Incident #{incident.number} has ended; its buttons do nothing until it is reopened."
 
 
-def button_busy() -> str:
-    return "That click is being handled already."
-
-
 def item_gone() -> str:
     return "That checklist item was removed."
 

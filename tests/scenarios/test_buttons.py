@@ -26,6 +26,22 @@ def action_ids(post: dict[str, Any]) -> list[str]:
     return [a["id"] for att in post.get("props", {}).get("attachments") or [] for a in att.get("actions") or []]
 
 
+async def deliver(bot: BotProcess, who: Person, context: dict[str, Any], post_id: str, channel_id: str) -> dict[str, Any]:
+    """POST a click to the bot the way Mattermost delivers it (a retry, a forgery); its answer."""
+    base = (await bot.ops_url()).rstrip("/")
+    body = {
+        "user_id": who.id,
+        "channel_id": channel_id,
+        "post_id": post_id,
+        "context": context,
+        "trigger_id": "t",
+        "type": "button",
+    }
+    async with aiohttp.ClientSession() as session, session.post(base + buttons.ACTION_PATH, json=body) as resp:
+        assert resp.status == 200
+        return dict(await resp.json())
+
+
 async def summary_of(person: Person, channel_id: str) -> dict[str, Any]:
     pinned = await person.pinned(channel_id)
     return next(p for p in pinned if p["message"].startswith("### Incident #"))
@@ -145,13 +161,16 @@ async def _member(person: Person, channel_id: str, user_id: str) -> bool:
 
 async def test_export_button_attaches_the_postmortem(world: World, buttons_bot: BotProcess):
     alice = world.alice
-    _, channel, _, _ = await start_incident(world, alice, "Checkout errors")
+    number, channel, _, _ = await start_incident(world, alice, "Checkout errors")
     summary = await summary_of(alice, channel["id"])
     await alice.click(summary, "export")
     await alice.click(summary, "export")  # a double click exports once
+    # the same click delivered again (a retry on the way): answered, not applied
+    again = await deliver(buttons_bot, alice, buttons.context(KEY, number, Act.EXPORT, "summary"), summary["id"], channel["id"])
+    assert again == {}
     reply = await alice.wait_for_post(channel["id"], lambda p: p["root_id"] == summary["id"] and "Postmortem" in p["message"])
     assert reply["file_ids"] and (await alice.file_info(reply["file_ids"][0]))["name"].endswith(".md")
-    await buttons_bot.wait_for_log("action.duplicate", action="export")
+    await buttons_bot.wait_for_log("action.duplicate", action="export", count=2)
     assert len(await replies_in_thread(alice, summary["id"], "Postmortem")) == 1
 
 
@@ -186,10 +205,7 @@ async def test_forged_and_replayed_contexts_are_refused_and_logged(world: World,
     base = (await buttons_bot.ops_url()).rstrip("/")
 
     async def call(context: dict[str, Any], post_id: str, channel_id: str) -> dict[str, Any]:
-        body = {"user_id": alice.id, "channel_id": channel_id, "post_id": post_id, "context": context, "trigger_id": "x"}
-        async with aiohttp.ClientSession() as session, session.post(base + buttons.ACTION_PATH, json=body) as resp:
-            assert resp.status == 200
-            return dict(await resp.json())
+        return await deliver(buttons_bot, alice, context, post_id, channel_id)
 
     # a context signed with another secret
     forged = signing.sign(b"not-the-secret-at-all-0000", {"incident": first, "action": "sev", "part": "summary"})
