@@ -133,6 +133,8 @@ class Settings(BaseSettings):
     # The base URL Mattermost uses to reach the ops listener (slash command, dialog and
     # button URLs), e.g. http://incident-bot.internal:9102; unset: http://<ops_address>.
     callback_url: str | None = None
+    # Signs the context of every button (HMAC-SHA256); with callback_url it turns buttons on.
+    actions_secret: SecretStr | None = None
 
     @field_validator("mattermost_url")
     @classmethod
@@ -177,6 +179,21 @@ class Settings(BaseSettings):
             return self.callback_url
         address = bound or self.ops_address
         return f"http://{address}" if address else None
+
+    @field_validator("actions_secret")
+    @classmethod
+    def _actions_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        if len(value.get_secret_value().strip()) < 16:
+            raise ValueError("too short; use at least 16 random characters (e.g. openssl rand -hex 32)")
+        return SecretStr(value.get_secret_value().strip())
+
+    def buttons(self) -> tuple[str, bytes] | None:
+        """(callback URL, signing key) when buttons are on: both callback_url and actions_secret set."""
+        if self.callback_url is None or self.actions_secret is None:
+            return None
+        return self.callback_url, self.actions_secret.get_secret_value().encode("utf-8")
 
     @field_validator("database", mode="before")
     @classmethod

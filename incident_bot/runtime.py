@@ -11,6 +11,7 @@ from typing import Any
 import structlog
 from mmpy_bot.settings import Settings as MMSettings
 
+from incident_bot.app.actions import Actions
 from incident_bot.app.backlog import Backlog
 from incident_bot.app.catchup import CatchUp
 from incident_bot.app.channel import ChannelWriter
@@ -49,6 +50,7 @@ from incident_bot.plugins.timeline import TimelinePlugin
 from incident_bot.store.base import Store
 from incident_bot.store.factory import describe, open_store
 from incident_bot.web import dialogs, slash
+from incident_bot.web.actions import ActionRoutes
 from incident_bot.web.wiring import Wiring
 
 log = structlog.get_logger("incident_bot.bot")
@@ -80,11 +82,13 @@ class Bot:
         self.incidents = Incidents(core, channel, teams, self.backlog, self.outbox)
         checklists = Checklists(core, channel, self.outbox)
         self.timeline = Timeline(core, channel, self.outbox)
+        reports = Reports(core, teams)
+        self.actions = Actions(core, runner, self.incidents, checklists, self.timeline, reports)
         plugins = [
             IncidentPlugin(runner, self.incidents, Help(core)),
             ChecklistPlugin(runner, checklists, settings.check_emojis),
             PlaybookPlugin(runner, Playbooks(core, teams)),
-            TimelinePlugin(runner, self.timeline, Reports(core, teams), settings.timeline_emoji),
+            TimelinePlugin(runner, self.timeline, reports, settings.timeline_emoji),
         ]
         self.manager = IncidentPluginManager(plugins)
         mm_settings = MMSettings(MATTERMOST_URL=settings.mattermost_url, BOT_TOKEN="unused")
@@ -128,6 +132,7 @@ class Runtime:
         self._background: set[asyncio.Task[Any]] = set()
         self.health: Health | None = None  # once logged in and wired
         self.ops: OpsServer | None = None
+        self.action_routes = ActionRoutes()  # answers once the bot is wired (bind)
         self.slash: slash.SlashCommand | None = None
         tokens = settings.slash_secrets()
         if tokens:
@@ -198,7 +203,13 @@ class Runtime:
                 log.info("bot.resumed_starts", incidents=resumed)
         except Exception as exc:  # noqa: BLE001 - finished when its command is read again
             log.warning("bot.resume_failed", error=type(exc).__name__, detail=str(exc)[:200])
-        log.info("bot.starting", user=me.username, database=describe(self.settings.database))
+        self.action_routes.bind(bot.actions)
+        log.info(
+            "bot.starting",
+            user=me.username,
+            database=describe(self.settings.database),
+            buttons=self.settings.buttons() is not None,
+        )
         self.health = Health(bot.stream, bot.resync, self.store, self.chat)
         self._spawn(report_degraded(self.health.state, self._stopping))
         stream_task = self._spawn(bot.stream.run())
@@ -235,6 +246,8 @@ class Runtime:
         if self.slash is not None:
             server.add_route("POST", slash.PATH, self.slash.handle)
             server.add_route("POST", dialogs.PATH, self.slash.dialog.handle)
+        for method, path, handler in self.action_routes.routes():
+            server.add_route(method, path, handler)
         try:
             await server.start()
         except OSError as exc:

@@ -168,7 +168,7 @@ class Core:
         the reply to a mention would be."""
         assert req.answer is not None
         spec = COMMANDS.get(req.command)
-        private = req.outcome != Outcome.OK or spec is None or spec.private_answer
+        private = req.answer_privately or req.outcome != Outcome.OK or spec is None or spec.private_answer
         if private and not file_ids:
             await self._answer_privately(req, text)
             return None
@@ -176,7 +176,7 @@ class Core:
             post = await self.chat.create_post(
                 req.channel_id,
                 text,
-                root_id=req.post.root_id,
+                root_id=req.thread_root,  # a slash command's stand-in has no id: its thread, if any
                 props={REPLY_PROP: req.key},
                 file_ids=file_ids,
                 pending_post_id=pending_id("reply", req.key),

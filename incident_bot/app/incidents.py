@@ -13,7 +13,7 @@ import structlog
 from incident_bot.app.backlog import Backlog
 from incident_bot.app.channel import PART_PROP, ChannelWriter
 from incident_bot.app.core import Core
-from incident_bot.app.outbox import Outbox
+from incident_bot.app.outbox import ANNOUNCE_SUFFIX, Outbox
 from incident_bot.app.request import Request, UserError
 from incident_bot.app.teams import Teams
 from incident_bot.chat.errors import ChannelNameTaken, MattermostError
@@ -97,7 +97,7 @@ class Incidents:
             created.append(made)
             if announcements:  # the number is known only now: the post is queued with the incident
                 text = messages.announcement(core.bot_name, made, names)
-                announce.append(self.channel.notice(f"{req.key}:announce", announcements, text, incident=made.number))
+                announce.append(self.channel.notice(req.key + ANNOUNCE_SUFFIX, announcements, text, incident=made.number))
                 await tx.add_outbox(announce[0])
             await tx.set_state(f"team:{team.id}", team.name)
             for item_text in playbook.items if playbook else []:

@@ -518,7 +518,7 @@ def checklist_item(item: ChecklistItem, names: Names) -> str:
     return f"{CHECK_OPEN} {body}{assignee}"
 
 
-def checklist_header(bot: str, incident: Incident, items: list[ChecklistItem], names: Names) -> str:
+def checklist_header(bot: str, incident: Incident, items: list[ChecklistItem], names: Names, *, buttons: bool = False) -> str:
     live = [item for item in items if not item.removed]
     lines = [f"**Checklist of incident #{incident.number}** — {progress(items)} done"]
     if not live:
@@ -526,7 +526,11 @@ def checklist_header(bot: str, incident: Incident, items: list[ChecklistItem], n
     for item in live:
         lines.append(checklist_item(item, names))
     lines.append("")
-    lines.append("React ✅ on an item in this thread to tick it.")
+    lines.append(
+        "React ✅ (or click Tick) on an item in this thread to tick it."
+        if buttons
+        else "React ✅ on an item in this thread to tick it."
+    )
     return "\n".join(lines)
 
 
@@ -860,3 +864,49 @@ def dialog_unknown_users(names: list[str]) -> str:
 
 def dialog_not_opened() -> str:
     return "I could not open the form; type `/incident start <title>` (see `/incident help start`) instead."
+
+
+# --- buttons and dialogs -------------------------------------------------------------
+
+# Labels by action id (domain/buttons.py Act); plain strings keep this module below buttons.
+BUTTON_LABELS: dict[str, str] = {
+    "update": "Post update",
+    "sev": "Change severity",
+    "end": "End incident",
+    "export": "Export",
+    "tick": "Tick",
+    "untick": "Untick",
+    "join": "Join",
+}
+
+
+def button_refused() -> str:
+    return "This button is not valid here. Use the buttons on the incident's own posts, or a command."
+
+
+def button_stale(incident: Incident) -> str:
+    return f"Incident #{incident.number} has ended; its buttons do nothing until it is reopened."
+
+
+def item_gone() -> str:
+    return "That checklist item was removed."
+
+
+def update_dialog_title(incident: Incident) -> str:
+    return _clip(f"Status update for #{incident.number}", 24)
+
+
+def end_dialog_title(incident: Incident) -> str:
+    return _clip(f"End incident #{incident.number}", 24)
+
+
+UPDATE_FIELD = "Update"
+UPDATE_HELP = "Posted in the incident channel, the thread it started from and the announcements."
+RESOLUTION_FIELD = "Resolution"
+RESOLUTION_HELP = "What fixed it; kept in the summary and the postmortem."
+POST_LABEL = "Post"
+END_LABEL = "End incident"
+
+
+def field_required(field: str) -> str:
+    return f"{field} cannot be empty."

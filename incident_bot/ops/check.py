@@ -141,6 +141,25 @@ def check_playbooks(settings: Settings) -> list[Result]:
     return results
 
 
+def check_buttons(settings: Settings) -> Result:
+    """Buttons need both the URL Mattermost calls and the secret that signs them."""
+    if settings.callback_url is None:
+        return ok("buttons", "off (callback_url is not set)")
+    if settings.actions_secret is None:
+        return fail(
+            "buttons",
+            "callback_url is set but actions_secret is not, so posts carry no buttons",
+            "set actions_secret (or INCIDENT_BOT_ACTIONS_SECRET) to a long random string, e.g. the output of openssl rand -hex 32",
+        )
+    if settings.ops_listen() is None:
+        return fail(
+            "buttons",
+            "ops_address is off, so nothing answers Mattermost at callback_url",
+            "set ops_address to the host:port callback_url points at",
+        )
+    return ok("buttons", f"on; Mattermost calls {settings.callback_url}/mattermost/action")
+
+
 # --- online -------------------------------------------------------------------------------
 
 
@@ -409,6 +428,7 @@ async def run_checks(settings: Settings, token: str) -> AsyncIterator[Result]:
     yield await check_database(settings.database)
     for result in check_playbooks(settings):
         yield result
+    yield check_buttons(settings)
     url = settings.mattermost_url
     online = ("token", "teams", "announcement channels", "websocket")
     async with aiohttp.ClientSession() as session:

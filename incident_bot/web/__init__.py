@@ -1,1 +1,2 @@
-"""Mattermost's calls to the bot over HTTP (slash command, dialogs), adapted to the use cases."""
+"""What Mattermost calls on the bot over HTTP (the slash command, dialogs, button clicks):
+aiohttp handlers on the ops listener, adapted to the use cases."""

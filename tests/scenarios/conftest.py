@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.botproc import BotProcess, running_bot
+from tests.support.botproc import BotProcess, buttons_env, running_bot
 from tests.support.slash import running_slash_bot
 from tests.support.world import World
 
@@ -62,4 +62,12 @@ async def default_playbook_bot(world: World, tmp_path: Path) -> AsyncIterator[Bo
 async def slash_bot(world: World, tmp_path: Path) -> AsyncIterator[BotProcess]:
     """The bot with `/incident` registered in both teams and its tokens configured."""
     async for b in running_slash_bot(world, tmp_path):
+        yield b
+
+
+@pytest.fixture
+async def buttons_bot(world: World, tmp_path: Path) -> AsyncIterator[BotProcess]:
+    """The bot with buttons on (callback_url, actions_secret) and ~announcements of ops."""
+    env = buttons_env()
+    async for b in running_bot(world, tmp_path, 'announcement_channels = { ops = "announcements" }\n', env):
         yield b

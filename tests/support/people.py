@@ -298,6 +298,14 @@ class Person:
     async def unreact(self, post: dict[str, Any] | str, emoji: str = "white_check_mark") -> None:
         await self.request("DELETE", f"/users/{self.user_id}/posts/{_post_id(post)}/reactions/{emoji}")
 
+    # ---------------------------------------------------------------------------- buttons, dialogs
+
+    async def click(self, post: dict[str, Any] | str, action_id: str, option: str | None = None) -> dict[str, Any]:
+        """Click a message button (or pick ``option`` from a select) as the web app does; the
+        server calls the integration and answers ``{"status": "OK", "trigger_id": …}``."""
+        body = {"selected_option": option} if option is not None else {}
+        return await self.request("POST", f"/posts/{_post_id(post)}/actions/{action_id}", json_body=body)
+
     async def upload(
         self, channel_id: str, filename: str, content: bytes, content_type: str = "application/octet-stream"
     ) -> dict[str, Any]:
@@ -516,9 +524,15 @@ class Listening:
             raise AssertionError(f"no {name} event for @{self.person.username} within {timeout}s; saw {seen}") from None
 
     async def dialog(self, timeout: float = 15.0) -> dict[str, Any]:
-        """The request of the dialog the bot opened for this person: {trigger_id, url, dialog}."""
+        """The next dialog opened for this person, {trigger_id, url, dialog}; taken from the
+        events, so the following call waits for the one after it."""
         event = await self.wait("open_dialog", timeout=timeout)
+        self.events.remove(event)
         return dict(json.loads(event["data"]["dialog"]))
+
+    def ephemerals(self) -> list[str]:
+        """The text of every ephemeral message seen so far, oldest first."""
+        return [json.loads(e["data"]["post"])["message"] for e in self.events if e["event"] == "ephemeral_message"]
 
     async def ephemeral(self, contains: str, timeout: float = 15.0) -> dict[str, Any]:
         """An ephemeral message (only this person sees it) containing ``contains``."""

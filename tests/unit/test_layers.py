@@ -25,8 +25,8 @@ ALLOWED = {
     # running bot's parts, imported only by runtime and cli. The app reports to it through
     # app/observe.py's Protocol, so no arrow points up into ops.
     "ops": {"app", "store", "chat", "config"},
-    # web: Mattermost's HTTP calls (slash command, dialogs) adapted to the use cases; beside
-    # plugins, served by the ops listener, which only the runtime connects it to.
+    # web: Mattermost's HTTP calls (slash command, dialogs, buttons) adapted to the use cases;
+    # beside plugins, served by the ops listener, which only the runtime connects it to.
     "web": {"app", "domain", "chat", "config"},
     "runtime": {"app", "plugins", "domain", "store", "chat", "config", "ops", "web"},
 }

@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.mattermost.actions import IntegrationActions
 from tests.fakes.mattermost.common import API, PENDING_POST_ID_TTL, ApiFailure, error_body, new_id, token_from
 from tests.fakes.mattermost.faults import Faults
 from tests.fakes.mattermost.integrations import Integrations
@@ -40,7 +41,7 @@ class RequestRecord:
     elapsed: float = 0.0  # seconds the fake spent on it (faults' delays included)
 
 
-class FakeMattermost(Integrations, RestRoutes, WebSocketEvents, State):
+class FakeMattermost(Integrations, IntegrationActions, RestRoutes, WebSocketEvents, State):
     """The fake server. ``await start()`` returns the base URL; ``await stop()`` ends it.
 
     Public state for assertions: ``requests`` [(method, path, status)], ``request_log``
