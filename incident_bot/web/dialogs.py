@@ -2,7 +2,7 @@
 its submission.
 
 Mattermost calls the dialog URL without a token, so the dialog carries a signed ``state``
-(HMAC-SHA256 with the slash command's token) naming who opened it, where and when: a
+(domain/signing.py, keyed by the slash command's token) naming who opened it, where and when: a
 submission without a valid state, or from someone else, is refused. Field errors answer in
 the dialog's own format (``{"errors": {field: text}}``) and keep it open; a refusal of the
 `start` itself answers as ``{"error": text}``. Otherwise the incident starts exactly as
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import json
 import secrets
 import time
@@ -27,7 +26,7 @@ from aiohttp import web
 from incident_bot.app.request import Request
 from incident_bot.chat.errors import MattermostError
 from incident_bot.chat.models import Post
-from incident_bot.domain import messages
+from incident_bot.domain import messages, signing
 from incident_bot.domain.commands import Command
 from incident_bot.domain.rules import TITLE_MAX, clean_title
 from incident_bot.web.wiring import Wiring, not_ready
@@ -66,25 +65,19 @@ class StartDialog:
 
     # --- state ---------------------------------------------------------------------------
 
-    def _sign(self, payload: str) -> str:
-        return hmac.new(self._key, payload.encode(), hashlib.sha256).hexdigest()
-
     def state_for(self, user_id: str, channel_id: str, team_id: str) -> str:
-        payload = json.dumps([user_id, channel_id, team_id, int(time.time()), secrets.token_hex(8)], separators=(",", ":"))
-        return f"{payload}|{self._sign(payload)}"
+        fields = {"user": user_id, "channel": channel_id, "team": team_id, "at": int(time.time()), "nonce": secrets.token_hex(8)}
+        return signing.sign_text(self._key, fields)
 
     def read_state(self, state: str) -> tuple[str, str, str, str] | None:
         """(user, channel, team, nonce) of a state this bot signed and that is not too old."""
-        payload, _, signature = state.rpartition("|")
-        if not payload or not hmac.compare_digest(signature.encode(), self._sign(payload).encode()):
+        fields = signing.verify_text(self._key, state)
+        if fields is None:
             return None
-        try:
-            user_id, channel_id, team_id, at, nonce = json.loads(payload)
-        except ValueError:
-            return None
+        at = fields.get("at")
         if not isinstance(at, int) or time.time() - at > STATE_MAX_AGE:
             return None
-        return str(user_id), str(channel_id), str(team_id), str(nonce)
+        return str(fields.get("user")), str(fields.get("channel")), str(fields.get("team")), str(fields.get("nonce"))
 
     # --- opening -------------------------------------------------------------------------
 
