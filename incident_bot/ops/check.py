@@ -142,14 +142,15 @@ def check_playbooks(settings: Settings) -> list[Result]:
 
 
 def check_buttons(settings: Settings) -> Result:
-    """Buttons need both the URL Mattermost calls and the secret that signs them."""
-    if settings.callback_url is None:
-        return ok("buttons", "off (callback_url is not set)")
+    """Buttons are on with the secret that signs them, and need the URL Mattermost calls
+    (callback_url alone serves the slash command)."""
     if settings.actions_secret is None:
+        return ok("buttons", "off (actions_secret is not set)")
+    if settings.callback_url is None:
         return fail(
             "buttons",
-            "callback_url is set but actions_secret is not, so posts carry no buttons",
-            "set actions_secret (or INCIDENT_BOT_ACTIONS_SECRET) to a long random string, e.g. the output of openssl rand -hex 32",
+            "actions_secret is set but callback_url is not, so posts carry no buttons",
+            "set callback_url (or INCIDENT_BOT_CALLBACK_URL) to the http(s) URL Mattermost reaches ops_address at",
         )
     if settings.ops_listen() is None:
         return fail(

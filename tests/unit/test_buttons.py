@@ -65,11 +65,13 @@ def test_buttons_are_on_with_callback_url_and_secret(env):
     settings = load_settings()
     assert settings.buttons() is None and check_buttons(settings).mark is Mark.OK
     env.setenv("INCIDENT_BOT_CALLBACK_URL", "http://10.0.0.5:9102/")
-    settings = load_settings()
-    assert settings.buttons() is None
-    result = check_buttons(settings)
-    assert result.mark is Mark.FAIL and "actions_secret" in result.text
+    settings = load_settings()  # the callback URL alone serves the slash command: buttons off
+    assert settings.buttons() is None and check_buttons(settings).mark is Mark.OK
+    env.delenv("INCIDENT_BOT_CALLBACK_URL")
     env.setenv("INCIDENT_BOT_ACTIONS_SECRET", "0123456789abcdef0123")
+    result = check_buttons(load_settings())
+    assert result.mark is Mark.FAIL and "callback_url" in result.text
+    env.setenv("INCIDENT_BOT_CALLBACK_URL", "http://10.0.0.5:9102/")
     settings = load_settings()
     assert settings.buttons() == ("http://10.0.0.5:9102", b"0123456789abcdef0123")
     assert check_buttons(settings).mark is Mark.OK and "0123456789abcdef" not in check_buttons(settings).line()
