@@ -15,6 +15,7 @@ from incident_bot.app.observe import current_trace
 from incident_bot.app.request import Request, UserError
 from incident_bot.domain import commands, grammar, messages
 from incident_bot.domain.commands import Command, Outcome
+from incident_bot.domain.rules import Actor
 
 log = structlog.get_logger("incident_bot.commands")
 
@@ -30,10 +31,11 @@ class Runner:
         trace = current_trace()
         began = time.perf_counter()
         try:
-            cmd = grammar.parse(name, rest or "") if name in commands.COMMANDS else Command(name=name, text=rest or "")
-            await use_case(req, cmd)
-            if not req.replied:  # a use case must reply; a missing one is a bug worth seeing
-                log.error("command.no_reply", command=name, key=req.key)
+            if not await self._ignored(req, name):
+                cmd = grammar.parse(name, rest or "") if name in commands.COMMANDS else Command(name=name, text=rest or "")
+                await use_case(req, cmd)
+                if not req.replied:  # a use case must reply; a missing one is a bug worth seeing
+                    log.error("command.no_reply", command=name, key=req.key)
         except commands.UsageError as exc:
             req.outcome = Outcome.USAGE
             await self._safe_reply(req, messages.bad_arguments(self.core.bot_name, exc.command, exc.reason))
@@ -58,6 +60,7 @@ class Runner:
         log.info(
             "command.handled",
             command=name,
+            key=req.key,
             **(trace.fields() | {"incident": req.incident or trace.incident}),
             channel=req.channel_id,
             user=req.user_id,
@@ -65,6 +68,19 @@ class Runner:
             late=bool(req.late_by),
             ms=round((time.perf_counter() - began) * 1000, 2),  # parse to reply, Mattermost's answers included
         )
+
+    async def _ignored(self, req: Request, name: str) -> bool:
+        """Who sent it decides first: a guest is refused (``UserError``); a bot or a
+        deactivated account is not answered at all, and the command is noted as handled."""
+        kind = await self.core.directory.actor(req.user_id)
+        if kind == Actor.GUEST:
+            raise UserError(messages.guest_refused(self.core.bot_name))
+        if kind == Actor.PERSON:
+            return False
+        req.outcome = Outcome.IGNORED
+        await self.core.commit(req.key)
+        log.info("command.ignored", command=name, key=req.key, channel=req.channel_id, user=req.user_id, actor=kind)
+        return True
 
     async def _safe_reply(self, req: Request, text: str) -> None:
         if req.replied:

@@ -164,6 +164,11 @@ def playbook_takes_only_name(action: str) -> str:
     return f"`playbook {action}` takes only the NAME."
 
 
+def guest_refused(bot: str) -> str:
+    """The reply to any command from a guest account."""
+    return f"Guest accounts cannot use @{bot}. Ask a member of the team to do it for you."
+
+
 def not_found(number: int) -> str:
     return f"No incident #{number} in your teams."
 

@@ -56,6 +56,8 @@ class RestRoutes:
             ("GET", "/users/{user_id}/channels", self.h_user_channels, True),
             ("DELETE", "/users/{user_id}/posts/{post_id}/reactions/{emoji}", self.h_delete_reaction, True),
             ("GET", "/users/{user_id}", self.h_get_user, True),
+            ("DELETE", "/users/{user_id}", self.h_deactivate_user, True),
+            ("PUT", "/users/{user_id}/roles", self.h_user_roles, True),
             ("POST", "/roles/names", self.h_roles_by_names, True),
             ("GET", "/teams/name/{name}", self.h_team_by_name, True),
             ("GET", "/teams/{team_id}/members/{user_id}", self.h_team_member, True),
@@ -112,6 +114,28 @@ class RestRoutes:
     async def h_get_user(self, ctx: _Ctx, user_id: str) -> tuple[int, Any]:
         uid = ctx.user_param(user_id)
         return 200, dict(self._require_user(uid))
+
+    async def h_deactivate_user(self, ctx: _Ctx, user_id: str) -> tuple[int, Any]:
+        """An admin deactivates an account (the real server's soft delete): it keeps its
+        memberships, posts and reactions, its sessions and tokens stop working."""
+        uid = ctx.id_param(user_id, "user_id")
+        if not self._is_admin(ctx.user_id):
+            raise forbidden()
+        self._require_user(uid)
+        self.deactivate_user(uid)
+        return 200, {"status": "OK"}
+
+    async def h_user_roles(self, ctx: _Ctx, user_id: str) -> tuple[int, Any]:
+        """An admin sets an account's system roles, e.g. ``system_guest`` (what a guest is)."""
+        uid = ctx.id_param(user_id, "user_id")
+        roles = (await ctx.json("roles") or {}).get("roles")
+        if not isinstance(roles, str) or not roles.split() or roles.split() == ["system_admin"]:
+            raise bad_body("roles")
+        if not self._is_admin(ctx.user_id):
+            raise forbidden()
+        self._require_user(uid)
+        self.set_roles(uid, roles)
+        return 200, {"status": "OK"}
 
     async def h_user_by_username(self, ctx: _Ctx, username: str) -> tuple[int, Any]:
         if not USERNAME_RE.match(username.lower()):
