@@ -63,6 +63,9 @@ class TokenRefused(StartupError):
     """Mattermost refused the token: restarting will not help (the CLI exits 1 for this)."""
 
 
+TOKEN_FIX = "check the bot's access token (incident-bot check tells more)"
+
+
 class Bot:
     """Everything the running bot is made of, wired once the bot knows who it is."""
 
@@ -121,14 +124,30 @@ class Runtime:
         self.settings = settings
         self.metrics = Metrics()
         self.store = open_store(settings.database, on_commit=self.metrics.commit)
-        self.chat = MattermostClient(settings.mattermost_url, settings.token(), on_response=self.metrics.rest_response)
+        self.chat = MattermostClient(settings.mattermost_url, settings.token(), on_response=self._rest_response)
         self._stopping = asyncio.Event()
+        self._logged_in = False
+        self._refused: str | None = None  # where Mattermost refused the token once running (rest, websocket)
         self._background: set[asyncio.Task[Any]] = set()
         self.health: Health | None = None  # once logged in and wired
         self.ops: OpsServer | None = None
 
     def request_stop(self) -> None:
         self._stopping.set()
+
+    def _rest_response(self, status: int) -> None:
+        self.metrics.rest_response(status)
+        if status == 401 and self._logged_in:
+            self.token_refused("rest")
+
+    def token_refused(self, where: str) -> None:
+        """Mattermost no longer takes the token (revoked, or the bot account deactivated):
+        retrying cannot help, so the bot stops; ``run`` then raises ``TokenRefused`` (exit 1).
+        Work left unfinished is read again at the next start, with a valid token."""
+        if self._refused is None:
+            self._refused = where
+            log.error("bot.token_refused", where=where, fix=TOKEN_FIX)
+        self.request_stop()
 
     async def _login(self) -> User:
         """Who am I; waits for a server that is down rather than giving up."""
@@ -138,7 +157,7 @@ class Runtime:
                 return await self.chat.get_me()
             except Unauthorized:
                 raise TokenRefused(
-                    "bot_token: Mattermost refused the token (401); check the bot's access token (incident-bot check tells more)"
+                    f"bot_token: Mattermost refused the token (401); {TOKEN_FIX}"
                 ) from None
             except MattermostError as exc:
                 delay = backoff.next_delay()
@@ -164,12 +183,17 @@ class Runtime:
             await self._start_ops()
             try:
                 me = await self._login()
+                self._logged_in = True
             except StartupError:
                 if self._stopping.is_set():  # asked to stop while waiting for Mattermost: a clean stop
                     log.info("bot.stopped", clean=True, connected=False)
                     return
                 raise
-            await self._serve(Bot(self.settings, self.store, self.chat, me, observer=self.metrics), me)
+            bot = Bot(self.settings, self.store, self.chat, me, observer=self.metrics)
+            bot.stream.on_unauthorized(lambda: self.token_refused("websocket"))
+            await self._serve(bot, me)
+            if self._refused is not None:
+                raise TokenRefused(f"bot_token: Mattermost refused the token while running (401, {self._refused}); {TOKEN_FIX}")
         finally:
             if self.ops is not None:
                 await self.ops.stop()

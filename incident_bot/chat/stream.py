@@ -78,6 +78,7 @@ class EventStream:
         self._on_event = on_event
         self._on_connect = on_connect
         self._on_gap = on_gap
+        self._on_unauthorized: Callable[[], None] | None = None  # see on_unauthorized
         self.backoff = backoff
         self.max_backoff = max_backoff
         # Reconnects never give up; a connection that got as far as an event resets the delay.
@@ -184,6 +185,11 @@ class EventStream:
         if self._running and current is not self._run_task and current is not self._conn_task:
             await self._done.wait()
 
+    def on_unauthorized(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when the server refuses the token (401 on upgrade, or a failed
+        authentication challenge): reconnecting will not help."""
+        self._on_unauthorized = callback
+
     def _stopping(self) -> bool:
         return self._stop_event.is_set()
 
@@ -191,6 +197,8 @@ class EventStream:
         status = getattr(exc, "status", None)
         if status in (401, 403):
             log.error("mattermost.ws.unauthorized", status=status)
+            if status == 401 and self._on_unauthorized is not None:
+                self._on_unauthorized()
         else:
             log.warning("mattermost.ws.connect_failed", error=type(exc).__name__, status=status)
 
@@ -273,6 +281,8 @@ class EventStream:
                     await self._resumed_without_hello()
                 return True
             log.error("mattermost.ws.auth_failed", error_id=reply.error_id or None)
+            if self._on_unauthorized is not None:
+                self._on_unauthorized()
             if self._ws is not None:
                 await self._ws.close()
             return False

@@ -1,0 +1,33 @@
+"""Faults from the server's side (issue 11, part 5): what a person and the operator see, and
+that nothing is lost. Each runs against the fake and against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.support.admin import new_bot_token, revoke_bot_tokens
+from tests.support.botproc import BotProcess
+from tests.support.scenario import mention, start_incident
+from tests.support.world import World
+
+EXIT_FAILED = 1  # incident_bot.cli: the bot cannot go on, and restarting will not help
+
+
+async def test_a_token_revoked_while_running_stops_the_bot_with_exit_1_and_the_fix(world: World, bot: BotProcess):
+    number, channel, *_ = await start_incident(world, world.alice, "Token soon gone")
+    await revoke_bot_tokens(world)
+    post = await world.alice.post(channel["id"], f"{mention(world)} update Still investigating")
+
+    assert bot.proc is not None
+    assert await asyncio.wait_for(bot.proc.wait(), 30) == EXIT_FAILED
+    refused = [e for e in bot.current_log() if e.get("event") == "bot.token_refused"]
+    assert len(refused) == 1 and "access token" in refused[0]["fix"]
+    text = bot.log_path.read_text()
+    assert "incident-bot: bot_token: Mattermost refused the token while running (401" in text
+    assert "check the bot's access token" in text
+
+    # With a new token the update made meanwhile is applied and answered: nothing lost.
+    await new_bot_token(world)
+    await bot.start()
+    await world.alice.wait_for_reply(post, contains=f"Posted the status update of incident #{number}", timeout=30)
+    assert bot.db("select count(*) from timeline where incident_number = ? and kind = 'status_update'", number) == [(1,)]
