@@ -156,9 +156,7 @@ class Runtime:
             try:
                 return await self.chat.get_me()
             except Unauthorized:
-                raise TokenRefused(
-                    f"bot_token: Mattermost refused the token (401); {TOKEN_FIX}"
-                ) from None
+                raise TokenRefused(f"bot_token: Mattermost refused the token (401); {TOKEN_FIX}") from None
             except MattermostError as exc:
                 delay = backoff.next_delay()
                 log.warning("mattermost.unreachable", url=self.settings.mattermost_url, error=type(exc).__name__, retry_in=delay)

@@ -15,6 +15,7 @@ import structlog
 from incident_bot.app.directory import Directory
 from incident_bot.app.observe import AppObserver, NullObserver, note_incident
 from incident_bot.app.request import Applied, Clock, Request, UserError
+from incident_bot.chat.errors import Forbidden
 from incident_bot.chat.models import Post, User
 from incident_bot.chat.port import ChatPort
 from incident_bot.config import Settings
@@ -214,7 +215,7 @@ class Core:
         if number is not None and not channel_only:
             async with self.store.transaction() as tx:
                 incident = await tx.get_incident(number)
-            if incident is None or not await self.directory.in_team(incident.team_id, req.user_id):
+            if incident is None or not await self.reachable(incident, self.directory.in_team(incident.team_id, req.user_id)):
                 raise UserError(messages.not_found(number))
         else:
             async with self.store.transaction() as tx:
@@ -229,10 +230,21 @@ class Core:
         note_incident(incident.number)
         # The requester is in the team here (found by channel, or checked above).
         if not rules.allowed(command, Access.TEAM):
-            level = rules.access(in_team=True, in_channel=await self.directory.in_channel(incident.channel_id, req.user_id))
+            in_channel = await self.reachable(incident, self.directory.in_channel(incident.channel_id, req.user_id), "channel")
+            level = rules.access(in_team=True, in_channel=in_channel)
             if not rules.allowed(command, level):
                 raise UserError(messages.not_a_member(incident, command))
         return incident
+
+    async def reachable(self, incident: Incident, membership: Awaitable[bool], where: str = "team") -> bool:
+        """A membership answer about the incident's team or channel; when Mattermost refuses
+        the bot the question, the bot was removed from there: a refusal that says so."""
+        try:
+            return await membership
+        except Forbidden:
+            log.warning("incident.unreachable", incident=incident.number, removed_from=where)
+            text = messages.bot_removed_from_team if where == "team" else messages.bot_removed_from_channel
+            raise UserError(text(self.bot_name, incident)) from None
 
     # --- playbooks -----------------------------------------------------------------------
 

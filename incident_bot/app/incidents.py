@@ -376,7 +376,7 @@ class Incidents:
         incident = await core.incident_for(req, cmd.incident, "join")
         if incident.channel_id is None:
             raise UserError(messages.still_starting(incident))
-        if await core.directory.in_channel(incident.channel_id, req.user_id):
+        if await core.reachable(incident, core.directory.in_channel(incident.channel_id, req.user_id), "channel"):
             raise UserError(messages.already_member(incident))
         names = await core.directory.names([req.user_id])
         notice = []

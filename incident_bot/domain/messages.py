@@ -169,6 +169,20 @@ def guest_refused(bot: str) -> str:
     return f"Guest accounts cannot use @{bot}. Ask a member of the team to do it for you."
 
 
+def bot_removed_from_team(bot: str, incident: Incident) -> str:
+    return (
+        f"I can no longer reach incident #{incident.number}: @{bot} was removed from its team. "
+        "Ask a team admin to add me back; nothing was changed."
+    )
+
+
+def bot_removed_from_channel(bot: str, incident: Incident) -> str:
+    return (
+        f"I can no longer reach incident #{incident.number}: @{bot} was removed from its channel. "
+        f"Ask someone in {link(incident)} to add me back (`/invite @{bot}`); nothing was changed."
+    )
+
+
 def not_found(number: int) -> str:
     return f"No incident #{number} in your teams."
 

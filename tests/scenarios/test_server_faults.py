@@ -31,3 +31,35 @@ async def test_a_token_revoked_while_running_stops_the_bot_with_exit_1_and_the_f
     await bot.start()
     await world.alice.wait_for_reply(post, contains=f"Posted the status update of incident #{number}", timeout=30)
     assert bot.db("select count(*) from timeline where incident_number = ? and kind = 'status_update'", number) == [(1,)]
+
+
+async def test_the_bot_removed_from_the_channel_then_the_team_says_so_and_changes_nothing(world: World, bot: BotProcess):
+    number, channel, *_ = await start_incident(world, world.alice, "Bot kicked out")
+    before = bot.db("select * from incidents")
+
+    await world.admin.remove_member(channel["id"], world.bot_user_id)
+    end = await world.alice.dm_bot(f"end {number} fixed")
+    reply = await world.alice.wait_for_reply(end)
+    assert reply["message"] == (
+        f"I can no longer reach incident #{number}: @{world.bot_username} was removed from its channel. "
+        f"Ask someone in ~{channel['name']} to add me back (`/invite @{world.bot_username}`); nothing was changed."
+    )
+    join = await world.carol.dm_bot(f"join {number}")
+    assert "was removed from its channel" in (await world.carol.wait_for_reply(join))["message"]
+    await bot.wait_for_log("incident.unreachable", incident=number, removed_from="channel")
+
+    await world.admin.request("DELETE", f"/teams/{world.team_ids['ops']}/members/{world.bot_user_id}")
+    again = await world.alice.dm_bot(f"end {number} fixed")
+    assert (await world.alice.wait_for_reply(again))["message"] == (
+        f"I can no longer reach incident #{number}: @{world.bot_username} was removed from its team. "
+        "Ask a team admin to add me back; nothing was changed."
+    )
+    await bot.wait_for_log("incident.unreachable", incident=number, removed_from="team")
+
+    # Nothing changed, each command was answered once and is not tried again, and the bot goes on.
+    assert bot.db("select * from incidents") == before
+    for post in (end, join, again):
+        assert len(await world.alice.replies_to(post) if post is not join else await world.carol.replies_to(post)) == 1
+    assert not [e for e in bot.current_log() if e.get("event") in ("command.unanswered", "command.failed")]
+    help_post = await world.alice.dm_bot("help")
+    await world.alice.wait_for_reply(help_post)
