@@ -127,7 +127,7 @@ class Runtime:
         self.chat = MattermostClient(settings.mattermost_url, settings.token(), on_response=self._rest_response)
         self._stopping = asyncio.Event()
         self._logged_in = False
-        self._refused: str | None = None  # where Mattermost refused the token once running (rest, websocket)
+        self._refused = False  # Mattermost refused the token once running
         self._background: set[asyncio.Task[Any]] = set()
         self.health: Health | None = None  # once logged in and wired
         self.ops: OpsServer | None = None
@@ -138,15 +138,26 @@ class Runtime:
     def _rest_response(self, status: int) -> None:
         self.metrics.rest_response(status)
         if status == 401 and self._logged_in:
-            self.token_refused("rest")
+            self.token_refused()
 
-    def token_refused(self, where: str) -> None:
+    def _doubt_token(self) -> None:
+        self._spawn(self._verify_token())
+
+    async def _verify_token(self) -> None:
+        """The WebSocket could not authenticate: ask REST, whose 401 is unambiguous (and
+        reaches ``token_refused`` through ``_rest_response``)."""
+        try:
+            await self.chat.get_me()
+        except MattermostError as exc:
+            log.info("bot.token_checked", error=type(exc).__name__)
+
+    def token_refused(self) -> None:
         """Mattermost no longer takes the token (revoked, or the bot account deactivated):
         retrying cannot help, so the bot stops; ``run`` then raises ``TokenRefused`` (exit 1).
         Work left unfinished is read again at the next start, with a valid token."""
-        if self._refused is None:
-            self._refused = where
-            log.error("bot.token_refused", where=where, fix=TOKEN_FIX)
+        if not self._refused:
+            self._refused = True
+            log.error("bot.token_refused", fix=TOKEN_FIX)
         self.request_stop()
 
     async def _login(self) -> User:
@@ -188,10 +199,10 @@ class Runtime:
                     return
                 raise
             bot = Bot(self.settings, self.store, self.chat, me, observer=self.metrics)
-            bot.stream.on_unauthorized(lambda: self.token_refused("websocket"))
+            bot.stream.on_auth_doubt(self._doubt_token)
             await self._serve(bot, me)
-            if self._refused is not None:
-                raise TokenRefused(f"bot_token: Mattermost refused the token while running (401, {self._refused}); {TOKEN_FIX}")
+            if self._refused:
+                raise TokenRefused(f"bot_token: Mattermost refused the token while running (401); {TOKEN_FIX}")
         finally:
             if self.ops is not None:
                 await self.ops.stop()

@@ -54,6 +54,15 @@ class ChannelWriter:
             return None
         return await self.permalink(incident.team_id, incident.origin_post_id)
 
+    async def archived(self, incident: Incident) -> bool:
+        """Someone archived the incident channel: nothing can be posted or edited there."""
+        if incident.channel_id is None:
+            return False
+        try:
+            return bool((await self.chat.get_channel(incident.channel_id)).delete_at)
+        except NotFound:
+            return False
+
     async def is_dm(self, channel_id: str) -> bool:
         try:
             channel = await self.chat.get_channel(channel_id)

@@ -236,6 +236,10 @@ class Incidents:
                 items = await tx.list_checklist(number, include_removed=True)
             if incident is None or incident.channel_id is None:
                 return
+            if await self.channel.archived(incident):
+                await self._mark_archived(incident)
+                self.backlog.repaired(number)
+                return
             live = [i for i in items if not i.removed]
             # Posts an earlier run made but never noted: the header among the channel's posts
             # (only when it is missing), the items in the checklist thread.
@@ -255,6 +259,18 @@ class Incidents:
                     await self.channel.refresh_item(incident, item, strict=True, shown=thread[item.post_id].message)
             await self.channel.refresh(incident, live, strict=True)
             self.backlog.repaired(number)
+
+    async def _mark_archived(self, incident: Incident) -> None:
+        """Note once, on the timeline, that the channel was archived: the incident stays as it
+        is (it can still be ended, reopened and exported from elsewhere), only its channel
+        is no longer kept current, and nothing is retried there."""
+        core = self.core
+        async with core.store.transaction() as tx:
+            events = await tx.list_timeline(incident.number)
+        if any(e.kind == TimelineKind.CHANNEL_ARCHIVED for e in events):
+            return
+        log.warning("incident.channel_archived", incident=incident.number, channel=incident.channel_id)
+        await core.commit(None, incident.number, event=core.event(incident.number, TimelineKind.CHANNEL_ARCHIVED))
 
     async def repair_stale(self) -> bool:
         """Repair the incidents whose channel edits failed; True when none is left."""

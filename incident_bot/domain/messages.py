@@ -684,6 +684,7 @@ _KIND_WORDS = {
     "note": "Note",
     "post_pinned": "Post",
     "reminder_sent": "Reminder sent",
+    "channel_archived": "Incident channel archived (the bot no longer posts there)",
 }
 
 

@@ -7,7 +7,7 @@ import asyncio
 
 from tests.support.admin import new_bot_token, revoke_bot_tokens
 from tests.support.botproc import BotProcess
-from tests.support.scenario import mention, start_incident
+from tests.support.scenario import exported_file, mention, start_incident
 from tests.support.world import World
 
 EXIT_FAILED = 1  # incident_bot.cli: the bot cannot go on, and restarting will not help
@@ -63,3 +63,26 @@ async def test_the_bot_removed_from_the_channel_then_the_team_says_so_and_change
     assert not [e for e in bot.current_log() if e.get("event") in ("command.unanswered", "command.failed")]
     help_post = await world.alice.dm_bot("help")
     await world.alice.wait_for_reply(help_post)
+
+
+async def test_an_archived_incident_channel_is_marked_and_end_still_works_from_a_dm(world: World, bot: BotProcess):
+    number, channel, *_ = await start_incident(world, world.alice, "Archived too early")
+    await world.alice.request("DELETE", f"/channels/{channel['id']}")
+
+    end = await world.alice.dm_bot(f"end {number} rolled back")
+    reply = await world.alice.wait_for_reply(end)
+    assert reply["message"].startswith(f"Ended incident #{number}"), reply["message"]
+    assert bot.db("select status from incidents where number = ?", number) == [("ended",)]
+    await bot.wait_for_log("incident.channel_archived", incident=number)
+
+    # Marked once on its timeline; the final summary meant for the channel is dropped, not retried.
+    export = await world.alice.dm_bot(f"export {number}")
+    _name, text = await exported_file(world.alice, await world.alice.wait_for_reply(export))
+    assert text.count("Incident channel archived (the bot no longer posts there)") == 1
+    assert "Incident ended" in text
+    await bot.wait_for_log("outbox.obsolete", incident=number)
+    reopen = await world.alice.dm_bot(f"reopen {number}")
+    assert (await world.alice.wait_for_reply(reopen))["message"].startswith(f"Reopened incident #{number}")
+    log = bot.current_log()
+    assert [e["event"] for e in log].count("incident.channel_archived") == 1
+    assert not [e for e in log if e.get("event") in ("outbox.abandoned", "command.failed")]

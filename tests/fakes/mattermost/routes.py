@@ -74,6 +74,7 @@ class RestRoutes:
             ("GET", "/channels/{channel_id}/posts", self.h_channel_posts, True),
             ("GET", "/channels/{channel_id}/pinned", self.h_channel_pinned, True),
             ("GET", "/channels/{channel_id}", self.h_get_channel, True),
+            ("DELETE", "/channels/{channel_id}", self.h_archive_channel, True),
             ("POST", "/posts", self.h_create_post, True),
             ("GET", "/posts/{post_id}/thread", self.h_thread, True),
             ("GET", "/posts/{post_id}/reactions", self.h_post_reactions, True),
@@ -253,6 +254,19 @@ class RestRoutes:
             raise forbidden()
         return 200, dict(ch)
 
+    async def h_archive_channel(self, ctx: _Ctx, channel_id: str) -> tuple[int, Any]:
+        """Archive a channel (what the real server's DELETE does): its posts and members stay,
+        nothing can be posted, edited or joined there any more."""
+        ch = self._require_channel(ctx.id_param(channel_id, "channel_id"))
+        if ch["type"] in ("D", "G"):
+            raise ApiFailure(400, "api.channel.delete_channel.type.invalid")
+        if ch["delete_at"]:
+            raise ApiFailure(400, "api.channel.delete_channel.deleted.app_error")
+        if not self._is_admin(ctx.user_id) and not self._in_channel(ch["id"], ctx.user_id):
+            raise forbidden()
+        self.archive_channel(ch["id"], ctx.user_id)
+        return 200, {"status": "OK"}
+
     async def h_channel_by_name(self, ctx: _Ctx, team_id: str, name: str) -> tuple[int, Any]:
         tid = ctx.id_param(team_id, "team_id")
         ch = self.channel_by_name(tid, name)
@@ -336,6 +350,8 @@ class RestRoutes:
             raise bad_body("user_id")
         if ch["type"] in ("D", "G"):
             raise ApiFailure(400, "api.channel.add_user_to_channel.type.app_error")
+        if ch["delete_at"]:
+            raise ApiFailure(400, "api.channel.add_user.to.channel.failed.deleted.app_error")
         for uid in ids:
             self_join = uid == ctx.user_id
             if self._is_admin(ctx.user_id) or self._in_channel(ch["id"], ctx.user_id):
@@ -517,6 +533,8 @@ class RestRoutes:
         ch = self.channels.get(channel_id) if isinstance(channel_id, str) else None
         if ch is None or not self._can_write_channel(ctx.user_id, ch):
             raise forbidden()
+        if ch["delete_at"]:
+            raise ApiFailure(400, "api.post.create_post.can_not_post_to_deleted.error")
         type_ = body.get("type") or ""
         if type_.startswith("system_"):
             raise ApiFailure(400, "api.context.invalid_param.app_error", name="post.type")
@@ -547,6 +565,8 @@ class RestRoutes:
         if p is None:
             raise forbidden()
         ch = self.channels[p["channel_id"]]
+        if ch["delete_at"] and (self._is_admin(ctx.user_id) or self._in_channel(ch["id"], ctx.user_id)):
+            raise ApiFailure(400, "api.post.patch_post.can_not_update_post_in_deleted.error")  # an archived channel
         if self._is_admin(ctx.user_id):
             return p
         if not self._in_channel(ch["id"], ctx.user_id):

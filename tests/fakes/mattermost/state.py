@@ -134,6 +134,12 @@ class State(ABC):
         memberships of a guest say ``scheme_guest``, which the bot does not read)."""
         self.users[user_id].update(roles=roles, update_at=self.now_ms())
 
+    def archive_channel(self, channel_id: str, actor_id: str) -> None:
+        now = self.now_ms()
+        ch = self.channels[channel_id]
+        ch.update(delete_at=now, update_at=now)
+        self._publish("channel_deleted", {"channel_id": channel_id, "delete_at": now}, team_id=ch["team_id"])
+
     def add_token(self, user_id: str) -> str:
         token = new_id()
         self.tokens[token] = user_id
