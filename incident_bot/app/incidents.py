@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 
 from incident_bot.app.backlog import Backlog
-from incident_bot.app.channel import PART_PROP, ChannelWriter
+from incident_bot.app.channel import PART_PROP, ChannelWriter, item_names
 from incident_bot.app.core import Core
 from incident_bot.app.outbox import Outbox
 from incident_bot.app.request import Request, UserError
@@ -243,7 +243,13 @@ class Incidents:
             live = [i for i in items if not i.removed]
             # Posts an earlier run made but never noted: the header among the channel's posts
             # (only when it is missing), the items in the checklist thread.
-            made = await self.channel.made_parts(incident) if incident.checklist_post_id is None and live else {}
+            lost_summary = incident.summary_post_id is None and incident.status != Status.STARTING  # deleted, not yet made again
+            made = (
+                await self.channel.made_parts(incident) if (incident.checklist_post_id is None and live) or lost_summary else {}
+            )
+            if lost_summary:
+                names = await core.directory.names([incident.commander_id, *item_names(items)])
+                await self.channel.ensure_summary(incident, live, names, made)
             thread: dict[str, Post] = {}
             if incident.checklist_post_id:
                 thread = {p.id: p for p in await core.chat.get_thread(incident.checklist_post_id)}

@@ -300,7 +300,8 @@ class Pipeline:
     # --- edits and deletions -----------------------------------------------------------
 
     async def _post_change(self, event: PostEdited | PostDeleted) -> bool:
-        if event.post.user_id != self.core.bot_id:
+        # The bot's own edits are its own doing; its posts deleted by someone else are not.
+        if event.post.user_id != self.core.bot_id or isinstance(event, PostDeleted):
             await self.listeners.post_change(event.dedupe_key, event)
         return True
 

@@ -7,7 +7,7 @@ import asyncio
 
 from tests.support.admin import new_bot_token, revoke_bot_tokens
 from tests.support.botproc import BotProcess
-from tests.support.scenario import exported_file, mention, start_incident
+from tests.support.scenario import checklist_posts, exported_file, mention, start_incident
 from tests.support.world import World
 
 EXIT_FAILED = 1  # incident_bot.cli: the bot cannot go on, and restarting will not help
@@ -86,3 +86,27 @@ async def test_an_archived_incident_channel_is_marked_and_end_still_works_from_a
     log = bot.current_log()
     assert [e["event"] for e in log].count("incident.channel_archived") == 1
     assert not [e for e in log if e.get("event") in ("outbox.abandoned", "command.failed")]
+
+
+async def test_a_deleted_item_post_and_pinned_summary_are_posted_again(world: World, bot: BotProcess):
+    number, channel, *_ = await start_incident(world, world.alice, "Posts deleted --playbook basic")
+    header, items = await checklist_posts(world.alice, channel["id"])
+    await world.alice.react(items[0])
+    ticked = await world.alice.wait_for_message(items[0]["id"], "☑")
+    [summary] = [p for p in await world.alice.pinned(channel["id"]) if p["user_id"] == world.bot_user_id]
+
+    await world.admin.delete(items[0])
+    await world.admin.delete(summary)
+
+    await bot.wait_for_log("part.restored", part="item:1")
+    await bot.wait_for_log("part.restored", part="summary")
+    [again] = [p for p in await world.alice.pinned(channel["id"]) if p["user_id"] == world.bot_user_id]
+    assert again["id"] != summary["id"] and again["message"] == summary["message"]
+    # Item 1 is posted again, at the end of the checklist thread, still ticked by alice.
+    _header, now = await checklist_posts(world.alice, channel["id"])
+    assert [p["message"] for p in now] == [items[1]["message"], ticked["message"]]
+    assert now[0]["id"] == items[1]["id"] and now[1]["id"] != items[0]["id"]
+    # A tick taken off the new post counts as for the old one.
+    await world.alice.react(now[1])
+    await world.alice.unreact(now[1])
+    await world.alice.wait_for_message(now[1]["id"], "☐")

@@ -550,6 +550,8 @@ class RestRoutes:
                 p = self._posts.get(seen[0])
                 if p is not None and not p["delete_at"]:
                     return 201, self.post_json(p)
+                if p is not None:  # real: the post it made is deleted and cannot be given back
+                    raise ApiFailure(500, "api.post.deduplicate_create_post.failed_to_get")
         create_at = body.get("create_at") if self._is_admin(ctx.user_id) else None
         post = self._create_post(
             self.users[ctx.user_id], ch, body, type_=type_, create_at=create_at if isinstance(create_at, int) else None
