@@ -46,7 +46,7 @@ from incident_bot.plugins.handler import BotDriver, IncidentEventHandler
 from incident_bot.plugins.incidents import IncidentPlugin
 from incident_bot.plugins.playbooks import PlaybookPlugin
 from incident_bot.plugins.timeline import TimelinePlugin
-from incident_bot.store.base import Store
+from incident_bot.store.base import Store, StoreUnavailable
 from incident_bot.store.factory import describe, open_store
 
 log = structlog.get_logger("incident_bot.bot")
@@ -237,7 +237,10 @@ class Runtime:
             if task is not stream_task:
                 task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
-        await bot.cursor.flush()  # never past work left unfinished: read again next start
+        try:
+            await bot.cursor.flush()  # never past work left unfinished: read again next start
+        except StoreUnavailable as exc:  # kept where it was saved last: catch-up reads a little more
+            log.warning("cursor.flush_failed", error=str(exc)[:300])
         bot.manager.stop()
         log.info("bot.stopped", clean=finished)
 

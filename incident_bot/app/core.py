@@ -4,6 +4,7 @@ the one reply to a command, and finding the incident a command is about."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -24,7 +25,7 @@ from incident_bot.domain.commands import Access
 from incident_bot.domain.format import format_short_duration
 from incident_bot.domain.models import ChecklistItem, Incident, OutboxEntry, Playbook, TimelineEvent, TimelineKind
 from incident_bot.domain.rules import RuleError
-from incident_bot.store.base import Store, Transaction
+from incident_bot.store.base import Store, StoreUnavailable, Transaction
 
 log = structlog.get_logger("incident_bot.app")
 
@@ -156,8 +157,17 @@ class Core:
             pending_post_id=pending_id("reply", req.key),
         )
         req.replied = True
-        await self.note_reply(req, post, applied=True)
+        try:
+            await self.note_reply(req, post, applied=True)
+        except StoreUnavailable as exc:  # the reply names its command: catch-up finds it later
+            log.warning("reply.unrecorded", key=req.key, error=str(exc)[:300])
         return post
+
+    def store_down(self, exc: StoreUnavailable, **fields: Any) -> str:
+        """Log why the database cannot be written (with a ref) and word the refusal."""
+        ref = secrets.token_hex(3)
+        log.error("store.unwritable", ref=ref, detail=str(exc)[:300], **fields)
+        return messages.store_unwritable(ref)
 
     async def note_reply(self, req: Request, post: Post, *, applied: bool = False) -> None:
         """Remember ``post`` as the reply to ``req`` (``applied``: and the command as handled)."""

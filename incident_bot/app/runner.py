@@ -16,6 +16,7 @@ from incident_bot.app.request import Request, UserError
 from incident_bot.domain import commands, grammar, messages
 from incident_bot.domain.commands import Command, Outcome
 from incident_bot.domain.rules import Actor
+from incident_bot.store.base import StoreUnavailable
 
 log = structlog.get_logger("incident_bot.commands")
 
@@ -42,6 +43,9 @@ class Runner:
         except UserError as exc:
             req.outcome = Outcome.REFUSED
             await self._safe_reply(req, exc.text)
+        except StoreUnavailable as exc:
+            req.outcome = Outcome.ERROR
+            await self._safe_reply(req, self.core.store_down(exc, command=name))
         except Exception as exc:  # noqa: BLE001 - the bot must survive anything
             req.outcome = Outcome.ERROR
             ref = secrets.token_hex(3)

@@ -238,6 +238,14 @@ def internal_error(ref: str) -> str:
     return f"Something went wrong (ref {ref}); nothing was changed."
 
 
+def store_unwritable(ref: str) -> str:
+    """The reply when the bot's database cannot be written (disk full, read-only, damaged)."""
+    return (
+        f"I cannot save anything right now, so nothing was changed: my database cannot be written (ref {ref}). "
+        "An admin can see why in the bot's log; try again once it is fixed."
+    )
+
+
 def choose_team(bot: str, teams: Iterable[str]) -> str:
     names = ", ".join(sorted(teams))
     return f"You share several teams with me ({names}); say which with `--team NAME`.\n{usage(bot, 'start')}"

@@ -89,8 +89,8 @@ async def test_an_archived_incident_channel_is_marked_and_end_still_works_from_a
 
 
 async def test_a_deleted_item_post_and_pinned_summary_are_posted_again(world: World, bot: BotProcess):
-    number, channel, *_ = await start_incident(world, world.alice, "Posts deleted --playbook basic")
-    header, items = await checklist_posts(world.alice, channel["id"])
+    _number, channel, *_ = await start_incident(world, world.alice, "Posts deleted --playbook basic")
+    _header, items = await checklist_posts(world.alice, channel["id"])
     await world.alice.react(items[0])
     ticked = await world.alice.wait_for_message(items[0]["id"], "☑")
     [summary] = [p for p in await world.alice.pinned(channel["id"]) if p["user_id"] == world.bot_user_id]
