@@ -48,6 +48,8 @@ from incident_bot.plugins.playbooks import PlaybookPlugin
 from incident_bot.plugins.timeline import TimelinePlugin
 from incident_bot.store.base import Store, StoreUnavailable
 from incident_bot.store.factory import describe, open_store
+from incident_bot.web import dialogs, slash
+from incident_bot.web.wiring import Wiring
 
 log = structlog.get_logger("incident_bot.bot")
 
@@ -77,7 +79,7 @@ class Bot:
         self.outbox = Outbox(core, self.backlog)
         channel = ChannelWriter(core, self.backlog, self.outbox)
         teams = Teams(core)
-        runner = Runner(core)
+        self.runner = runner = Runner(core)
         self.incidents = Incidents(core, channel, teams, self.backlog, self.outbox)
         checklists = Checklists(core, channel, self.outbox)
         self.timeline = Timeline(core, channel, self.outbox)
@@ -131,6 +133,14 @@ class Runtime:
         self._background: set[asyncio.Task[Any]] = set()
         self.health: Health | None = None  # once logged in and wired
         self.ops: OpsServer | None = None
+        self.slash: slash.SlashCommand | None = None
+        tokens = settings.slash_secrets()
+        if tokens:
+            dialog = dialogs.StartDialog(tokens[0], self._callback_base)
+            self.slash = slash.SlashCommand(tokens, dialog)
+
+    def _callback_base(self) -> str | None:
+        return self.settings.callback_base(self.ops.address if self.ops is not None else None)
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -211,6 +221,9 @@ class Runtime:
 
     async def _serve(self, bot: Bot, me: User) -> None:
         await bot.cursor.load()
+        if self.slash is not None:
+            wiring = Wiring(bot.core, bot.pipeline, bot.runner, bot.incidents, bot.timeline)
+            self.slash.wiring = self.slash.dialog.wiring = wiring
         bot.manager.start()
         try:
             resumed = await bot.incidents.resume_unfinished()
@@ -251,8 +264,13 @@ class Runtime:
         handling incidents matters more, and the missing scrape raises the operator's alert."""
         listen = self.settings.ops_listen()
         if listen is None:
+            if self.slash is not None:
+                log.warning("slash.no_listener", reason="ops_address is off: Mattermost cannot call the slash command")
             return
         server = OpsServer(listen[0], listen[1], self.metrics, self._not_ready, self._refresh_metrics)
+        if self.slash is not None:
+            server.add_route("POST", slash.PATH, self.slash.handle)
+            server.add_route("POST", dialogs.PATH, self.slash.dialog.handle)
         try:
             await server.start()
         except OSError as exc:

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Protocol
 
 from incident_bot.chat.events import Posted
 from incident_bot.chat.models import Post
@@ -48,6 +49,13 @@ class UserError(Exception):
         self.text = text
 
 
+class Answer(Protocol):
+    """How the private answer to a command that came without a post (the slash command,
+    a dialog) reaches the person: only they see it."""
+
+    async def private(self, text: str) -> None: ...
+
+
 @dataclass
 class Request:
     """One command from a person, as the use cases see it."""
@@ -63,6 +71,10 @@ class Request:
     incident: int | None = None
     replied: bool = False
     noted: bool = False  # its reply is recorded in the database (by this run, in this request)
+    command: str = ""  # the command word being run (set by the Runner)
+    # Set when the command came without a post (slash command, dialog): ``post`` is then a
+    # stand-in without id, private answers go through ``answer``, the others are posted.
+    answer: Answer | None = None
 
     @classmethod
     def of(cls, post: Post, channel_type: str, team_id: str | None, late_by: timedelta | None = None) -> Request:

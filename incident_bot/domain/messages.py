@@ -497,8 +497,15 @@ def severity_changed(incident: Incident, previous: int) -> str:
 # --- help ------------------------------------------------------------------------
 
 
+SLASH = "/incident"  # the slash command's trigger, as `register-command` creates it
+
+
 def help_all(bot: str) -> str:
-    lines = [f"**@{bot} commands** (mention me, or write to me directly without the mention):", ""]
+    lines = [
+        f"**@{bot} commands** (mention me, write to me directly without the mention,"
+        f" or type `{SLASH} <command>`; `{SLASH} start` alone opens a form):",
+        "",
+    ]
     for spec in COMMANDS.values():
         lines.append(f"- `{spec.usage}` — {spec.purpose}")
     lines.append("")
@@ -508,7 +515,7 @@ def help_all(bot: str) -> str:
 
 def help_one(bot: str, command: str) -> str:
     spec = COMMANDS[command]
-    return f"`@{bot} {spec.usage}`\n{spec.purpose[0].upper()}{spec.purpose[1:]}. Where: {spec.where}."
+    return f"`@{bot} {spec.usage}` or `{SLASH} {spec.usage}`\n{spec.purpose[0].upper()}{spec.purpose[1:]}. Where: {spec.where}."
 
 
 def help_unknown(bot: str, word: str) -> str:
@@ -821,3 +828,63 @@ def no_update_for(quiet: timedelta) -> str:
 
 def channel_purpose(number: int) -> str:
     return f"Incident #{number}, managed by incident-bot"
+
+
+# --- the slash command and the start dialog (web/) ---------------------------------------
+
+
+def dialog_title() -> str:
+    return "Start an incident"
+
+
+def dialog_intro() -> str:
+    return "Opens a private incident channel with you as commander."
+
+
+def dialog_submit() -> str:
+    return "Start"
+
+
+DIALOG_LABELS: dict[str, str] = {
+    "title": "Title",
+    "severity": "Severity",
+    "playbook": "Playbook",
+    "responders": "Responders",
+    "update": "First update",
+}
+
+DIALOG_HELP: dict[str, str] = {
+    "title": "What is broken, in a few words.",
+    "severity": "1 is the most severe.",
+    "playbook": "Its checklist is copied into the incident channel.",
+    "responders": "Added to the incident channel with you.",
+    "update": "Posted as the first status update.",
+}
+
+
+def severity_option(severity: int) -> str:
+    return sev(severity)
+
+
+def no_playbook_option() -> str:
+    return "(none)"
+
+
+def dialog_need_title() -> str:
+    return "A title is required."
+
+
+def dialog_bad_severity() -> str:
+    return "Choose a severity from 1 to 4."
+
+
+def dialog_unknown_playbook(name: str) -> str:
+    return f"There is no playbook {safe_inline(name)} in this team any more."
+
+
+def dialog_unknown_users(names: list[str]) -> str:
+    return "Not found or not in this team: " + ", ".join(safe_inline(name) for name in names) + "."
+
+
+def dialog_not_opened() -> str:
+    return "I could not open the form; type `/incident start <title>` (see `/incident help start`) instead."

@@ -89,6 +89,7 @@ class RestRoutes:
             ("GET", "/files/{file_id}/info", self.h_file_info, True),
             ("GET", "/files/{file_id}", self.h_file, True),
         ]
+        table += self._integration_routes()
         for method, path, handler, auth in table:
             router.add_route(method, API + path, self._endpoint(handler, auth))
 

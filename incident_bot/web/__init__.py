@@ -1,0 +1,1 @@
+"""Mattermost's calls to the bot over HTTP (slash command, dialogs), adapted to the use cases."""
