@@ -47,7 +47,7 @@ from incident_bot.plugins.handler import BotDriver, IncidentEventHandler
 from incident_bot.plugins.incidents import IncidentPlugin
 from incident_bot.plugins.playbooks import PlaybookPlugin
 from incident_bot.plugins.timeline import TimelinePlugin
-from incident_bot.store.base import Store
+from incident_bot.store.base import Store, StoreUnavailable
 from incident_bot.store.factory import describe, open_store
 from incident_bot.web import dialogs, slash
 from incident_bot.web.actions import ActionRoutes
@@ -65,6 +65,9 @@ class StartupError(Exception):
 
 class TokenRefused(StartupError):
     """Mattermost refused the token: restarting will not help (the CLI exits 1 for this)."""
+
+
+TOKEN_FIX = "check the bot's access token (incident-bot check tells more)"
 
 
 class Bot:
@@ -127,8 +130,10 @@ class Runtime:
         self.settings = settings
         self.metrics = Metrics()
         self.store = open_store(settings.database, on_commit=self.metrics.commit)
-        self.chat = MattermostClient(settings.mattermost_url, settings.token(), on_response=self.metrics.rest_response)
+        self.chat = MattermostClient(settings.mattermost_url, settings.token(), on_response=self._rest_response)
         self._stopping = asyncio.Event()
+        self._logged_in = False
+        self._refused = False  # Mattermost refused the token once running
         self._background: set[asyncio.Task[Any]] = set()
         self.health: Health | None = None  # once logged in and wired
         self.ops: OpsServer | None = None
@@ -145,6 +150,31 @@ class Runtime:
     def request_stop(self) -> None:
         self._stopping.set()
 
+    def _rest_response(self, status: int) -> None:
+        self.metrics.rest_response(status)
+        if status == 401 and self._logged_in:
+            self.token_refused()
+
+    def _doubt_token(self) -> None:
+        self._spawn(self._verify_token())
+
+    async def _verify_token(self) -> None:
+        """The WebSocket could not authenticate: ask REST, whose 401 is unambiguous (and
+        reaches ``token_refused`` through ``_rest_response``)."""
+        try:
+            await self.chat.get_me()
+        except MattermostError as exc:
+            log.info("bot.token_checked", error=type(exc).__name__)
+
+    def token_refused(self) -> None:
+        """Mattermost no longer takes the token (revoked, or the bot account deactivated):
+        retrying cannot help, so the bot stops; ``run`` then raises ``TokenRefused`` (exit 1).
+        Work left unfinished is read again at the next start, with a valid token."""
+        if not self._refused:
+            self._refused = True
+            log.error("bot.token_refused", fix=TOKEN_FIX)
+        self.request_stop()
+
     async def _login(self) -> User:
         """Who am I; waits for a server that is down rather than giving up."""
         backoff = Backoff(LOGIN_FIRST_WAIT, cap=LOGIN_MAX_WAIT, jitter="none")
@@ -152,9 +182,7 @@ class Runtime:
             try:
                 return await self.chat.get_me()
             except Unauthorized:
-                raise TokenRefused(
-                    "bot_token: Mattermost refused the token (401); check the bot's access token (incident-bot check tells more)"
-                ) from None
+                raise TokenRefused(f"bot_token: Mattermost refused the token (401); {TOKEN_FIX}") from None
             except MattermostError as exc:
                 delay = backoff.next_delay()
                 log.warning("mattermost.unreachable", url=self.settings.mattermost_url, error=type(exc).__name__, retry_in=delay)
@@ -179,12 +207,17 @@ class Runtime:
             await self._start_ops()
             try:
                 me = await self._login()
+                self._logged_in = True
             except StartupError:
                 if self._stopping.is_set():  # asked to stop while waiting for Mattermost: a clean stop
                     log.info("bot.stopped", clean=True, connected=False)
                     return
                 raise
-            await self._serve(Bot(self.settings, self.store, self.chat, me, observer=self.metrics), me)
+            bot = Bot(self.settings, self.store, self.chat, me, observer=self.metrics)
+            bot.stream.on_auth_doubt(self._doubt_token)
+            await self._serve(bot, me)
+            if self._refused:
+                raise TokenRefused(f"bot_token: Mattermost refused the token while running (401); {TOKEN_FIX}")
         finally:
             if self.ops is not None:
                 await self.ops.stop()
@@ -228,7 +261,10 @@ class Runtime:
             if task is not stream_task:
                 task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
-        await bot.cursor.flush()  # never past work left unfinished: read again next start
+        try:
+            await bot.cursor.flush()  # never past work left unfinished: read again next start
+        except StoreUnavailable as exc:  # kept where it was saved last: catch-up reads a little more
+            log.warning("cursor.flush_failed", error=str(exc)[:300])
         bot.manager.stop()
         log.info("bot.stopped", clean=finished)
 

@@ -179,7 +179,7 @@ class Checklists:
             incident = await tx.get_incident(item.incident_number) if item else None
         if item is None or incident is None or item.removed:
             return Applied.NOT_AN_ITEM
-        if not await core.directory.in_channel(incident.channel_id, user_id):
+        if not await core.directory.acting_member(incident.channel_id, user_id):
             await core.commit(key, incident.number)  # handled: every outcome on an item is recorded
             return Applied.NOT_A_MEMBER
         async with core.lock(incident.number):

@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 
 from incident_bot.app.backlog import Backlog
-from incident_bot.app.channel import PART_PROP, ChannelWriter
+from incident_bot.app.channel import PART_PROP, ChannelWriter, item_names
 from incident_bot.app.core import Core
 from incident_bot.app.outbox import ANNOUNCE_SUFFIX, Outbox
 from incident_bot.app.request import Request, UserError
@@ -242,10 +242,20 @@ class Incidents:
                 items = await tx.list_checklist(number, include_removed=True)
             if incident is None or incident.channel_id is None:
                 return
+            if await self.channel.archived(incident):
+                await self._mark_archived(incident)
+                self.backlog.repaired(number)
+                return
             live = [i for i in items if not i.removed]
             # Posts an earlier run made but never noted: the header among the channel's posts
             # (only when it is missing), the items in the checklist thread.
-            made = await self.channel.made_parts(incident) if incident.checklist_post_id is None and live else {}
+            lost_summary = incident.summary_post_id is None and incident.status != Status.STARTING  # deleted, not yet made again
+            made = (
+                await self.channel.made_parts(incident) if (incident.checklist_post_id is None and live) or lost_summary else {}
+            )
+            if lost_summary:
+                names = await core.directory.names([incident.commander_id, *item_names(items)])
+                await self.channel.ensure_summary(incident, live, names, made)
             thread: dict[str, Post] = {}
             if incident.checklist_post_id:
                 thread = {p.id: p for p in await core.chat.get_thread(incident.checklist_post_id)}
@@ -261,6 +271,18 @@ class Incidents:
                     await self.channel.refresh_item(incident, item, strict=True, shown=thread[item.post_id].message)
             await self.channel.refresh(incident, live, strict=True)
             self.backlog.repaired(number)
+
+    async def _mark_archived(self, incident: Incident) -> None:
+        """Note once, on the timeline, that the channel was archived: the incident stays as it
+        is (it can still be ended, reopened and exported from elsewhere), only its channel
+        is no longer kept current, and nothing is retried there."""
+        core = self.core
+        async with core.store.transaction() as tx:
+            events = await tx.list_timeline(incident.number)
+        if any(e.kind == TimelineKind.CHANNEL_ARCHIVED for e in events):
+            return
+        log.warning("incident.channel_archived", incident=incident.number, channel=incident.channel_id)
+        await core.commit(None, incident.number, event=core.event(incident.number, TimelineKind.CHANNEL_ARCHIVED))
 
     async def repair_stale(self) -> bool:
         """Repair the incidents whose channel edits failed; True when none is left."""
@@ -382,7 +404,7 @@ class Incidents:
         incident = await core.incident_for(req, cmd.incident, "join")
         if incident.channel_id is None:
             raise UserError(messages.still_starting(incident))
-        if await core.directory.in_channel(incident.channel_id, req.user_id):
+        if await core.reachable(incident, core.directory.in_channel(incident.channel_id, req.user_id), "channel"):
             raise UserError(messages.already_member(incident))
         names = await core.directory.names([req.user_id])
         notice = []

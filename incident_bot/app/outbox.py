@@ -16,7 +16,7 @@ import structlog
 from incident_bot.app.backlog import Backlog
 from incident_bot.app.buttons import button_props
 from incident_bot.app.core import Core, pending_id
-from incident_bot.chat.errors import Forbidden, MattermostError, NotFound
+from incident_bot.chat.errors import BadRequest, Forbidden, MattermostError, NotFound
 from incident_bot.domain import buttons
 from incident_bot.domain.models import OutboxEntry
 
@@ -82,18 +82,23 @@ class Outbox:
                         props={OUTBOX_PROP: entry.key} | self._buttons(entry),
                         pending_post_id=pending_id("outbox", entry.key),
                     )
-            except (NotFound, Forbidden) as exc:
-                # The channel or thread is gone, or the bot was removed: nobody can read it there.
-                log.warning("outbox.obsolete", key=key, incident=entry.incident_number, status=exc.status)
             except MattermostError as exc:
                 refused = 400 <= exc.status < 500 and exc.status != 429
-                if not refused or entry.attempts < MAX_REFUSALS:
+                if isinstance(exc, (NotFound, Forbidden)) or (
+                    isinstance(exc, BadRequest) and await self._archived(entry.channel_id)
+                ):
+                    # The channel or thread is gone or archived, or the bot was removed: nobody can read it there.
+                    log.warning("outbox.obsolete", key=key, incident=entry.incident_number, status=exc.status)
+                elif not refused or entry.attempts < MAX_REFUSALS:
                     log.warning(
                         "outbox.failed", key=key, incident=entry.incident_number, status=exc.status, attempts=entry.attempts
                     )
                     self.backlog.outbox_waiting()
                     return False
-                log.error("outbox.abandoned", key=key, incident=entry.incident_number, status=exc.status, attempts=entry.attempts)
+                else:
+                    log.error(
+                        "outbox.abandoned", key=key, incident=entry.incident_number, status=exc.status, attempts=entry.attempts
+                    )
             entry.done_at = self.core.now()
             await self._save(entry)
             return True
@@ -105,6 +110,13 @@ class Outbox:
         if not entry.key.endswith(ANNOUNCE_SUFFIX):
             return {}
         return button_props(self.core.settings, entry.incident_number, buttons.ANNOUNCE)
+
+    async def _archived(self, channel_id: str) -> bool:
+        """The channel was archived: a post there is refused (400) for good."""
+        try:
+            return bool((await self.core.chat.get_channel(channel_id)).delete_at)
+        except MattermostError:
+            return False
 
     async def _posted_before(self, entry: OutboxEntry) -> bool:
         """An earlier attempt may have posted it before the bot stopped: look for its marker."""

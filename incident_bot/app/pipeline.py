@@ -21,6 +21,7 @@ from incident_bot.app.request import Applied, Request
 from incident_bot.chat.events import Event, Malformed, PostDeleted, Posted, PostEdited, ReactionAdded, ReactionRemoved
 from incident_bot.chat.models import Post
 from incident_bot.domain.commands import COMMANDS
+from incident_bot.store.base import StoreUnavailable
 
 log = structlog.get_logger("incident_bot.events")
 
@@ -222,7 +223,13 @@ class Pipeline:
         if text is None:
             return True
         req = Request.of(event.post, event.channel_type, event.team_id, late_by)
-        claim = await self._claim(req.key)
+        try:
+            claim = await self._claim(req.key)
+        except StoreUnavailable as exc:
+            # Nothing can be read or recorded: refuse it. The reply names the command, so a
+            # catch-up once the database is back finds it answered and leaves it alone.
+            await self.core.reply(req, self.core.store_down(exc, key=req.key))
+            return True
         if claim == Claim.UNANSWERED:
             return await self._answer_late(req, text)
         if claim != Claim.NEW:
@@ -232,7 +239,12 @@ class Pipeline:
             if replayed and await self._answered_before(req, replies):
                 return True
             await self.listeners.command(req, text, event)
-            return await self._finished(req)
+            if req.replied and not req.noted:
+                return True  # answered, but the database could not record it: the reply names the command
+            try:
+                return await self._finished(req)
+            except StoreUnavailable:
+                return req.replied  # refused (the runner said why); nothing could be recorded
         finally:
             self._inflight.discard(req.key)
 
@@ -307,7 +319,12 @@ class Pipeline:
         if reaction.user_id == self.core.bot_id or not self.listeners.wants_reaction(reaction.emoji_name, added):
             return True
         key = event.dedupe_key
-        if await self._claim(key) != Claim.NEW:
+        try:
+            claim = await self._claim(key)
+        except StoreUnavailable as exc:
+            log.warning("reaction.unrecorded", key=key, error=str(exc)[:300])
+            return False  # reconciled once the database can be written again
+        if claim != Claim.NEW:
             log.info("event.duplicate", key=key, user=reaction.user_id)
             return True
         try:
@@ -330,7 +347,8 @@ class Pipeline:
     # --- edits and deletions -----------------------------------------------------------
 
     async def _post_change(self, event: PostEdited | PostDeleted) -> bool:
-        if event.post.user_id != self.core.bot_id:
+        # The bot's own edits are its own doing; its posts deleted by someone else are not.
+        if event.post.user_id != self.core.bot_id or isinstance(event, PostDeleted):
             await self.listeners.post_change(event.dedupe_key, event)
         return True
 

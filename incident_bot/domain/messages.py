@@ -164,6 +164,25 @@ def playbook_takes_only_name(action: str) -> str:
     return f"`playbook {action}` takes only the NAME."
 
 
+def guest_refused(bot: str) -> str:
+    """The reply to any command from a guest account."""
+    return f"Guest accounts cannot use @{bot}. Ask a member of the team to do it for you."
+
+
+def bot_removed_from_team(bot: str, incident: Incident) -> str:
+    return (
+        f"I can no longer reach incident #{incident.number}: @{bot} was removed from its team. "
+        "Ask a team admin to add me back; nothing was changed."
+    )
+
+
+def bot_removed_from_channel(bot: str, incident: Incident) -> str:
+    return (
+        f"I can no longer reach incident #{incident.number}: @{bot} was removed from its channel. "
+        f"Ask someone in {link(incident)} to add me back (`/invite @{bot}`); nothing was changed."
+    )
+
+
 def not_found(number: int) -> str:
     return f"No incident #{number} in your teams."
 
@@ -217,6 +236,14 @@ def not_ended(incident: Incident) -> str:
 
 def internal_error(ref: str) -> str:
     return f"Something went wrong (ref {ref}); nothing was changed."
+
+
+def store_unwritable(ref: str) -> str:
+    """The reply when the bot's database cannot be written (disk full, read-only, damaged)."""
+    return (
+        f"I cannot save anything right now, so nothing was changed: my database cannot be written (ref {ref}). "
+        "An admin can see why in the bot's log; try again once it is fixed."
+    )
 
 
 def choose_team(bot: str, teams: Iterable[str]) -> str:
@@ -676,6 +703,7 @@ _KIND_WORDS = {
     "note": "Note",
     "post_pinned": "Post",
     "reminder_sent": "Reminder sent",
+    "channel_archived": "Incident channel archived (the bot no longer posts there)",
 }
 
 

@@ -408,6 +408,8 @@ def mattermost_config(root: Path, dsn: str) -> dict:
             "SMTPServer": "",
         },
         "RateLimitSettings": {"Enable": False},
+        # Guest accounts for the authorization matrix (tests/scenarios/test_authz.py).
+        "GuestAccountsSettings": {"Enable": True},
         "PrivacySettings": {"ShowEmailAddress": True, "ShowFullName": True},
         "SupportSettings": {"EnableAskCommunityLink": False},
         "AnnouncementSettings": {"AdminNoticesEnabled": False, "UserNoticesEnabled": False, "NoticesURL": ""},

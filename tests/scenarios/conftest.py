@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.botproc import BotProcess, buttons_env, running_bot
+from tests.support.people import Person
 from tests.support.slash import running_slash_bot
 from tests.support.world import World
 
@@ -35,6 +36,19 @@ async def world() -> AsyncIterator[World]:
             yield w
     for person in [*w.people.values(), w.admin]:
         await person.close()
+
+
+@pytest.fixture
+async def cast(world: World) -> dict[str, Person]:
+    """The authorization matrix's accounts, in ``ops`` and ``ops/incidents``: ``gina`` (guest),
+    ``dora`` (a person, to be deactivated), ``helper-bot`` (another bot)."""
+    if real_server():
+        from tests.integration.bootstrap import add_cast as add_real_cast
+
+        return await add_real_cast(world)
+    from tests.fakes.world import add_cast
+
+    return await add_cast(world)
 
 
 @pytest.fixture

@@ -124,6 +124,7 @@ class BotProcess:
         self.skew_path = workdir / "clock-skew"
         self.skew(0)
         self._clock: ClockReads | None = None
+        self.wrapper: list[str] = []  # argv the bot runs under (tests/support/smalldisk.py: its own mount namespace)
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("INCIDENT_BOT_")}
@@ -177,6 +178,7 @@ class BotProcess:
         self.runs += 1
         log = open(self.log_path, "wb")  # noqa: ASYNC230, SIM115 - a local file opened once per start; the child writes it, we close our copy below
         self.proc = await asyncio.create_subprocess_exec(
+            *self.wrapper,
             sys.executable,
             "-m",
             "incident_bot",

@@ -23,6 +23,7 @@ from tests.support.waiting import eventually
 
 _ID_RE = re.compile(r"^[a-z0-9]{26}$")
 POLL_INTERVAL = 0.1
+REPLY_PROP = "incident_bot_reply_to"  # the bot's answer names the command post (incident_bot.app.core.REPLY_PROP)
 
 
 class ApiError(Exception):
@@ -398,7 +399,15 @@ class Person:
             for p in await self.posts_since(post["channel_id"], post["create_at"] - 1)
             if _is_live(p) and p["id"] != post["id"] and p["create_at"] >= post["create_at"]
         ]
-        replies = [p for p in after if p["user_id"] == bot and (dm or p.get("root_id") == root)]
+        # The bot names the command it answers (props incident_bot_reply_to): in a DM, where
+        # replies are not threaded, an answer to another command is not this one's.
+        replies = [
+            p
+            for p in after
+            if p["user_id"] == bot
+            and (dm or p.get("root_id") == root)
+            and (p.get("props") or {}).get(REPLY_PROP, post["id"]) == post["id"]
+        ]
         return replies, after
 
     async def wait_for_reply(self, post: dict[str, Any], contains: str | None = None, timeout: float = 15.0) -> dict[str, Any]:

@@ -122,6 +122,24 @@ class State(ABC):
             self.bot_user_id = user["id"]
         return dict(user), token
 
+    def deactivate_user(self, user_id: str) -> None:
+        """As the real server: ``delete_at`` set, every token and session of the account revoked."""
+        now = self.now_ms()
+        self.users[user_id].update(delete_at=now, update_at=now)
+        for token in [t for t, uid in self.tokens.items() if uid == user_id]:
+            self.revoke_token(token)
+
+    def set_roles(self, user_id: str, roles: str) -> None:
+        """System roles; a guest is ``system_guest`` (the real server's team and channel
+        memberships of a guest say ``scheme_guest``, which the bot does not read)."""
+        self.users[user_id].update(roles=roles, update_at=self.now_ms())
+
+    def archive_channel(self, channel_id: str, actor_id: str) -> None:
+        now = self.now_ms()
+        ch = self.channels[channel_id]
+        ch.update(delete_at=now, update_at=now)
+        self._publish("channel_deleted", {"channel_id": channel_id, "delete_at": now}, team_id=ch["team_id"])
+
     def add_token(self, user_id: str) -> str:
         token = new_id()
         self.tokens[token] = user_id
