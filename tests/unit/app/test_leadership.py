@@ -9,15 +9,26 @@ from incident_bot.store.base import LeaseView, StoreUnavailable
 
 
 class Clock:
+    """Sleeping moves it; ``until(t)`` returns once something has slept past ``t``."""
+
     def __init__(self) -> None:
         self.now = 100.0
+        self._alarms: list[tuple[float, asyncio.Event]] = []
 
     def __call__(self) -> float:
         return self.now
 
     async def sleep(self, seconds: float) -> None:
         self.now += max(seconds, 0.0)
+        for at, alarm in self._alarms:
+            if self.now >= at:
+                alarm.set()
         await asyncio.sleep(0)  # let other tasks run, as a real sleep would
+
+    async def until(self, at: float) -> None:
+        alarm = asyncio.Event()
+        self._alarms.append((at, alarm))
+        await alarm.wait()
 
 
 class LeaseDouble:
@@ -77,7 +88,7 @@ async def test_sqlite_always_leads_and_never_waits() -> None:
 
 
 async def test_a_standby_polls_until_the_lease_is_free_then_leads() -> None:
-    leadership, lease, clock = make()
+    leadership, lease, _clock = make()
     stop = asyncio.Event()
     campaign = asyncio.create_task(leadership.campaign(stop))
     for _ in range(5):
@@ -108,8 +119,7 @@ async def test_the_leader_renews_every_second_and_keeps_leading() -> None:
     await leadership.campaign(asyncio.Event())
     started = clock.now
     holding = asyncio.create_task(leadership.hold())
-    while clock.now < started + 30:
-        await asyncio.sleep(0)
+    await clock.until(started + 30)
     assert leadership.leading and not leadership.lost.is_set()
     gaps = [b - a for a, b in zip(lease.renewals, lease.renewals[1:], strict=False)]
     assert gaps and max(gaps) <= 1.0 + 1e-9
@@ -124,8 +134,7 @@ async def test_a_leader_that_cannot_renew_stops_writing_before_the_lease_runs_ou
     lease.owner = ""
     await leadership.campaign(asyncio.Event())
     holding = asyncio.create_task(leadership.hold())
-    while clock.now < 102:
-        await asyncio.sleep(0)
+    await clock.until(102)
     lease.failing = True  # the database is cut off
     last_renewed = max(t for t in lease.renewals if t < 102)
     await holding
