@@ -108,10 +108,11 @@ class ClockReads:
 class BotProcess:
     """The bot as an operator runs it; tests may stop, kill and restart it."""
 
-    def __init__(self, world: World, workdir: Path, config_extra: str = "") -> None:
+    def __init__(self, world: World, workdir: Path, config_extra: str = "", database: str | None = None) -> None:
         self.world = world
         self.workdir = workdir
         self.db_path = workdir / "incident-bot.db"
+        self.database = database or str(self.db_path)  # a postgresql:// URL: ``db()`` does not read it
         self.config_path = workdir / "config.toml"
         self.config_path.write_text(config_extra + TEST_CONFIG)  # top-level keys before the tables
         self.proc: asyncio.subprocess.Process | None = None
@@ -128,7 +129,7 @@ class BotProcess:
         env.update(
             INCIDENT_BOT_MATTERMOST_URL=self.world.url,
             INCIDENT_BOT_BOT_TOKEN=self.world.bot_token,
-            INCIDENT_BOT_DATABASE=str(self.db_path),
+            INCIDENT_BOT_DATABASE=self.database,
             INCIDENT_BOT_CLOCK_SKEW_FILE=str(self.skew_path),
             PYTHONUNBUFFERED="1",
         )
