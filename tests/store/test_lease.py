@@ -163,3 +163,23 @@ async def test_the_lease_survives_a_lost_connection(replicas: tuple[Replica, Rep
 async def test_sqlite_has_no_lease(tmp_path: Path) -> None:
     store = SQLiteBackend(tmp_path).make()
     assert open_lease(store, "me", TTL) is None
+
+
+async def test_check_tells_whether_this_process_would_lead(pg_backend: PostgresBackend, tmp_path: Path) -> None:
+    from incident_bot.ops.check import Mark, check_leadership
+
+    empty = await check_leadership(pg_backend.dsn)
+    assert empty.mark is Mark.WARN and "cannot be read" in empty.text  # no schema yet
+    a = Replica(pg_backend, "host-a:1:aaaa")
+    await a.store.open()
+    try:
+        free = await check_leadership(pg_backend.dsn)
+        assert free.mark is Mark.OK and "this process would become the leader" in free.text
+        await a.lease.acquire()
+        held = await check_leadership(pg_backend.dsn)
+        assert held.mark is Mark.OK and held.text.startswith("host-a:1:aaaa leads (lease generation 1")
+        assert held.text.endswith("this process would start as a standby")
+    finally:
+        await a.close()
+    solo = await check_leadership(SQLiteBackend(tmp_path).location)
+    assert solo.mark is Mark.OK and "always the leader" in solo.text
