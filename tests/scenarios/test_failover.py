@@ -2,11 +2,18 @@
 again while people post commands and react; nothing is lost, nothing is done twice, and a
 standby takes over in time.
 
-Against the fake (``make test``) it kills twice and only prints the failover times; against
-the real server (``make test-integration``, or ``FAILOVER_TIMED=1``) it kills
-``FAILOVER_KILLS`` times (default 6) and asserts the slowest failover took at most 10 s.
-A failover is timed from the SIGKILL to the standby's /readyz answering 200 (WebSocket
-connected, catch-up done, database writable): from then on it answers.
+Against the fake (``make test``) it kills twice, freezes once and only prints the failover
+times; against the real server (``make test-integration``, or ``FAILOVER_TIMED=1``) it kills
+``FAILOVER_KILLS`` times (default 6), freezes ``FAILOVER_FREEZES`` times (default 2) and
+asserts the slowest failover after a kill took at most 10 s. A failover is timed from the
+SIGKILL to the standby's /readyz answering 200 (WebSocket connected, catch-up done, database
+writable): from then on it answers. A killed leader is started again and becomes the standby.
+
+A freeze (SIGSTOP until the standby is ready, then SIGCONT) is the leader cut off without
+dying: when it runs again its lease is gone; it must write nothing more (the fencing), log
+``bot.lease_lost`` and stand by on its own. Its failover time is printed, not asserted: a
+leader frozen inside a transaction holds the takeover back until PostgreSQL ends that
+session (8 s idle in a transaction).
 
 The model: the ops channel's incidents are started first; then each operation is a command
 (note, add, check/uncheck of an added item, severity, a read-only question) or a reaction
@@ -43,6 +50,7 @@ from tests.support.world import World
 
 TIMED = real_server() or bool(os.environ.get("FAILOVER_TIMED"))
 KILLS = int(os.environ.get("FAILOVER_KILLS", "6" if TIMED else "2"))
+FREEZES = int(os.environ.get("FAILOVER_FREEZES", "2" if TIMED else "1"))
 SEED = int(os.environ.get("FAILOVER_SEED", "20261202"))
 RATE = 3.0  # operations per second
 MAX_FAILOVER = 10.0  # seconds, issue #14
@@ -139,7 +147,8 @@ class Failover:
         self.incidents: list[Model] = []
         self.commands: list[tuple[dict[str, Any], str]] = []
         self.reactions = 0
-        self.failovers: list[float] = []
+        self.failovers: list[float] = []  # seconds from a SIGKILL of the leader to the standby ready
+        self.freezes: list[float] = []  # from a SIGSTOP of the leader to the standby ready
         self.done = asyncio.Event()
 
     async def command(self, person: Person, channel_id: str, text: str) -> dict[str, Any]:
@@ -213,22 +222,41 @@ class Failover:
             await asyncio.sleep(self.rng.expovariate(RATE))  # the people's pace
         return ops
 
-    async def kill_leaders(self, chaos: random.Random) -> None:
+    async def disrupt(self, chaos: random.Random) -> None:
+        """Kill the leader ``KILLS`` times and freeze it ``FREEZES`` times, in a seeded order."""
+        plan = ["kill"] * KILLS + ["freeze"] * FREEZES
+        chaos.shuffle(plan)
         try:
-            while len(self.failovers) < KILLS:
-                await asyncio.sleep(chaos.uniform(2.0, 5.0))  # the chaos schedule: kill mid-stream
+            for what in plan:
+                await asyncio.sleep(chaos.uniform(2.0, 5.0))  # the chaos schedule: strike mid-stream
                 leader = await self.pair.ready_leader(timeout=60)
                 standby = next(b for b in self.pair.bots if b is not leader)
-                await leader.kill()
-                killed_at = time.monotonic()
-                await eventually(
-                    lambda standby=standby: self.pair.ready(standby), timeout=60, interval=0.05, what="the standby ready"
-                )
-                self.failovers.append(time.monotonic() - killed_at)
-                await leader.start(wait_ready=False)  # back as the standby
-                await leader.wait_for_log("bot.standby", timeout=30)
+                await (self.kill(leader, standby) if what == "kill" else self.freeze(leader, standby))
         finally:
             self.done.set()
+
+    async def _standby_ready(self, standby: BotProcess, since: float) -> float:
+        await eventually(lambda: self.pair.ready(standby), timeout=60, interval=0.05, what="the standby ready")
+        return time.monotonic() - since
+
+    async def kill(self, leader: BotProcess, standby: BotProcess) -> None:
+        await leader.kill()
+        self.failovers.append(await self._standby_ready(standby, time.monotonic()))
+        await leader.start(wait_ready=False)  # back as a standby
+        await leader.wait_for_log("bot.standby", timeout=30)
+
+    async def freeze(self, leader: BotProcess, standby: BotProcess) -> None:
+        """SIGSTOP the leader until the standby has taken over, then let it run on: it must see
+        its lease is gone, write nothing more and stand by (a pause, a stuck VM, a network cut)."""
+        assert leader.proc is not None
+        standbys = sum(e.get("event") == "bot.standby" for e in leader.current_log())
+        leader.proc.send_signal(signal.SIGSTOP)
+        try:
+            self.freezes.append(await self._standby_ready(standby, time.monotonic()))
+        finally:
+            leader.proc.send_signal(signal.SIGCONT)
+        await leader.wait_for_log("bot.lease_lost", timeout=30)
+        await leader.wait_for_log("bot.standby", timeout=30, count=standbys + 1)
 
     # --- the end ----------------------------------------------------------------------------------
 
@@ -307,7 +335,7 @@ async def test_the_leader_killed_again_and_again_nothing_lost_nothing_twice(worl
     run = Failover(world, pair, people, random.Random(SEED))
     for k in (1, 2):
         await run.start_incident(k)
-    killer = asyncio.create_task(run.kill_leaders(random.Random(SEED * 31 + 7)))
+    killer = asyncio.create_task(run.disrupt(random.Random(SEED * 31 + 7)))
     try:
         ops = await run.workload()
     finally:
@@ -326,7 +354,7 @@ async def test_the_leader_killed_again_and_again_nothing_lost_nothing_twice(worl
     times = sorted(run.failovers)
     print(
         f"\nFAILOVER kills={len(times)} failover p50={statistics.median(times):.2f}s max={max(times):.2f}s "
-        f"all={[round(t, 2) for t in run.failovers]} ops={ops} commands={len(run.commands)} reactions={run.reactions} "
+        f"all={[round(t, 2) for t in run.failovers]} freezes={[round(t, 2) for t in run.freezes]} ops={ops} commands={len(run.commands)} reactions={run.reactions} "
         f"lost={len(lost)} duplicated={len(dup)} wrong={len(wrong)} runtime={time.monotonic() - began:.0f}s"
     )
     for line in (lost + dup + wrong)[:30]:
