@@ -189,8 +189,18 @@ class Runtime:
             await self.store.close()
 
     async def _serve(self, bot: Bot, me: User) -> bool:
-        """One term as the leader; True when it ended because the lease was lost."""
+        """One term as the leader, the lease renewed throughout; True when it ended because
+        the lease was lost. After a clean stop the lease is let go for a standby to take."""
         holding = asyncio.create_task(self.leadership.hold())
+        try:
+            return await self._term(bot, me)
+        finally:
+            holding.cancel()
+            await asyncio.gather(holding, return_exceptions=True)
+            if not self.leadership.lost.is_set():
+                await self.leadership.release()
+
+    async def _term(self, bot: Bot, me: User) -> bool:
         await bot.cursor.load()
         bot.manager.start()
         try:
@@ -211,7 +221,7 @@ class Runtime:
         self._spawn(self._repair(bot))
         ends = {stream_task, self._spawn(self._stopping.wait()), self._spawn(self.leadership.lost.wait())}
         await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
-        lost = self.leadership.lost.is_set() and not self._stopping.is_set()
+        lost = self.leadership.lost.is_set()
         log.info("bot.stopping", in_flight=bot.pipeline.queues.pending, lease_lost=lost)
         if not lost:
             self._stopping.set()
@@ -226,10 +236,6 @@ class Runtime:
         await asyncio.gather(*self._background, return_exceptions=True)
         if not lost:
             await bot.cursor.flush()  # never past work left unfinished: read again next start
-        holding.cancel()
-        await asyncio.gather(holding, return_exceptions=True)
-        if not lost:
-            await self.leadership.release()
         bot.manager.stop()
         log.info("bot.stopped", clean=finished and not lost)
         return lost
