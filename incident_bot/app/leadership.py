@@ -108,9 +108,9 @@ class Leadership:
             sent = self._clock()
             try:
                 view = await self.lease.acquire()
-            except StoreUnavailable as exc:
+            except Exception as exc:  # noqa: BLE001 - the database is away: try again at the next poll
                 if not unavailable:
-                    log.warning("lease.unavailable", error=str(exc)[:200])
+                    log.warning("lease.unavailable", error=f"{type(exc).__name__}: {str(exc)[:200]}")
                 unavailable = True
             else:
                 unavailable = False
@@ -147,8 +147,9 @@ class Leadership:
                 return
             try:
                 ours = await lease.renew(generation, timeout=self._valid_until - sent)
-            except StoreUnavailable as exc:
-                log.warning("lease.renew_failed", error=str(exc)[:200], valid_for=round(self._valid_until - self._clock(), 2))
+            except Exception as exc:  # noqa: BLE001 - whatever failed, the lease runs out unless a retry succeeds
+                detail = str(exc)[:200] if isinstance(exc, StoreUnavailable) else f"{type(exc).__name__}: {str(exc)[:200]}"
+                log.warning("lease.renew_failed", error=detail, valid_for=round(self._valid_until - self._clock(), 2))
                 next_renewal = self._clock() + RETRY_SECONDS
                 continue
             if not ours:

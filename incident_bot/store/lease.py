@@ -40,7 +40,9 @@ log = structlog.get_logger("incident_bot.lease")
 LOCK_TIMEOUT_MS = "2000"
 STATEMENT_TIMEOUT = 3.0  # seconds, for acquire and view (renew passes its own)
 
-_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# What a statement on a lost or broken connection may raise: asyncpg has more than its
+# PostgresError and InterfaceError (InternalClientError when the server cut it mid-statement).
+_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 
 _ACQUIRE_LOCK = (
     "SELECT holder, generation, EXTRACT(EPOCH FROM (expires_at - now()))::float8 AS left_s "

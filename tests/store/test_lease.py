@@ -147,11 +147,10 @@ async def test_a_takeover_waits_for_the_old_leaders_transaction_in_flight(
 async def test_the_lease_survives_a_lost_connection(replicas: tuple[Replica, Replica], pg_backend: PostgresBackend) -> None:
     a, _b = replicas
     await a.lease.acquire()
+    lease_pid = a.lease._conn.get_server_pid()  # the lease's own connection, cut as a network failure would
     conn = await asyncpg.connect(pg_backend.dsn)
     try:
-        await conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND datname = current_database()"
-        )
+        await conn.execute("SELECT pg_terminate_backend($1)", lease_pid)
     finally:
         await conn.close()
     with contextlib.suppress(StoreUnavailable):  # a connection already seen closed is replaced at once

@@ -155,3 +155,18 @@ async def test_a_leader_whose_lease_was_taken_over_steps_down_at_once() -> None:
     assert leadership.lost.is_set() and not leadership.leading
     assert lease.fenced == [0]
     assert clock.now <= 101 + 1e-9  # at the next renewal
+
+
+async def test_an_unexpected_error_of_a_renewal_is_a_failed_renewal_not_a_crash() -> None:
+    leadership, lease, clock = make()
+    lease.owner = ""
+    await leadership.campaign(asyncio.Event())
+
+    async def broken(generation: int, timeout: float) -> bool:
+        lease.renewals.append(clock.now)
+        raise RuntimeError("cannot switch to state 11; another operation is in progress")
+
+    lease.renew = broken  # type: ignore[method-assign]  # the driver failing in a way nobody listed
+    await leadership.hold()
+    assert leadership.lost.is_set() and not leadership.leading
+    assert len(lease.renewals) > 1, "retried while the lease lasted"
