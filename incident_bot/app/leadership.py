@@ -75,6 +75,8 @@ class Leadership:
         self.lost = asyncio.Event()  # set when the lease was lost (the term is over)
         self._valid_until = -math.inf  # our monotonic clock: stop writing at this time
         self._renewed_at = -math.inf
+        if lease is not None:
+            lease.fence(0)  # a standby's store refuses every transaction until it leads
 
     @property
     def solo(self) -> bool:

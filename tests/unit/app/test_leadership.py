@@ -142,7 +142,7 @@ async def test_a_leader_that_cannot_renew_stops_writing_before_the_lease_runs_ou
     # Stepped down at most ttl - margin after the last renewal that was sent: before the
     # database lets anyone else take the lease (ttl after it received that renewal).
     assert clock.now <= last_renewed + leadership.ttl - leadership.margin + 1e-9
-    assert lease.fenced == [0]
+    assert lease.fenced == [0, 0]  # as a standby, and when it stepped down
 
 
 async def test_a_leader_whose_lease_was_taken_over_steps_down_at_once() -> None:
@@ -153,7 +153,7 @@ async def test_a_leader_whose_lease_was_taken_over_steps_down_at_once() -> None:
     lease.owner, lease.generation = "other", 3
     await holding
     assert leadership.lost.is_set() and not leadership.leading
-    assert lease.fenced == [0]
+    assert lease.fenced == [0, 0]  # as a standby, and when it stepped down
     assert clock.now <= 101 + 1e-9  # at the next renewal
 
 
