@@ -11,6 +11,7 @@ from typing import Any
 import structlog
 from mmpy_bot.settings import Settings as MMSettings
 
+from incident_bot.app.actions import Actions
 from incident_bot.app.backlog import Backlog
 from incident_bot.app.catchup import CatchUp
 from incident_bot.app.channel import ChannelWriter
@@ -49,6 +50,9 @@ from incident_bot.plugins.playbooks import PlaybookPlugin
 from incident_bot.plugins.timeline import TimelinePlugin
 from incident_bot.store.base import Store
 from incident_bot.store.factory import describe, open_lease, open_store
+from incident_bot.web import dialogs, slash
+from incident_bot.web.actions import ActionRoutes
+from incident_bot.web.wiring import Wiring
 
 log = structlog.get_logger("incident_bot.bot")
 
@@ -75,15 +79,17 @@ class Bot:
         self.outbox = Outbox(core, self.backlog)
         channel = ChannelWriter(core, self.backlog, self.outbox)
         teams = Teams(core)
-        runner = Runner(core)
+        self.runner = runner = Runner(core)
         self.incidents = Incidents(core, channel, teams, self.backlog, self.outbox)
         checklists = Checklists(core, channel, self.outbox)
         self.timeline = Timeline(core, channel, self.outbox)
+        reports = Reports(core, teams)
+        self.actions = Actions(core, runner, self.incidents, checklists, self.timeline, reports)
         plugins = [
             IncidentPlugin(runner, self.incidents, Help(core)),
             ChecklistPlugin(runner, checklists, settings.check_emojis),
             PlaybookPlugin(runner, Playbooks(core, teams)),
-            TimelinePlugin(runner, self.timeline, Reports(core, teams), settings.timeline_emoji),
+            TimelinePlugin(runner, self.timeline, reports, settings.timeline_emoji),
         ]
         self.manager = IncidentPluginManager(plugins)
         mm_settings = MMSettings(MATTERMOST_URL=settings.mattermost_url, BOT_TOKEN="unused")
@@ -134,6 +140,15 @@ class Runtime:
         self._background: set[asyncio.Task[Any]] = set()
         self.health: Health | None = None  # once logged in and wired
         self.ops: OpsServer | None = None
+        self.action_routes = ActionRoutes()  # answers once the bot is wired (bind)
+        self.slash: slash.SlashCommand | None = None
+        tokens = settings.slash_secrets()
+        if tokens:
+            dialog = dialogs.StartDialog(tokens[0], self._callback_base)
+            self.slash = slash.SlashCommand(tokens, dialog)
+
+    def _callback_base(self) -> str | None:
+        return self.settings.callback_base(self.ops.address if self.ops is not None else None)
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -202,6 +217,9 @@ class Runtime:
 
     async def _term(self, bot: Bot, me: User) -> bool:
         await bot.cursor.load()
+        if self.slash is not None:
+            wiring = Wiring(bot.core, bot.pipeline, bot.runner, bot.incidents, bot.timeline)
+            self.slash.wiring = self.slash.dialog.wiring = wiring
         bot.manager.start()
         try:
             resumed = await bot.incidents.resume_unfinished()
@@ -209,7 +227,13 @@ class Runtime:
                 log.info("bot.resumed_starts", incidents=resumed)
         except Exception as exc:  # noqa: BLE001 - finished when its command is read again
             log.warning("bot.resume_failed", error=type(exc).__name__, detail=str(exc)[:200])
-        log.info("bot.starting", user=me.username, database=describe(self.settings.database))
+        self.action_routes.bind(bot.actions)
+        log.info(
+            "bot.starting",
+            user=me.username,
+            database=describe(self.settings.database),
+            buttons=self.settings.buttons() is not None,
+        )
         self.health = Health(bot.stream, bot.resync, self.store, self.chat)
         term = asyncio.Event()  # the end of this term as leader: a stop, or the lease lost
         self._spawn(report_degraded(self.health.state, term))
@@ -226,6 +250,10 @@ class Runtime:
         if not lost:
             self._stopping.set()
         term.set()
+        # Mattermost's calls (slash command, dialogs, buttons) are answered 503 until a next term.
+        if self.slash is not None:
+            self.slash.wiring = self.slash.dialog.wiring = None
+        self.action_routes.bind(None)
         await bot.stream.stop()
         # Deposed: nothing in flight could be written anyway; the new leader reads it again.
         finished = await bot.pipeline.drain(0 if lost else self.settings.shutdown_grace_seconds)
@@ -247,8 +275,15 @@ class Runtime:
         handling incidents matters more, and the missing scrape raises the operator's alert."""
         listen = self.settings.ops_listen()
         if listen is None:
+            if self.slash is not None:
+                log.warning("slash.no_listener", reason="ops_address is off: Mattermost cannot call the slash command")
             return
         server = OpsServer(listen[0], listen[1], self.metrics, self._not_ready, self._refresh_metrics)
+        if self.slash is not None:
+            server.add_route("POST", slash.PATH, self.slash.handle)
+            server.add_route("POST", dialogs.PATH, self.slash.dialog.handle)
+        for method, path, handler in self.action_routes.routes():
+            server.add_route(method, path, handler)
         try:
             await server.start()
         except OSError as exc:

@@ -9,8 +9,9 @@ from collections.abc import Mapping
 import structlog
 
 from incident_bot.app.backlog import Backlog
+from incident_bot.app.buttons import button_props
 from incident_bot.app.core import Core, pending_id
-from incident_bot.app.outbox import Outbox
+from incident_bot.app.outbox import ANNOUNCE_SUFFIX, Outbox
 from incident_bot.chat.errors import MattermostError, NotFound
 from incident_bot.chat.models import Post
 from incident_bot.domain import messages
@@ -39,6 +40,7 @@ class ChannelWriter:
         self.chat = core.chat
         self.backlog = backlog
         self.outbox = outbox
+        self._buttons = core.settings.buttons() is not None  # the checklist header says Tick too
 
     # --- links and places -----------------------------------------------------------------
 
@@ -82,7 +84,7 @@ class ChannelWriter:
     async def to_announcements(self, key: str, incident: Incident, text: str) -> list[OutboxEntry]:
         """The post for the team's announcement channel, when one is configured and found."""
         channel_id = await self.announcement_channel(incident.team_id)
-        return [self.notice(f"{key}:announce", channel_id, text, incident=incident.number)] if channel_id else []
+        return [self.notice(key + ANNOUNCE_SUFFIX, channel_id, text, incident=incident.number)] if channel_id else []
 
     async def announcement_channel(self, team_id: str) -> str | None:
         """The team's configured announcement channel, when the bot finds it."""
@@ -124,7 +126,7 @@ class ChannelWriter:
                 incident.channel_id,
                 text,
                 root_id=root_id,
-                props=part_props(incident.number, part),
+                props=part_props(incident.number, part) | button_props(self.core.settings, incident.number, part),
                 pending_post_id=pending_id(incident.channel_id, part),
             )
         return post
@@ -153,7 +155,10 @@ class ChannelWriter:
         names = await self.core.directory.names([incident.commander_id, *item_names(items)])
         if incident.checklist_post_id is None:
             header = await self._part(
-                incident, "checklist", messages.checklist_header(self.core.bot_name, incident, live, names), made
+                incident,
+                "checklist",
+                messages.checklist_header(self.core.bot_name, incident, live, names, buttons=self._buttons),
+                made,
             )
             incident.checklist_post_id = header.id
             await self.core.commit(None, incident=incident)
@@ -191,7 +196,8 @@ class ChannelWriter:
                 await self._patch(incident.summary_post_id, text)
             if incident.checklist_post_id:
                 await self._patch(
-                    incident.checklist_post_id, messages.checklist_header(self.core.bot_name, incident, items, names)
+                    incident.checklist_post_id,
+                    messages.checklist_header(self.core.bot_name, incident, items, names, buttons=self._buttons),
                 )
         except MattermostError as exc:
             if strict:
@@ -223,6 +229,7 @@ class ChannelWriter:
         await self.refresh(incident, items)
 
     async def _patch(self, post_id: str, text: str) -> None:
+        """Only the message changes: Mattermost keeps the props, buttons included."""
         try:
             await self.chat.patch_post(post_id, message=text)
         except NotFound:

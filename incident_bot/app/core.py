@@ -15,11 +15,12 @@ import structlog
 from incident_bot.app.directory import Directory
 from incident_bot.app.observe import AppObserver, NullObserver, note_incident
 from incident_bot.app.request import Applied, Clock, Request, UserError
+from incident_bot.chat.errors import Forbidden, NotFound
 from incident_bot.chat.models import Post, User
 from incident_bot.chat.port import ChatPort
 from incident_bot.config import Settings
 from incident_bot.domain import messages, rules
-from incident_bot.domain.commands import Access
+from incident_bot.domain.commands import COMMANDS, Access, Outcome
 from incident_bot.domain.format import format_short_duration
 from incident_bot.domain.models import ChecklistItem, Incident, OutboxEntry, Playbook, TimelineEvent, TimelineKind
 from incident_bot.domain.rules import RuleError
@@ -143,6 +144,8 @@ class Core:
         if req.replied:
             log.error("reply.twice", key=req.key)
             return None
+        if req.answer is not None:
+            return await self._answer(req, text, file_ids)
         if req.late_by is not None:
             text = messages.late(text, format_short_duration(req.late_by))
         root = "" if req.is_dm else req.thread_root
@@ -157,6 +160,43 @@ class Core:
         req.replied = True
         await self.note_reply(req, post, applied=True)
         return post
+
+    async def _answer(self, req: Request, text: str, file_ids: list[str] | None) -> Post | None:
+        """The reply to a command that came without a post: what only the requester needs
+        (the command table's ``private_answer``, refusals, usage errors, help) through
+        ``req.answer``; the rest is posted in the channel (in the thread it came from) as
+        the reply to a mention would be."""
+        assert req.answer is not None
+        spec = COMMANDS.get(req.command)
+        private = req.answer_privately or req.outcome != Outcome.OK or spec is None or spec.private_answer
+        if private and not file_ids:
+            await self._answer_privately(req, text)
+            return None
+        try:
+            post = await self.chat.create_post(
+                req.channel_id,
+                text,
+                root_id=req.thread_root,  # a slash command's stand-in has no id: its thread, if any
+                props={REPLY_PROP: req.key},
+                file_ids=file_ids,
+                pending_post_id=pending_id("reply", req.key),
+            )
+        except (Forbidden, NotFound):  # a channel the bot is not in (a DM of two others): tell the requester
+            if file_ids:
+                raise
+            await self._answer_privately(req, text)
+            return None
+        req.replied = True
+        await self.note_reply(req, post, applied=True)
+        return post
+
+    async def _answer_privately(self, req: Request, text: str) -> None:
+        assert req.answer is not None
+        await req.answer.private(text)
+        req.replied = True
+        async with self.store.transaction() as tx:
+            await tx.record_event(req.key, self.now(), req.incident)  # a no-op when already recorded
+        req.noted = True
 
     async def note_reply(self, req: Request, post: Post, *, applied: bool = False) -> None:
         """Remember ``post`` as the reply to ``req`` (``applied``: and the command as handled)."""

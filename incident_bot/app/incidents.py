@@ -13,7 +13,7 @@ import structlog
 from incident_bot.app.backlog import Backlog
 from incident_bot.app.channel import PART_PROP, ChannelWriter
 from incident_bot.app.core import Core
-from incident_bot.app.outbox import Outbox
+from incident_bot.app.outbox import ANNOUNCE_SUFFIX, Outbox
 from incident_bot.app.request import Request, UserError
 from incident_bot.app.teams import Teams
 from incident_bot.chat.errors import ChannelNameTaken, MattermostError
@@ -45,7 +45,7 @@ class Incidents:
         core = self.core
         team = await self.teams.one(req, cmd.team, choose=partial(messages.choose_team, self.core.bot_name), channel_decides=True)
         title = clean_title(cmd.text)
-        origin_post_id = req.post.id
+        origin_post_id: str | None = req.post.id or None  # a slash command has no post: the channel itself
         if req.post.root_id and not req.is_dm:
             origin_post_id = req.post.root_id
             if not title:
@@ -83,7 +83,7 @@ class Incidents:
             started_by=req.user_id,
             origin_channel_id=req.channel_id,
             origin_post_id=origin_post_id,
-            command_post_id=req.post.id,
+            command_post_id=req.post.id or None,
             playbook=playbook.name if playbook else None,
             started_at=now,
         )
@@ -97,7 +97,7 @@ class Incidents:
             created.append(made)
             if announcements:  # the number is known only now: the post is queued with the incident
                 text = messages.announcement(core.bot_name, made, names)
-                announce.append(self.channel.notice(f"{req.key}:announce", announcements, text, incident=made.number))
+                announce.append(self.channel.notice(req.key + ANNOUNCE_SUFFIX, announcements, text, incident=made.number))
                 await tx.add_outbox(announce[0])
             await tx.set_state(f"team:{team.id}", team.name)
             for item_text in playbook.items if playbook else []:
@@ -114,7 +114,13 @@ class Incidents:
         req.incident = incident.number
         log.info("incident.starting", incident=incident.number, team=team.name, user=req.user_id)
         incident = await self.finish_start(incident, [u.id for u in invited])
-        await core.reply(req, messages.started_reply(incident, names, [u.username for u in invited], not_invited))
+        reply = await core.reply(req, messages.started_reply(incident, names, [u.username for u in invited], not_invited))
+        if incident.origin_post_id is None and reply is not None:
+            # Started without a post (slash command, dialog): the answer in the channel is
+            # the thread that later notices (updates, the end) go to.
+            async with core.changing(incident, active=False) as fresh:
+                fresh.origin_post_id = reply.id
+                await core.commit(None, incident=fresh)
         await self.outbox.send(announce)
 
     async def finish_start(self, incident: Incident, invite_ids: list[str], resuming: bool = False) -> Incident:

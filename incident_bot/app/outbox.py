@@ -9,17 +9,21 @@ Mattermost already made; a later one, after a restart, looks for the marker firs
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import structlog
 
 from incident_bot.app.backlog import Backlog
+from incident_bot.app.buttons import button_props
 from incident_bot.app.core import Core, pending_id
 from incident_bot.chat.errors import Forbidden, MattermostError, NotFound
+from incident_bot.domain import buttons
 from incident_bot.domain.models import OutboxEntry
 
 log = structlog.get_logger("incident_bot.outbox")
 
 OUTBOX_PROP = "incident_bot_outbox"
+ANNOUNCE_SUFFIX = ":announce"  # the key of every post to a team's announcement channel ends so (ChannelWriter)
 FIND_MARGIN = timedelta(minutes=1)  # a post made by an earlier attempt is this much after the entry at the earliest
 BATCH = 100
 # A post Mattermost refused as a bad request (4xx, not 429) this often is given up and logged
@@ -75,7 +79,7 @@ class Outbox:
                         entry.channel_id,
                         entry.message,
                         root_id=entry.root_id,
-                        props={OUTBOX_PROP: entry.key},
+                        props={OUTBOX_PROP: entry.key} | self._buttons(entry),
                         pending_post_id=pending_id("outbox", entry.key),
                     )
             except (NotFound, Forbidden) as exc:
@@ -95,6 +99,12 @@ class Outbox:
             return True
         finally:
             self._inflight.discard(key)
+
+    def _buttons(self, entry: OutboxEntry) -> dict[str, Any]:
+        """Posts to the announcement channel carry Join (when buttons are on)."""
+        if not entry.key.endswith(ANNOUNCE_SUFFIX):
+            return {}
+        return button_props(self.core.settings, entry.incident_number, buttons.ANNOUNCE)
 
     async def _posted_before(self, entry: OutboxEntry) -> bool:
         """An earlier attempt may have posted it before the bot stopped: look for its marker."""

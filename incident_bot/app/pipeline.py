@@ -3,6 +3,7 @@ listeners, and what happens when they could not finish (answer late, try again, 
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
@@ -142,6 +143,35 @@ class Pipeline:
             self.cursor.release(key)
 
         self.queues.submit(channel, tracked)  # refused while stopping: the hold stays, read again next start
+
+    def direct(self, req: Request, run: Callable[[], Awaitable[None]], *, reads_only: bool = False) -> asyncio.Future[bool]:
+        """A command that came without a post (the slash command, a dialog): claimed by
+        ``req.key`` as a posted one is, and ``run`` (the listeners, or a use case through the
+        Runner) in the channel's lane (its own lane when it ``reads_only``). The future is
+        True once it ran, False when it was a duplicate (or the bot is stopping)."""
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        lane = f"{req.channel_id}:read:{req.key}" if reads_only else req.channel_id
+
+        async def work() -> None:
+            begin_trace()
+            try:
+                if await self._claim(req.key) != Claim.NEW:
+                    log.info("event.duplicate", key=req.key, channel=req.channel_id, user=req.user_id)
+                    done.set_result(False)
+                    return
+                try:
+                    await run()
+                finally:
+                    self._inflight.discard(req.key)
+                done.set_result(True)
+            except BaseException:
+                if not done.done():  # it ran (and failed: the queue's guard logs it)
+                    done.set_result(True)
+                raise
+
+        if not self.queues.submit(lane, work):
+            done.set_result(False)
+        return done
 
     def _reads_only(self, event: Posted) -> bool:
         """A known command that changes nothing (``changes_state`` False in the command table)."""

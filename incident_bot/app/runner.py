@@ -25,12 +25,19 @@ class Runner:
     def __init__(self, core: Core) -> None:
         self.core = core
 
-    async def run(self, req: Request, name: str, rest: str | None, use_case: UseCase) -> None:
-        """Parse ``rest`` as command ``name``'s arguments, run the use case, reply once."""
+    async def run(self, req: Request, name: str, rest: str | None, use_case: UseCase, *, parsed: Command | None = None) -> None:
+        """Parse ``rest`` as command ``name``'s arguments (or take ``parsed``, filled by a
+        dialog), run the use case, reply once."""
         trace = current_trace()
         began = time.perf_counter()
+        req.command = name
         try:
-            cmd = grammar.parse(name, rest or "") if name in commands.COMMANDS else Command(name=name, text=rest or "")
+            if parsed is not None:
+                cmd = parsed
+            elif name in commands.COMMANDS:
+                cmd = grammar.parse(name, rest or "")
+            else:
+                cmd = Command(name=name, text=rest or "")
             await use_case(req, cmd)
             if not req.replied:  # a use case must reply; a missing one is a bug worth seeing
                 log.error("command.no_reply", command=name, key=req.key)

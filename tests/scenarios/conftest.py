@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.botproc import BotProcess, running_bot
+from tests.support.botproc import BotProcess, buttons_env, running_bot
+from tests.support.slash import running_slash_bot
 from tests.support.world import World
 
 
@@ -54,4 +55,19 @@ async def announcing_bot(world: World, tmp_path: Path) -> AsyncIterator[BotProce
 async def default_playbook_bot(world: World, tmp_path: Path) -> AsyncIterator[BotProcess]:
     """The bot configured with ``default_playbook = "basic"``."""
     async for b in running_bot(world, tmp_path, 'default_playbook = "basic"\n'):
+        yield b
+
+
+@pytest.fixture
+async def slash_bot(world: World, tmp_path: Path) -> AsyncIterator[BotProcess]:
+    """The bot with `/incident` registered in both teams and its tokens configured."""
+    async for b in running_slash_bot(world, tmp_path):
+        yield b
+
+
+@pytest.fixture
+async def buttons_bot(world: World, tmp_path: Path) -> AsyncIterator[BotProcess]:
+    """The bot with buttons on (callback_url, actions_secret) and ~announcements of ops."""
+    env = buttons_env()
+    async for b in running_bot(world, tmp_path, 'announcement_channels = { ops = "announcements" }\n', env):
         yield b

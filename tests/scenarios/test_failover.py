@@ -102,7 +102,7 @@ class Pair:
         self.dsn = dsn
         for name in ("a", "b"):
             (tmp_path / name).mkdir()
-        self.bots = [BotProcess(world, tmp_path / name, database=dsn) for name in ("a", "b")]
+        self.bots = [BotProcess(world, tmp_path / name, env_extra={"INCIDENT_BOT_DATABASE": dsn}) for name in ("a", "b")]
 
     async def start(self) -> None:
         first, second = self.bots

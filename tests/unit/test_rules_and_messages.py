@@ -90,7 +90,7 @@ def test_the_bot_is_named_as_the_caller_says():
     assert messages.help_all("ops-bot").startswith("**@ops-bot commands**")
     assert (
         messages.help_one("ops-bot", "join")
-        == "`@ops-bot join <id>`\nAdd yourself to an incident's private channel. Where: anywhere."
+        == "`@ops-bot join <id>` or `/incident join <id>`\nAdd yourself to an incident's private channel. Where: anywhere."
     )
 
 

@@ -86,6 +86,7 @@ class RestRoutes:
             ("GET", "/files/{file_id}/info", self.h_file_info, True),
             ("GET", "/files/{file_id}", self.h_file, True),
         ]
+        table += self._integration_routes() + self._action_routes()
         for method, path, handler, auth in table:
             router.add_route(method, API + path, self._endpoint(handler, auth))
 

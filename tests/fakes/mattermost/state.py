@@ -313,7 +313,7 @@ class State(ABC):
 
     def post_json(self, post: dict[str, Any]) -> dict[str, Any]:
         out = {k: v for k, v in post.items() if not k.startswith("_")}
-        out["props"] = dict(post["props"])
+        out["props"] = _strip_integrations(post["props"])
         out["file_ids"] = list(post["file_ids"])
         metadata: dict[str, Any] = {}
         if post["file_ids"]:
@@ -691,3 +691,18 @@ class State(ABC):
         if p is None or p["delete_at"] or p["original_id"]:
             return None
         return p
+
+
+def _strip_integrations(props: dict[str, Any]) -> dict[str, Any]:
+    """Props as the real server shows a post to anyone (model.Post.StripActionIntegrations):
+    message buttons without their ``integration`` (URL and context), which stay on the server."""
+    out = dict(props)
+    attachments = out.get("attachments")
+    if isinstance(attachments, list):
+        out["attachments"] = [
+            {**a, "actions": [{k: v for k, v in act.items() if k != "integration"} for act in a.get("actions") or []]}
+            if isinstance(a, dict) and isinstance(a.get("actions"), list)
+            else a
+            for a in attachments
+        ]
+    return out
