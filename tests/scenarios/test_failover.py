@@ -109,6 +109,22 @@ class Pair:
         await first.start()  # the leader: logs bot.ready once connected
         await second.start(wait_ready=False)
         await second.wait_for_log("bot.standby", timeout=30)
+        # What an orchestrator sees: both alive, one ready, the other saying it stands by.
+        async with aiohttp.ClientSession() as http:
+            for bot, ready, leader in ((first, 200, 1), (second, 503, 0)):
+                url = await bot.ops_url()
+                async with http.get(f"{url}/healthz") as response:
+                    assert response.status == 200
+                await eventually(lambda url=url, ready=ready: self._status(http, f"{url}/readyz", ready), what="readiness")
+                async with http.get(f"{url}/readyz") as response:
+                    assert ("standby: " in await response.text()) == (ready == 503)
+                async with http.get(f"{url}/metrics") as response:
+                    assert f"incident_bot_leader {leader}.0" in await response.text()
+
+    @staticmethod
+    async def _status(http: aiohttp.ClientSession, url: str, status: int) -> bool:
+        async with http.get(url) as response:
+            return response.status == status
 
     async def rows(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         conn = await asyncpg.connect(self.dsn)
