@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("run", help="connect to Mattermost and handle incidents until stopped (SIGTERM/SIGINT)")
     sub.add_parser(
         "check",
-        help="diagnose the setup: settings, database, server, token, teams, announcement channels, "
+        help="diagnose the setup: settings, database, leadership, server, token, teams, announcement channels, "
         "WebSocket, playbooks; one line each (✔ ⚠ ✘), creates nothing; exit 0 only when all pass",
     )
     sub.add_parser("migrate", help="create or upgrade the database schema, then exit")

@@ -20,6 +20,7 @@ from incident_bot.app.core import Core
 from incident_bot.app.cursor import Cursor
 from incident_bot.app.directory import Directory
 from incident_bot.app.incidents import Incidents
+from incident_bot.app.leadership import LEASE_SECONDS, Leadership, replica_name
 from incident_bot.app.observe import AppObserver
 from incident_bot.app.outbox import Outbox
 from incident_bot.app.pipeline import Pipeline
@@ -48,7 +49,7 @@ from incident_bot.plugins.incidents import IncidentPlugin
 from incident_bot.plugins.playbooks import PlaybookPlugin
 from incident_bot.plugins.timeline import TimelinePlugin
 from incident_bot.store.base import Store, StoreUnavailable
-from incident_bot.store.factory import describe, open_store
+from incident_bot.store.factory import describe, open_lease, open_store
 from incident_bot.web import dialogs, slash
 from incident_bot.web.actions import ActionRoutes
 from incident_bot.web.wiring import Wiring
@@ -130,7 +131,14 @@ class Runtime:
         self.settings = settings
         self.metrics = Metrics()
         self.store = open_store(settings.database, on_commit=self.metrics.commit)
-        self.chat = MattermostClient(settings.mattermost_url, settings.token(), on_response=self._rest_response)
+        # PostgreSQL: replicas elect a leader and only it serves; SQLite: always the leader.
+        self.leadership = Leadership(open_lease(self.store, replica_name(), LEASE_SECONDS))
+        self.chat = MattermostClient(
+            settings.mattermost_url,
+            settings.token(),
+            on_response=self._rest_response,
+            may_write=None if self.leadership.solo else self.leadership.may_write,
+        )
         self._stopping = asyncio.Event()
         self._logged_in = False
         self._refused = False  # Mattermost refused the token once running
@@ -213,18 +221,34 @@ class Runtime:
                     log.info("bot.stopped", clean=True, connected=False)
                     return
                 raise
-            bot = Bot(self.settings, self.store, self.chat, me, observer=self.metrics)
-            bot.stream.on_auth_doubt(self._doubt_token)
-            await self._serve(bot, me)
+            # A term as leader ends with a stop, or with the lease lost: then stand by again.
+            while await self.leadership.campaign(self._stopping):
+                bot = Bot(self.settings, self.store, self.chat, me, observer=self.metrics)
+                bot.stream.on_auth_doubt(self._doubt_token)
+                if not await self._serve(bot, me):
+                    break
             if self._refused:
                 raise TokenRefused(f"bot_token: Mattermost refused the token while running (401); {TOKEN_FIX}")
         finally:
+            await self.leadership.close()
             if self.ops is not None:
                 await self.ops.stop()
             await self.chat.close()
             await self.store.close()
 
-    async def _serve(self, bot: Bot, me: User) -> None:
+    async def _serve(self, bot: Bot, me: User) -> bool:
+        """One term as the leader, the lease renewed throughout; True when it ended because
+        the lease was lost. After a clean stop the lease is let go for a standby to take."""
+        holding = asyncio.create_task(self.leadership.hold())
+        try:
+            return await self._term(bot, me)
+        finally:
+            holding.cancel()
+            await asyncio.gather(holding, return_exceptions=True)
+            if not self.leadership.lost.is_set():
+                await self.leadership.release()
+
+    async def _term(self, bot: Bot, me: User) -> bool:
         await bot.cursor.load()
         if self.slash is not None:
             wiring = Wiring(bot.core, bot.pipeline, bot.runner, bot.incidents, bot.timeline)
@@ -244,29 +268,41 @@ class Runtime:
             buttons=self.settings.buttons() is not None,
         )
         self.health = Health(bot.stream, bot.resync, self.store, self.chat)
-        self._spawn(report_degraded(self.health.state, self._stopping))
+        term = asyncio.Event()  # the end of this term as leader: a stop, or the lease lost
+        self._spawn(report_degraded(self.health.state, term))
         stream_task = self._spawn(bot.stream.run())
-        self._spawn(bot.timeline.run_reminders(self._stopping))
-        self._spawn(bot.cursor.run(self._stopping))
-        self._spawn(bot.retention.run(self._stopping))
+        self._spawn(bot.timeline.run_reminders(term))
+        self._spawn(bot.cursor.run(term))
+        self._spawn(bot.retention.run(term))
         self._spawn(bot.resync.run_retries())
         self._spawn(self._repair(bot))
-        await asyncio.wait({stream_task, self._spawn(self._stopping.wait())}, return_when=asyncio.FIRST_COMPLETED)
-        log.info("bot.stopping", in_flight=bot.pipeline.queues.pending)
-        self._stopping.set()
+        ends = {stream_task, self._spawn(self._stopping.wait()), self._spawn(self.leadership.lost.wait())}
+        await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
+        lost = self.leadership.lost.is_set()
+        log.info("bot.stopping", in_flight=bot.pipeline.queues.pending, lease_lost=lost)
+        if not lost:
+            self._stopping.set()
+        term.set()
+        # Mattermost's calls (slash command, dialogs, buttons) are answered 503 until a next term.
+        if self.slash is not None:
+            self.slash.wiring = self.slash.dialog.wiring = None
+        self.action_routes.bind(None)
         await bot.stream.stop()
-        finished = await bot.pipeline.drain(self.settings.shutdown_grace_seconds)
+        # Deposed: nothing in flight could be written anyway; the new leader reads it again.
+        finished = await bot.pipeline.drain(0 if lost else self.settings.shutdown_grace_seconds)
         await bot.resync.stop()
         for task in list(self._background):
             if task is not stream_task:
                 task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
-        try:
-            await bot.cursor.flush()  # never past work left unfinished: read again next start
-        except StoreUnavailable as exc:  # kept where it was saved last: catch-up reads a little more
-            log.warning("cursor.flush_failed", error=str(exc)[:300])
+        if not lost:
+            try:
+                await bot.cursor.flush()  # never past work left unfinished: read again next start
+            except StoreUnavailable as exc:  # kept where it was saved last: catch-up reads a little more
+                log.warning("cursor.flush_failed", error=str(exc)[:300])
         bot.manager.stop()
-        log.info("bot.stopped", clean=finished)
+        log.info("bot.stopped", clean=finished and not lost)
+        return lost
 
     # --- the operator's listener ----------------------------------------------------------
 
@@ -292,6 +328,8 @@ class Runtime:
         self.ops = server
 
     async def _not_ready(self) -> list[str]:
+        if not self.leadership.leading:
+            return [self.leadership.standby_reason()]
         if self.health is None:
             return ["not logged in to Mattermost yet"]
         return await self.health.not_ready()
@@ -299,6 +337,9 @@ class Runtime:
     async def _refresh_metrics(self) -> None:
         """Gauges read at scrape time: active incidents by severity, outbox depth, readiness."""
         self.metrics.ready.set(0 if await self._not_ready() else 1)
+        self.metrics.leader.set(1 if self.leadership.leading else 0)
+        if not self.leadership.leading:
+            return  # the leader reports the incidents and the outbox (one count, not one per replica)
         async with self.store.transaction() as tx:
             active = await tx.list_incidents_in_status([Status.ACTIVE])
             depth = await tx.outbox_depth()

@@ -78,8 +78,12 @@ class MattermostClient:
         timeout: float = 30.0,
         session: aiohttp.ClientSession | None = None,
         on_response: Callable[[int], None] | None = None,
+        may_write: Callable[[], bool] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        # Asked before every call that is not a GET: a replica that is not (or no longer) the
+        # leader writes nothing to Mattermost (app/leadership.py); None: always allowed.
+        self._may_write = may_write
         # Told the status of every answer (0: none came: timeout, refused …), for the metrics.
         self._on_response = on_response
         self.last_rate_limited: float | None = None  # loop time of the last 429, for the health summary
@@ -154,6 +158,10 @@ class MattermostClient:
         server_errors = self._new_backoff()
         rate_limited = self._new_backoff()
         while True:
+            if method != "GET" and self._may_write is not None and not self._may_write():
+                raise ServerUnavailable(
+                    0, "not the leader (this replica's lease is gone): nothing written", method=method, path=path
+                )
             status = 0
             failure = ""
             limited = False

@@ -28,7 +28,7 @@ from incident_bot.chat.models import Team, User
 from incident_bot.chat.stream import websocket_url
 from incident_bot.config import Settings
 from incident_bot.store.base import StoreUnavailable
-from incident_bot.store.factory import backend_of, describe, newest_schema_version, peek_schema_version, sqlite_path
+from incident_bot.store.factory import backend_of, describe, newest_schema_version, peek_lease, peek_schema_version, sqlite_path
 
 TIMEOUT = 10.0  # seconds for each call to the server
 PRIVATE_CHANNEL_PERMISSION = "create_private_channel"
@@ -126,6 +126,23 @@ async def check_database(database: str | os.PathLike[str]) -> Result:
     if version < newest:
         return ok("database", f"{label}, schema version {version}; the next start upgrades it to {newest} (back it up first)")
     return ok("database", f"{label}, schema version {version} (current)")
+
+
+async def check_leadership(database: str | os.PathLike[str]) -> Result:
+    """Whether this process would lead or stand by (PostgreSQL's lease; SQLite always leads)."""
+    if backend_of(database) == "sqlite":
+        return ok("leadership", "SQLite: one process, always the leader (for two replicas, use PostgreSQL)")
+    try:
+        lease = await peek_lease(database)
+    except StoreUnavailable as exc:
+        return warn("leadership", f"the leader lease cannot be read ({exc})", "the first start creates it (schema version 4)")
+    if lease is None or not lease.holder or lease.expires_in <= 0:
+        return ok("leadership", "no replica holds the leader lease: this process would become the leader")
+    return ok(
+        "leadership",
+        f"{lease.holder} leads (lease generation {lease.generation}, {lease.expires_in:.1f}s left before renewal): "
+        "this process would start as a standby",
+    )
 
 
 def check_playbooks(settings: Settings) -> list[Result]:
@@ -426,7 +443,10 @@ async def check_listening(session: aiohttp.ClientSession, settings: Settings) ->
 
 async def run_checks(settings: Settings, token: str) -> AsyncIterator[Result]:
     """Every check, in order, as it finishes."""
-    yield await check_database(settings.database)
+    database = await check_database(settings.database)
+    yield database
+    if not database.failed:
+        yield await check_leadership(settings.database)
     for result in check_playbooks(settings):
         yield result
     yield check_buttons(settings)

@@ -27,8 +27,9 @@ class ActionRoutes:
     def __init__(self) -> None:
         self._actions: Actions | None = None
 
-    def bind(self, actions: Actions) -> None:
-        """Start answering clicks with ``actions`` (the bot is logged in and wired)."""
+    def bind(self, actions: Actions | None) -> None:
+        """Start answering clicks with ``actions`` (the bot is logged in and wired); None:
+        answer 503 again (a replica that stopped leading, app/leadership.py)."""
         self._actions = actions
 
     def routes(self) -> list[Route]:
