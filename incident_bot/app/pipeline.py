@@ -160,8 +160,7 @@ class Pipeline:
         self._inflight.add(key)
         try:
             async with self.core.store.transaction() as tx:
-                replied = await tx.get_reply(key) is not None
-                seen = replied or await tx.event_seen(key)
+                replied, seen = await tx.command_state(key)
         except BaseException:
             self._inflight.discard(key)
             raise
@@ -228,7 +227,7 @@ class Pipeline:
         done = req.noted  # the reply was recorded just now: no need to read it back
         if not done:
             async with self.core.store.transaction() as tx:
-                done = await tx.get_reply(req.key) is not None or await tx.event_seen(req.key)
+                done = any(await tx.command_state(req.key))
         if done:
             self._attempts.pop(req.key, None)
             return True

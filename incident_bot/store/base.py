@@ -52,6 +52,9 @@ class Transaction(Protocol):
         """Remember the reply to this command; a second record for the same key is a no-op
         (the first reply stays the one)."""
 
+    async def command_state(self, key: str) -> tuple[bool, bool]:
+        """(a reply is recorded for ``key``, the event ``key`` is recorded): both in one read."""
+
     async def prune_events(self, before: datetime) -> int:
         """Forget event keys recorded before ``before`` (older than any redelivery or catch-up
         window, see app/retention.py); returns how many were removed."""

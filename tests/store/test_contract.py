@@ -268,6 +268,19 @@ async def test_replies_keep_the_first(store: Store) -> None:
         assert await tx.get_reply("post:p2") is None
 
 
+async def test_command_state_reads_reply_and_key_together(store: Store) -> None:
+    async with store.transaction() as tx:
+        assert await tx.command_state("post:p1") == (False, False)
+        await tx.record_event("post:p1", T0)
+        assert await tx.command_state("post:p1") == (False, True)
+        await tx.record_reply("post:p1", "reply-1", T0)
+        await tx.record_reply("post:p2", "reply-2", T0)
+    async with store.transaction() as tx:
+        assert await tx.command_state("post:p1") == (True, True)
+        assert await tx.command_state("post:p2") == (True, False)
+        assert await tx.command_state("post:p3") == (False, False)
+
+
 async def test_prune_forgets_old_keys_and_replies_each_in_its_table(store: Store) -> None:
     async with store.transaction() as tx:
         assert await tx.bookkeeping_counts() == {"events": 0, "replies": 0, "outbox": 0}
