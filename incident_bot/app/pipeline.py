@@ -95,9 +95,15 @@ class Pipeline:
         if isinstance(event, Malformed):
             log.warning("event.malformed", reason=event.reason, frame=event.raw[:200])
             return
+        # What no listener takes (the bot's own posts, edits and reactions, posts not addressed
+        # to it, emoji nobody listens to) is dropped here, before a task and a queue slot: the
+        # bot's own reply comes back as an event for every command.
         if isinstance(event, Posted):
+            text = self.command_text(event)
+            if text is None:
+                return
             key, channel, ms = event.dedupe_key, event.post.channel_id, event.post.create_at
-            if self._reads_only(event):
+            if self._reads_only(text):
                 # Its own lane: it starts at once instead of waiting behind the channel's
                 # state changes, which keep their order among themselves.
                 channel = f"{channel}:read:{key}"
@@ -107,6 +113,8 @@ class Pipeline:
                 return self._posted(posted, late_by, replayed, replies)
         elif isinstance(event, (ReactionAdded, ReactionRemoved)):
             r = event.reaction
+            if r.user_id == self.core.bot_id or not self.listeners.wants_reaction(r.emoji_name, isinstance(event, ReactionAdded)):
+                return
             key, channel = event.dedupe_key, event.channel_id or f"post:{r.post_id}"
             ms = max(r.update_at, r.create_at, r.delete_at)
             reacted = event
@@ -114,6 +122,8 @@ class Pipeline:
             def work() -> Awaitable[bool]:
                 return self._reaction(reacted)
         elif isinstance(event, (PostEdited, PostDeleted)):
+            if event.post.user_id == self.core.bot_id:
+                return
             key, channel = event.dedupe_key, event.post.channel_id
             ms = max(event.post.update_at, event.post.create_at, event.post.delete_at)
             changed = event
@@ -143,9 +153,9 @@ class Pipeline:
 
         self.queues.submit(channel, tracked)  # refused while stopping: the hold stays, read again next start
 
-    def _reads_only(self, event: Posted) -> bool:
+    @staticmethod
+    def _reads_only(text: str) -> bool:
         """A known command that changes nothing (``changes_state`` False in the command table)."""
-        text = self.command_text(event)
         if not text:
             return False
         spec = COMMANDS.get(text.split(None, 1)[0].lower())
@@ -188,7 +198,7 @@ class Pipeline:
     ) -> bool:
         """False when the command got no answer and its effect was not applied: try again later."""
         text = self.command_text(event)
-        if text is None:
+        if text is None:  # handle() passes only commands
             return True
         req = Request.of(event.post, event.channel_type, event.team_id, late_by)
         claim = await self._claim(req.key)
@@ -272,9 +282,7 @@ class Pipeline:
     async def _reaction(self, event: ReactionAdded | ReactionRemoved) -> bool:
         """False when a tick on a checklist item could not be applied: reconcile it later."""
         reaction = event.reaction
-        added = isinstance(event, ReactionAdded)
-        if reaction.user_id == self.core.bot_id or not self.listeners.wants_reaction(reaction.emoji_name, added):
-            return True
+        added = isinstance(event, ReactionAdded)  # handle() passes only reactions a listener wants
         key = event.dedupe_key
         if await self._claim(key) != Claim.NEW:
             log.info("event.duplicate", key=key, user=reaction.user_id)
@@ -299,8 +307,7 @@ class Pipeline:
     # --- edits and deletions -----------------------------------------------------------
 
     async def _post_change(self, event: PostEdited | PostDeleted) -> bool:
-        if event.post.user_id != self.core.bot_id:
-            await self.listeners.post_change(event.dedupe_key, event)
+        await self.listeners.post_change(event.dedupe_key, event)  # never the bot's own (handle())
         return True
 
     async def drain(self, timeout: float) -> bool:
