@@ -44,7 +44,7 @@ class ChannelWriter:
 
     async def permalink(self, team_id: str, post_id: str) -> str | None:
         try:
-            team = await self.chat.get_team(team_id)
+            team = await self.core.directory.team(team_id)
         except MattermostError:
             return None
         return f"{self.core.settings.mattermost_url}/{team.name}/pl/{post_id}"
@@ -87,7 +87,7 @@ class ChannelWriter:
     async def announcement_channel(self, team_id: str) -> str | None:
         """The team's configured announcement channel, when the bot finds it."""
         try:
-            team = await self.chat.get_team(team_id)
+            team = await self.core.directory.team(team_id)
         except MattermostError:
             return None
         name = self.core.settings.announcement_channels.get(team.name.lower())
@@ -183,7 +183,13 @@ class ChannelWriter:
             names = await self.core.directory.names(
                 [incident.commander_id, incident.started_by, incident.ended_by, *item_names(items)]
             )
-            await self.chat.patch_channel(incident.channel_id, header=messages.header(incident, names))
+            header = messages.header(incident, names)
+            # The header changes with commander, severity and status only: most refreshes
+            # (every tick) would write it unchanged. Someone else's edit clears what the
+            # directory remembers (channel_updated), so it is written again then.
+            if not self.core.directory.header_shown(incident.channel_id, header):
+                await self.chat.patch_channel(incident.channel_id, header=header)
+                self.core.directory.header_set(incident.channel_id, header)
             if incident.summary_post_id:
                 text = messages.summary(
                     self.core.bot_name, incident, names, items, self.core.now(), await self.origin_link(incident)

@@ -79,7 +79,7 @@ class Reports:
                 pass
         participants.discard(core.bot_id)
         try:
-            team_name = (await core.chat.get_team(incident.team_id)).name
+            team_name = (await core.directory.team(incident.team_id)).name
         except MattermostError:
             team_name = incident.team_id
         async with core.store.transaction() as tx:
