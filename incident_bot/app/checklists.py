@@ -160,7 +160,7 @@ class Checklists:
         core = self.core
         if reaction.user_id == core.bot_id:
             return Applied.IGNORED_BOT
-        async with core.store.transaction() as tx:
+        async with core.store.read() as tx:  # a first look; read again under the incident's lock
             if await tx.event_seen(key):
                 return Applied.DUPLICATE
             item = await tx.get_checklist_item_by_post(reaction.post_id)

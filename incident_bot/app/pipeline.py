@@ -169,7 +169,7 @@ class Pipeline:
         # not queue behind each other) sees it and stands back.
         self._inflight.add(key)
         try:
-            async with self.core.store.transaction() as tx:
+            async with self.core.store.read() as tx:  # one statement: one trip to the store
                 replied, seen = await tx.command_state(key)
         except BaseException:
             self._inflight.discard(key)
@@ -236,7 +236,7 @@ class Pipeline:
         """After the listeners ran: answered (or applied), or to be tried again."""
         done = req.noted  # the reply was recorded just now: no need to read it back
         if not done:
-            async with self.core.store.transaction() as tx:
+            async with self.core.store.read() as tx:
                 done = any(await tx.command_state(req.key))
         if done:
             self._attempts.pop(req.key, None)
@@ -295,7 +295,7 @@ class Pipeline:
         if reaction.emoji_name not in self.core.settings.check_emojis:
             return True
         # Every outcome on a live checklist item records the key; none means it failed.
-        async with self.core.store.transaction() as tx:
+        async with self.core.store.read() as tx:
             if await tx.event_seen(key):
                 return True
             item = await tx.get_checklist_item_by_post(reaction.post_id)

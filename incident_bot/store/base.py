@@ -204,6 +204,12 @@ class Store(Protocol):
         """``async with store.transaction() as tx``: one at a time, in arrival order;
         commit on normal exit, rollback on any exception (re-raised), cancellation too."""
 
+    def read(self) -> AbstractAsyncContextManager[Transaction]:
+        """``async with store.read() as tx``: a block that only reads, in turn with the
+        transactions. Each statement sees committed data only (never a transaction's half);
+        several statements may see different commits. It must not write (SQLite's raises
+        RuntimeError)."""
+
     async def schema_version(self) -> int:
         """The version of the newest migration applied to the database."""
 

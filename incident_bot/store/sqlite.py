@@ -146,6 +146,18 @@ class SQLiteStore:
             finally:
                 self._holder = None
 
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[Transaction]:
+        """Statements without BEGIN and COMMIT, one trip each (a transaction's BEGIN and
+        COMMIT cost a trip to SQLite's thread of their own when nothing is written); under
+        the lock, so never inside another block's transaction."""
+        async with self._lock:
+            tx = _SQLiteTransaction(self._require_conn(), reading=True)
+            try:
+                yield tx
+            finally:
+                tx._finish()
+
     @staticmethod
     async def _rollback(conn: aiosqlite.Connection) -> None:
         # aiosqlite runs statements in order on its thread, so this ROLLBACK lands after
@@ -211,13 +223,16 @@ class _SQLiteTransaction(SQLTransaction):
 
     now_sql = _NOW_SQL
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: aiosqlite.Connection, *, reading: bool = False) -> None:
         super().__init__(conn)
-        self._pending: list[Statement] = [("BEGIN IMMEDIATE", ())]
+        self._reading = reading  # SQLiteStore.read(): no BEGIN, no writes
+        self._pending: list[Statement] = [] if reading else [("BEGIN IMMEDIATE", ())]
         self._begun = False  # BEGIN has reached SQLite: a failure needs a ROLLBACK
 
     async def _send(self, sql: str, params: Iterable[Any], rows: bool) -> Any:
         """One trip: what waits, then ``sql``."""
+        if self._reading and sql.lstrip()[:6].upper() != "SELECT":
+            self._writing()
         statements, self._pending = [*self._pending, (sql, tuple(params))], []
         conn = self._conn
         self._begun = True
@@ -240,10 +255,16 @@ class _SQLiteTransaction(SQLTransaction):
         return list(await self._send(sql, params, True))
 
     async def _run(self, sql: str, params: Iterable[Any] = ()) -> None:
+        self._writing()
         self._pending.append((sql, tuple(params)))
 
     async def _write(self, sql: str, params: Iterable[Any] = ()) -> int:
+        self._writing()
         return int(await self._send(sql, params, False))
+
+    def _writing(self) -> None:
+        if self._reading:
+            raise RuntimeError("store.read() is for reading; write in store.transaction()")
 
     async def _flush(self) -> None:
         """Send what waits (before using the connection directly)."""
