@@ -4,6 +4,7 @@ by their constructors, run until asked to stop, and stop cleanly."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from collections.abc import Coroutine
 from typing import Any
@@ -188,6 +189,10 @@ class Runtime:
         log.info("bot.starting", user=me.username, database=describe(self.settings.database))
         self.health = Health(bot.stream, bot.resync, self.store, self.chat)
         self._spawn(report_degraded(self.health.state, self._stopping))
+        # What is built by now (modules, the wiring, ~65,000 objects) lives as long as the
+        # process: kept out of the collector's full passes, each of which otherwise walked it
+        # all (30-190 ms measured on the 2-core machine, a pause in the middle of commands).
+        gc.freeze()
         stream_task = self._spawn(bot.stream.run())
         self._spawn(bot.timeline.run_reminders(self._stopping))
         self._spawn(bot.cursor.run(self._stopping))
