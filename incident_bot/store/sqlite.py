@@ -304,22 +304,20 @@ class _SQLiteTransaction(SQLTransaction):
             return IncidentStats()
         teams = f"team_id IN ({marks(team_ids)})"
         start = to_db_time(since)
-        row = await self._one(
-            f"SELECT COUNT(*) AS n FROM incidents WHERE {teams} AND status IN (?, ?)",
-            [*team_ids, Status.STARTING.value, Status.ACTIVE.value],
-        )
-        open_now = int(row["n"]) if row else 0
-        by_severity = {
-            int(r["severity"]): int(r["n"])
-            for r in await self._all(
-                f"SELECT severity, COUNT(*) AS n FROM incidents WHERE {teams} AND started_at >= ? GROUP BY severity",
-                [*team_ids, start],
-            )
-        }
         # resolve_ms: a virtual column (migration 0003), indexed per team and status.
         ended = f"FROM incidents INDEXED BY incidents_team_resolve WHERE {teams} AND status = ? AND resolve_ms IS NOT NULL AND started_at >= ?"
         params = [*team_ids, Status.ENDED.value, start]
-        row = await self._one(f"SELECT COUNT(*) AS n, AVG(resolve_ms) AS mean {ended}", params)
+        # Open now, started by severity, and the resolved count and mean in one statement: each
+        # statement is a trip to SQLite's thread (the bot time of `stats` was mostly trips).
+        rows = await self._all(
+            f"SELECT 'open' AS part, NULL AS k, COUNT(*) AS n, NULL AS mean FROM incidents WHERE {teams} AND status IN (?, ?) "
+            f"UNION ALL SELECT 'severity', severity, COUNT(*), NULL FROM incidents WHERE {teams} AND started_at >= ? GROUP BY severity "
+            f"UNION ALL SELECT 'ended', NULL, COUNT(*), AVG(resolve_ms) {ended}",
+            [*team_ids, Status.STARTING.value, Status.ACTIVE.value, *team_ids, start, *params],
+        )
+        open_now = sum(int(r["n"]) for r in rows if r["part"] == "open")
+        by_severity = {int(r["k"]): int(r["n"]) for r in rows if r["part"] == "severity"}
+        row = next((r for r in rows if r["part"] == "ended"), None)
         resolved = int(row["n"]) if row else 0
         if row is None or resolved == 0:
             return IncidentStats(by_severity=by_severity, open_now=open_now)
