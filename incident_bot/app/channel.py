@@ -4,6 +4,7 @@ thread and the announcement channel, and links to posts."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 
 import structlog
@@ -19,6 +20,7 @@ from incident_bot.domain.models import ChecklistItem, Incident, OutboxEntry
 
 log = structlog.get_logger("incident_bot.channel")
 
+REFRESH_GATHER_SECONDS = 0.05  # refresh_soon: how long a pass waits for more of a burst
 PART_PROP = "incident_bot_part"  # which part of an incident channel a bot post is: found again after a crash
 
 
@@ -39,6 +41,10 @@ class ChannelWriter:
         self.chat = core.chat
         self.backlog = backlog
         self.outbox = outbox
+        # refresh_soon(): per incident, the last change asked for and the last one shown.
+        self._asked: dict[int, int] = {}
+        self._shown: dict[int, int] = {}
+        self._passes: dict[int, asyncio.Task[None]] = {}
 
     # --- links and places -----------------------------------------------------------------
 
@@ -221,6 +227,40 @@ class ChannelWriter:
                 raise
             self.backlog.mark_stale(incident.number, exc)
         return True
+
+    def refresh_soon(self, number: int) -> None:
+        """``refresh`` for a change already committed, soon: returns at once (call it without
+        the incident's lock).
+
+        Ticks come in bursts (people tick a checklist together) and are applied one after
+        another in their channel's order; each refresh rewrote summary and checklist header,
+        two of a tick's three REST calls in the profile. One pass at a time per incident
+        (a task kept in ``_passes``) takes the incident's lock, reads the incident as the
+        database has it then and shows it: every change asked for before it took the lock.
+        Changes asked for meanwhile get one more pass. A pass that fails to reach Mattermost
+        marks the incident stale (``refresh``), repaired as a whole later; a kill before it
+        ran is mended by the restart's repair, as a kill between commit and refresh was."""
+        self._asked[number] = self._asked.get(number, 0) + 1
+        if number not in self._passes:
+            task = asyncio.create_task(self._refresh_passes(number))
+            self._passes[number] = task
+
+    async def _refresh_passes(self, number: int) -> None:
+        try:
+            while self._shown.get(number, 0) < self._asked[number]:
+                await asyncio.sleep(REFRESH_GATHER_SECONDS)  # let the rest of a burst commit first
+                async with self.core.lock(number):
+                    covers = self._asked[number]  # every change committed before the lock was taken
+                    async with self.core.store.read() as tx:
+                        incident = await tx.get_incident(number)
+                        items = await tx.list_checklist(number) if incident is not None else []
+                    if incident is not None:
+                        await self.refresh(incident, items)
+                self._shown[number] = covers
+        except Exception as exc:  # noqa: BLE001 - shown again by the next change or the restart's repair
+            log.warning("channel.refresh_failed", incident=number, error=type(exc).__name__, detail=str(exc)[:200])
+        finally:
+            del self._passes[number]
 
     async def show_change(self, incident: Incident, items: list[ChecklistItem], item: ChecklistItem | None = None) -> None:
         """After a committed change: the item's post, then header, summary and checklist header."""

@@ -59,11 +59,17 @@ class Checklists:
         text: str,
         via: str = "command",
         outbox: Sequence[OutboxEntry] = (),
+        refresh_later: bool = False,
     ) -> list[ChecklistItem]:
-        """Commit a change of one item with its timeline event (and the posts that follow), then show it."""
+        """Commit a change of one item with its timeline event (and the posts that follow), then
+        show it; ``refresh_later``: only the item's post, the caller calls ``refresh_soon``
+        once out of the incident's lock (ticks come in bursts, one refresh shows them all)."""
         event = self.core.event(incident.number, kind, actor, text, {"item": item.number, "via": via})
         items = await self.core.commit(key, incident.number, item=item, event=event, outbox=outbox)
-        await self.channel.show_change(incident, items, item)
+        if refresh_later:
+            await self.channel.refresh_item(incident, item)
+        else:
+            await self.channel.show_change(incident, items, item)
         return items
 
     def _tick(self, item: ChecklistItem, by: str | None) -> TimelineKind:
@@ -157,6 +163,13 @@ class Checklists:
 
     async def reaction(self, key: str, reaction: Reaction, added: bool) -> Applied:
         """A tick emoji added to / removed from a post; returns the outcome for the log."""
+        changed: list[int] = []  # the incident whose item changed: its header and summary follow
+        outcome = await self._apply_reaction(key, reaction, added, changed)
+        for number in changed:
+            self.channel.refresh_soon(number)
+        return outcome
+
+    async def _apply_reaction(self, key: str, reaction: Reaction, added: bool, changed: list[int]) -> Applied:
         core = self.core
         if reaction.user_id == core.bot_id:
             return Applied.IGNORED_BOT
@@ -196,8 +209,16 @@ class Checklists:
                     return Applied.UNCHANGED
                 self._tick(item, reaction.user_id)
                 await self._change(
-                    key, incident, item, TimelineKind.CHECKLIST_CHECKED, reaction.user_id, item.text, via="reaction"
+                    key,
+                    incident,
+                    item,
+                    TimelineKind.CHECKLIST_CHECKED,
+                    reaction.user_id,
+                    item.text,
+                    via="reaction",
+                    refresh_later=True,
                 )
+                changed.append(incident.number)
                 return Applied.CHECKED
             if not item.done:
                 await core.commit(key, incident.number)
@@ -208,10 +229,30 @@ class Checklists:
                     await core.commit(key, incident.number)
                 else:
                     item.done_by = others[0]
-                    await self._change(key, incident, item, TimelineKind.CHECKLIST_CHECKED, others[0], item.text, via="reaction")
+                    await self._change(
+                        key,
+                        incident,
+                        item,
+                        TimelineKind.CHECKLIST_CHECKED,
+                        others[0],
+                        item.text,
+                        via="reaction",
+                        refresh_later=True,
+                    )
+                    changed.append(incident.number)
                 return Applied.KEPT_OTHER_TICK
             self._tick(item, None)
-            await self._change(key, incident, item, TimelineKind.CHECKLIST_UNCHECKED, reaction.user_id, item.text, via="reaction")
+            await self._change(
+                key,
+                incident,
+                item,
+                TimelineKind.CHECKLIST_UNCHECKED,
+                reaction.user_id,
+                item.text,
+                via="reaction",
+                refresh_later=True,
+            )
+            changed.append(incident.number)
             return Applied.UNCHECKED
 
     async def _tickers(self, incident: Incident, item: ChecklistItem, skip: tuple[str, str]) -> list[str]:
