@@ -1,4 +1,4 @@
-"""Command line: ``incident-bot run | check | migrate | export | migrate-store`` (also ``python -m incident_bot``)."""
+"""Command line: ``incident-bot run | check | migrate | export | migrate-store | register-command`` (also ``python -m incident_bot``)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("run", help="connect to Mattermost and handle incidents until stopped (SIGTERM/SIGINT)")
     sub.add_parser(
         "check",
-        help="diagnose the setup: settings, database, server, token, teams, announcement channels, "
+        help="diagnose the setup: settings, database, leadership, server, token, teams, announcement channels, "
         "WebSocket, playbooks; one line each (✔ ⚠ ✘), creates nothing; exit 0 only when all pass",
     )
     sub.add_parser("migrate", help="create or upgrade the database schema, then exit")
@@ -52,6 +52,17 @@ def build_parser() -> argparse.ArgumentParser:
     move.add_argument(
         "--to", dest="target", required=True, metavar="DATABASE", help="a new, empty database, e.g. postgresql://bot@db/incidents"
     )
+    register = sub.add_parser(
+        "register-command",
+        help="create or update the /incident slash command of a team (needs an admin token, stored nowhere); "
+        "prints the token to put in slash_tokens",
+    )
+    register.add_argument("--team", required=True, metavar="NAME", help="the team's name (as in its URL)")
+    register.add_argument(
+        "--admin-token",
+        metavar="TOKEN",
+        help="a system admin's access token (default: $INCIDENT_BOT_ADMIN_TOKEN); used once, never stored",
+    )
     return parser
 
 
@@ -63,7 +74,28 @@ def _fail(message: str) -> int:
 def _settings(args: argparse.Namespace) -> Settings:
     settings = load_settings(args.config)
     register_secret(settings.token())
+    for token in settings.slash_secrets():
+        register_secret(token)
     return settings
+
+
+async def _register_command(settings: Settings, team: str, admin_token: str | None) -> int:
+    from incident_bot.ops.command import RegisterError, register_command
+
+    token = (admin_token or os.environ.get("INCIDENT_BOT_ADMIN_TOKEN") or "").strip()
+    if not token:
+        return _fail("register-command: give an admin token with --admin-token or INCIDENT_BOT_ADMIN_TOKEN")
+    register_secret(token)
+    try:
+        result = await register_command(settings, token, team)
+    except RegisterError as exc:
+        print(f"incident-bot: register-command: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    command = result.command
+    print(f"{'created' if result.created else 'updated'} /{command['trigger']} in team {team}: Mattermost calls {command['url']}")
+    print("put its token in the config (or INCIDENT_BOT_SLASH_TOKENS), then restart the bot:")
+    print(f'slash_tokens = ["{command["token"]}"]')
+    return EXIT_OK
 
 
 async def _run(settings: Settings) -> int:
@@ -200,6 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
     if args.command == "migrate":
         return asyncio.run(_migrate(settings))
+    if args.command == "register-command":
+        return asyncio.run(_register_command(settings, args.team, args.admin_token))
     return EXIT_CONFIG
 
 

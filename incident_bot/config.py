@@ -9,15 +9,17 @@ into exit code 2 without a stack trace.
 from __future__ import annotations
 
 import contextvars
+import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -125,6 +127,14 @@ class Settings(BaseSettings):
     # Days dedupe keys and reply records are kept (app/retention.py): at least 8, longer than
     # the farthest catch-up can reach back (7 days + 1 minute before the newest event seen).
     dedupe_retention_days: int = Field(default=14, ge=8, le=3650)
+    # The `/incident` slash command (web/slash.py): the tokens Mattermost shows for the
+    # registered command; requests carrying none of them are refused. Empty: no slash command.
+    slash_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    # The base URL Mattermost uses to reach the ops listener (slash command, dialog and
+    # button URLs), e.g. http://incident-bot.internal:9102; unset: http://<ops_address>.
+    callback_url: str | None = None
+    # Signs the context of every button (HMAC-SHA256); with callback_url it turns buttons on.
+    actions_secret: SecretStr | None = None
 
     @field_validator("mattermost_url")
     @classmethod
@@ -136,6 +146,54 @@ class Settings(BaseSettings):
         if parts.hostname in PLACEHOLDER_HOSTS:
             raise ValueError("still the placeholder from config.example.toml; set your server's URL")
         return value
+
+    @field_validator("callback_url")
+    @classmethod
+    def _callback_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("expected the http:// or https:// URL Mattermost reaches the bot at, e.g. http://10.0.0.5:9102")
+        return value
+
+    @field_validator("slash_tokens", mode="before")
+    @classmethod
+    def _slash_tokens(cls, value: object) -> object:
+        if isinstance(value, str):  # INCIDENT_BOT_SLASH_TOKENS=a,b (or a JSON list)
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    def slash_secrets(self) -> list[str]:
+        """The slash command tokens, stripped, empty ones dropped."""
+        return [t for t in (token.get_secret_value().strip() for token in self.slash_tokens) if t]
+
+    def callback_base(self, bound: str | None = None) -> str | None:
+        """The URL Mattermost calls the bot at: callback_url, else the ops listener's
+        address (``bound``: the address actually bound, for port 0)."""
+        if self.callback_url:
+            return self.callback_url
+        address = bound or self.ops_address
+        return f"http://{address}" if address else None
+
+    @field_validator("actions_secret")
+    @classmethod
+    def _actions_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        if len(value.get_secret_value().strip()) < 16:
+            raise ValueError("too short; use at least 16 random characters (e.g. openssl rand -hex 32)")
+        return SecretStr(value.get_secret_value().strip())
+
+    def buttons(self) -> tuple[str, bytes] | None:
+        """(callback URL, signing key) when buttons are on: both callback_url and actions_secret set."""
+        if self.callback_url is None or self.actions_secret is None:
+            return None
+        return self.callback_url, self.actions_secret.get_secret_value().encode("utf-8")
 
     @field_validator("database", mode="before")
     @classmethod

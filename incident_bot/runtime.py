@@ -12,6 +12,7 @@ from typing import Any
 import structlog
 from mmpy_bot.settings import Settings as MMSettings
 
+from incident_bot.app.actions import Actions
 from incident_bot.app.backlog import Backlog
 from incident_bot.app.catchup import CatchUp
 from incident_bot.app.channel import ChannelWriter
@@ -20,6 +21,7 @@ from incident_bot.app.core import Core
 from incident_bot.app.cursor import Cursor
 from incident_bot.app.directory import Directory
 from incident_bot.app.incidents import Incidents
+from incident_bot.app.leadership import LEASE_SECONDS, Leadership, replica_name
 from incident_bot.app.observe import AppObserver
 from incident_bot.app.outbox import Outbox
 from incident_bot.app.pipeline import Pipeline
@@ -47,8 +49,11 @@ from incident_bot.plugins.handler import BotDriver, IncidentEventHandler
 from incident_bot.plugins.incidents import IncidentPlugin
 from incident_bot.plugins.playbooks import PlaybookPlugin
 from incident_bot.plugins.timeline import TimelinePlugin
-from incident_bot.store.base import Store
-from incident_bot.store.factory import describe, open_store
+from incident_bot.store.base import Store, StoreUnavailable
+from incident_bot.store.factory import describe, open_lease, open_store
+from incident_bot.web import dialogs, slash
+from incident_bot.web.actions import ActionRoutes
+from incident_bot.web.wiring import Wiring
 
 log = structlog.get_logger("incident_bot.bot")
 
@@ -64,6 +69,9 @@ class TokenRefused(StartupError):
     """Mattermost refused the token: restarting will not help (the CLI exits 1 for this)."""
 
 
+TOKEN_FIX = "check the bot's access token (incident-bot check tells more)"
+
+
 class Bot:
     """Everything the running bot is made of, wired once the bot knows who it is."""
 
@@ -75,15 +83,17 @@ class Bot:
         self.outbox = Outbox(core, self.backlog)
         channel = ChannelWriter(core, self.backlog, self.outbox)
         teams = Teams(core)
-        runner = Runner(core)
+        self.runner = runner = Runner(core)
         self.incidents = Incidents(core, channel, teams, self.backlog, self.outbox)
         checklists = Checklists(core, channel, self.outbox)
         self.timeline = Timeline(core, channel, self.outbox)
+        reports = Reports(core, teams)
+        self.actions = Actions(core, runner, self.incidents, checklists, self.timeline, reports)
         plugins = [
             IncidentPlugin(runner, self.incidents, Help(core)),
             ChecklistPlugin(runner, checklists, settings.check_emojis),
             PlaybookPlugin(runner, Playbooks(core, teams)),
-            TimelinePlugin(runner, self.timeline, Reports(core, teams), settings.timeline_emoji),
+            TimelinePlugin(runner, self.timeline, reports, settings.timeline_emoji),
         ]
         self.manager = IncidentPluginManager(plugins)
         mm_settings = MMSettings(MATTERMOST_URL=settings.mattermost_url, BOT_TOKEN="unused")
@@ -122,14 +132,57 @@ class Runtime:
         self.settings = settings
         self.metrics = Metrics()
         self.store = open_store(settings.database, on_commit=self.metrics.commit)
-        self.chat = MattermostClient(settings.mattermost_url, settings.token(), on_response=self.metrics.rest_response)
+        # PostgreSQL: replicas elect a leader and only it serves; SQLite: always the leader.
+        self.leadership = Leadership(open_lease(self.store, replica_name(), LEASE_SECONDS))
+        self.chat = MattermostClient(
+            settings.mattermost_url,
+            settings.token(),
+            on_response=self._rest_response,
+            may_write=None if self.leadership.solo else self.leadership.may_write,
+        )
         self._stopping = asyncio.Event()
+        self._logged_in = False
+        self._refused = False  # Mattermost refused the token once running
         self._background: set[asyncio.Task[Any]] = set()
         self.health: Health | None = None  # once logged in and wired
         self.ops: OpsServer | None = None
+        self.action_routes = ActionRoutes()  # answers once the bot is wired (bind)
+        self.slash: slash.SlashCommand | None = None
+        tokens = settings.slash_secrets()
+        if tokens:
+            dialog = dialogs.StartDialog(tokens[0], self._callback_base)
+            self.slash = slash.SlashCommand(tokens, dialog)
+
+    def _callback_base(self) -> str | None:
+        return self.settings.callback_base(self.ops.address if self.ops is not None else None)
 
     def request_stop(self) -> None:
         self._stopping.set()
+
+    def _rest_response(self, status: int) -> None:
+        self.metrics.rest_response(status)
+        if status == 401 and self._logged_in:
+            self.token_refused()
+
+    def _doubt_token(self) -> None:
+        self._spawn(self._verify_token())
+
+    async def _verify_token(self) -> None:
+        """The WebSocket could not authenticate: ask REST, whose 401 is unambiguous (and
+        reaches ``token_refused`` through ``_rest_response``)."""
+        try:
+            await self.chat.get_me()
+        except MattermostError as exc:
+            log.info("bot.token_checked", error=type(exc).__name__)
+
+    def token_refused(self) -> None:
+        """Mattermost no longer takes the token (revoked, or the bot account deactivated):
+        retrying cannot help, so the bot stops; ``run`` then raises ``TokenRefused`` (exit 1).
+        Work left unfinished is read again at the next start, with a valid token."""
+        if not self._refused:
+            self._refused = True
+            log.error("bot.token_refused", fix=TOKEN_FIX)
+        self.request_stop()
 
     async def _login(self) -> User:
         """Who am I; waits for a server that is down rather than giving up."""
@@ -138,9 +191,7 @@ class Runtime:
             try:
                 return await self.chat.get_me()
             except Unauthorized:
-                raise TokenRefused(
-                    "bot_token: Mattermost refused the token (401); check the bot's access token (incident-bot check tells more)"
-                ) from None
+                raise TokenRefused(f"bot_token: Mattermost refused the token (401); {TOKEN_FIX}") from None
             except MattermostError as exc:
                 delay = backoff.next_delay()
                 log.warning("mattermost.unreachable", url=self.settings.mattermost_url, error=type(exc).__name__, retry_in=delay)
@@ -165,20 +216,44 @@ class Runtime:
             await self._start_ops()
             try:
                 me = await self._login()
+                self._logged_in = True
             except StartupError:
                 if self._stopping.is_set():  # asked to stop while waiting for Mattermost: a clean stop
                     log.info("bot.stopped", clean=True, connected=False)
                     return
                 raise
-            await self._serve(Bot(self.settings, self.store, self.chat, me, observer=self.metrics), me)
+            # A term as leader ends with a stop, or with the lease lost: then stand by again.
+            while await self.leadership.campaign(self._stopping):
+                bot = Bot(self.settings, self.store, self.chat, me, observer=self.metrics)
+                bot.stream.on_auth_doubt(self._doubt_token)
+                if not await self._serve(bot, me):
+                    break
+            if self._refused:
+                raise TokenRefused(f"bot_token: Mattermost refused the token while running (401); {TOKEN_FIX}")
         finally:
+            await self.leadership.close()
             if self.ops is not None:
                 await self.ops.stop()
             await self.chat.close()
             await self.store.close()
 
-    async def _serve(self, bot: Bot, me: User) -> None:
+    async def _serve(self, bot: Bot, me: User) -> bool:
+        """One term as the leader, the lease renewed throughout; True when it ended because
+        the lease was lost. After a clean stop the lease is let go for a standby to take."""
+        holding = asyncio.create_task(self.leadership.hold())
+        try:
+            return await self._term(bot, me)
+        finally:
+            holding.cancel()
+            await asyncio.gather(holding, return_exceptions=True)
+            if not self.leadership.lost.is_set():
+                await self.leadership.release()
+
+    async def _term(self, bot: Bot, me: User) -> bool:
         await bot.cursor.load()
+        if self.slash is not None:
+            wiring = Wiring(bot.core, bot.pipeline, bot.runner, bot.incidents, bot.timeline)
+            self.slash.wiring = self.slash.dialog.wiring = wiring
         bot.manager.start()
         try:
             resumed = await bot.incidents.resume_unfinished()
@@ -186,32 +261,53 @@ class Runtime:
                 log.info("bot.resumed_starts", incidents=resumed)
         except Exception as exc:  # noqa: BLE001 - finished when its command is read again
             log.warning("bot.resume_failed", error=type(exc).__name__, detail=str(exc)[:200])
-        log.info("bot.starting", user=me.username, database=describe(self.settings.database))
+        self.action_routes.bind(bot.actions)
+        log.info(
+            "bot.starting",
+            user=me.username,
+            database=describe(self.settings.database),
+            buttons=self.settings.buttons() is not None,
+        )
         self.health = Health(bot.stream, bot.resync, self.store, self.chat)
-        self._spawn(report_degraded(self.health.state, self._stopping))
+        term = asyncio.Event()  # the end of this term as leader: a stop, or the lease lost
+        self._spawn(report_degraded(self.health.state, term))
         # What is built by now (modules, the wiring, ~65,000 objects) lives as long as the
         # process: kept out of the collector's full passes, each of which otherwise walked it
         # all (30-190 ms measured on the 2-core machine, a pause in the middle of commands).
         gc.freeze()
         stream_task = self._spawn(bot.stream.run())
-        self._spawn(bot.timeline.run_reminders(self._stopping))
-        self._spawn(bot.cursor.run(self._stopping))
-        self._spawn(bot.retention.run(self._stopping))
+        self._spawn(bot.timeline.run_reminders(term))
+        self._spawn(bot.cursor.run(term))
+        self._spawn(bot.retention.run(term))
         self._spawn(bot.resync.run_retries())
         self._spawn(self._repair(bot))
-        await asyncio.wait({stream_task, self._spawn(self._stopping.wait())}, return_when=asyncio.FIRST_COMPLETED)
-        log.info("bot.stopping", in_flight=bot.pipeline.queues.pending)
-        self._stopping.set()
+        ends = {stream_task, self._spawn(self._stopping.wait()), self._spawn(self.leadership.lost.wait())}
+        await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
+        lost = self.leadership.lost.is_set()
+        log.info("bot.stopping", in_flight=bot.pipeline.queues.pending, lease_lost=lost)
+        if not lost:
+            self._stopping.set()
+        term.set()
+        # Mattermost's calls (slash command, dialogs, buttons) are answered 503 until a next term.
+        if self.slash is not None:
+            self.slash.wiring = self.slash.dialog.wiring = None
+        self.action_routes.bind(None)
         await bot.stream.stop()
-        finished = await bot.pipeline.drain(self.settings.shutdown_grace_seconds)
+        # Deposed: nothing in flight could be written anyway; the new leader reads it again.
+        finished = await bot.pipeline.drain(0 if lost else self.settings.shutdown_grace_seconds)
         await bot.resync.stop()
         for task in list(self._background):
             if task is not stream_task:
                 task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
-        await bot.cursor.flush()  # never past work left unfinished: read again next start
+        if not lost:
+            try:
+                await bot.cursor.flush()  # never past work left unfinished: read again next start
+            except StoreUnavailable as exc:  # kept where it was saved last: catch-up reads a little more
+                log.warning("cursor.flush_failed", error=str(exc)[:300])
         bot.manager.stop()
-        log.info("bot.stopped", clean=finished)
+        log.info("bot.stopped", clean=finished and not lost)
+        return lost
 
     # --- the operator's listener ----------------------------------------------------------
 
@@ -220,8 +316,15 @@ class Runtime:
         handling incidents matters more, and the missing scrape raises the operator's alert."""
         listen = self.settings.ops_listen()
         if listen is None:
+            if self.slash is not None:
+                log.warning("slash.no_listener", reason="ops_address is off: Mattermost cannot call the slash command")
             return
         server = OpsServer(listen[0], listen[1], self.metrics, self._not_ready, self._refresh_metrics)
+        if self.slash is not None:
+            server.add_route("POST", slash.PATH, self.slash.handle)
+            server.add_route("POST", dialogs.PATH, self.slash.dialog.handle)
+        for method, path, handler in self.action_routes.routes():
+            server.add_route(method, path, handler)
         try:
             await server.start()
         except OSError as exc:
@@ -230,6 +333,8 @@ class Runtime:
         self.ops = server
 
     async def _not_ready(self) -> list[str]:
+        if not self.leadership.leading:
+            return [self.leadership.standby_reason()]
         if self.health is None:
             return ["not logged in to Mattermost yet"]
         return await self.health.not_ready()
@@ -237,6 +342,9 @@ class Runtime:
     async def _refresh_metrics(self) -> None:
         """Gauges read at scrape time: active incidents by severity, outbox depth, readiness."""
         self.metrics.ready.set(0 if await self._not_ready() else 1)
+        self.metrics.leader.set(1 if self.leadership.leading else 0)
+        if not self.leadership.leading:
+            return  # the leader reports the incidents and the outbox (one count, not one per replica)
         async with self.store.transaction() as tx:
             active = await tx.list_incidents_in_status([Status.ACTIVE])
             depth = await tx.outbox_depth()

@@ -10,13 +10,15 @@ from collections.abc import Mapping
 import structlog
 
 from incident_bot.app.backlog import Backlog
+from incident_bot.app.buttons import button_props
 from incident_bot.app.core import Core, pending_id
-from incident_bot.app.outbox import Outbox
+from incident_bot.app.outbox import ANNOUNCE_SUFFIX, Outbox
 from incident_bot.chat.errors import MattermostError, NotFound
 from incident_bot.chat.models import Post
 from incident_bot.domain import messages
 from incident_bot.domain.messages import Names
 from incident_bot.domain.models import ChecklistItem, Incident, OutboxEntry
+from incident_bot.store.base import Transaction
 
 log = structlog.get_logger("incident_bot.channel")
 
@@ -41,6 +43,7 @@ class ChannelWriter:
         self.chat = core.chat
         self.backlog = backlog
         self.outbox = outbox
+        self._buttons = core.settings.buttons() is not None  # the checklist header says Tick too
         # refresh_soon(): per incident, the last change asked for and the last one shown.
         self._asked: dict[int, int] = {}
         self._shown: dict[int, int] = {}
@@ -59,6 +62,15 @@ class ChannelWriter:
         if not incident.origin_post_id or incident.origin_channel_id == incident.channel_id:
             return None
         return await self.permalink(incident.team_id, incident.origin_post_id)
+
+    async def archived(self, incident: Incident) -> bool:
+        """Someone archived the incident channel: nothing can be posted or edited there."""
+        if incident.channel_id is None:
+            return False
+        try:
+            return bool((await self.chat.get_channel(incident.channel_id)).delete_at)
+        except NotFound:
+            return False
 
     async def is_dm(self, channel_id: str) -> bool:
         try:
@@ -88,7 +100,7 @@ class ChannelWriter:
     async def to_announcements(self, key: str, incident: Incident, text: str) -> list[OutboxEntry]:
         """The post for the team's announcement channel, when one is configured and found."""
         channel_id = await self.announcement_channel(incident.team_id)
-        return [self.notice(f"{key}:announce", channel_id, text, incident=incident.number)] if channel_id else []
+        return [self.notice(key + ANNOUNCE_SUFFIX, channel_id, text, incident=incident.number)] if channel_id else []
 
     async def announcement_channel(self, team_id: str) -> str | None:
         """The team's configured announcement channel, when the bot finds it."""
@@ -121,8 +133,11 @@ class ChannelWriter:
                 found.setdefault(mark[len(prefix) :], post)
         return found
 
-    async def _part(self, incident: Incident, part: str, text: str, made: Mapping[str, Post], root_id: str = "") -> Post:
-        """A part of the channel: the one made before (``made``) or a new post."""
+    async def _part(
+        self, incident: Incident, part: str, text: str, made: Mapping[str, Post], root_id: str = "", *, again: str = ""
+    ) -> Post:
+        """A part of the channel: the one made before (``made``) or a new post. ``again``: it
+        replaces a deleted post (this id), so it must not be taken for that one."""
         post = made.get(part)
         if post is None:
             assert incident.channel_id is not None
@@ -130,28 +145,32 @@ class ChannelWriter:
                 incident.channel_id,
                 text,
                 root_id=root_id,
-                props=part_props(incident.number, part),
-                pending_post_id=pending_id(incident.channel_id, part),
+                props=part_props(incident.number, part) | button_props(self.core.settings, incident.number, part),
+                # Mattermost answers a repeated pending id with the post it made, for 30 s; a
+                # deleted one it cannot give back (500), so a replacement has its own.
+                pending_post_id=pending_id(incident.channel_id, part, *([again] if again else [])),
             )
         return post
 
     async def ensure_summary(
-        self, incident: Incident, items: list[ChecklistItem], names: Names, made: Mapping[str, Post]
+        self, incident: Incident, items: list[ChecklistItem], names: Names, made: Mapping[str, Post], *, again: str = ""
     ) -> None:
-        """The pinned summary, made and pinned once; noted on the incident."""
+        """The pinned summary, made and pinned once; noted on the incident (``again``: see ``_part``)."""
         if incident.summary_post_id is not None:
             return
         text = messages.summary(self.core.bot_name, incident, names, items, self.core.now(), await self.origin_link(incident))
-        summary = await self._part(incident, "summary", text, made)
+        summary = await self._part(incident, "summary", text, made, again=again)
         if not summary.is_pinned:
             await self.chat.pin_post(summary.id)
         incident.summary_post_id = summary.id
         await self.core.commit(None, incident=incident)
 
-    async def ensure_checklist(self, incident: Incident, items: list[ChecklistItem], made: Mapping[str, Post]) -> dict[str, Post]:
+    async def ensure_checklist(
+        self, incident: Incident, items: list[ChecklistItem], made: Mapping[str, Post], *, again: str = ""
+    ) -> dict[str, Post]:
         """The checklist header and one reply per live item, made where missing (found in
-        ``made`` when an earlier run made them but died before noting them). Returns the
-        item posts it made, by id."""
+        ``made`` when an earlier run made them but died before noting them; ``again``: see
+        ``_part``). Returns the item posts it made, by id."""
         live = [i for i in items if not i.removed]
         created: dict[str, Post] = {}
         if incident.checklist_post_id is None and not live:
@@ -159,7 +178,11 @@ class ChannelWriter:
         names = await self.core.directory.names([incident.commander_id, *item_names(items)])
         if incident.checklist_post_id is None:
             header = await self._part(
-                incident, "checklist", messages.checklist_header(self.core.bot_name, incident, live, names), made
+                incident,
+                "checklist",
+                messages.checklist_header(self.core.bot_name, incident, live, names, buttons=self._buttons),
+                made,
+                again=again,
             )
             incident.checklist_post_id = header.id
             await self.core.commit(None, incident=incident)
@@ -167,7 +190,7 @@ class ChannelWriter:
             if item.post_id is None:
                 part = f"item:{item.number}"
                 post = await self._part(
-                    incident, part, messages.checklist_item(item, names), made, root_id=incident.checklist_post_id
+                    incident, part, messages.checklist_item(item, names), made, root_id=incident.checklist_post_id, again=again
                 )
                 item.post_id = post.id
                 created[post.id] = post
@@ -175,6 +198,46 @@ class ChannelWriter:
         return created
 
     # --- keeping it current ---------------------------------------------------------------
+
+    async def restore(self, post: Post) -> str | None:
+        """A post of the bot was deleted (by an admin): when it was a part of an incident
+        channel (the pinned summary, the checklist header, an item), post it again and note
+        the new one; the part's name, or None when the post was no part."""
+        core = self.core
+        async with core.store.transaction() as tx:
+            found = await tx.get_incident_by_channel(post.channel_id)
+        if found is None:
+            return None
+        async with core.lock(found.number):
+            incident = await core.fresh(found)
+            items = await core.checklist(incident.number)
+            part = None
+            if incident.summary_post_id == post.id:
+                incident.summary_post_id, part = None, "summary"
+            if incident.checklist_post_id == post.id:  # its thread, the items, went with it
+                incident.checklist_post_id, part = None, "checklist"
+                for item in items:
+                    item.post_id = None
+            for item in items:
+                if item.post_id == post.id:
+                    item.post_id, part = None, f"item:{item.number}"
+            if part is None:
+                return None
+            log.warning("part.deleted", incident=incident.number, part=part, post=post.id)
+
+            async def forget(tx: Transaction) -> None:
+                for item in items:
+                    await tx.save_checklist_item(item)
+
+            await core.commit(None, incident=incident, write=forget)
+            names = await core.directory.names([incident.commander_id, *item_names(items)])
+            try:
+                await self.ensure_summary(incident, [i for i in items if not i.removed], names, {}, again=post.id)
+                await self.ensure_checklist(incident, items, {}, again=post.id)
+                await self.refresh(incident, [i for i in items if not i.removed], strict=True)
+            except MattermostError as exc:
+                self.backlog.mark_stale(incident.number, exc)  # the repair makes what is missing
+            return part
 
     async def refresh(self, incident: Incident, items: list[ChecklistItem] | None = None, *, strict: bool = False) -> None:
         """Bring header, pinned summary and checklist header in line with the database.
@@ -203,7 +266,8 @@ class ChannelWriter:
                 await self._patch(incident.summary_post_id, text)
             if incident.checklist_post_id:
                 await self._patch(
-                    incident.checklist_post_id, messages.checklist_header(self.core.bot_name, incident, items, names)
+                    incident.checklist_post_id,
+                    messages.checklist_header(self.core.bot_name, incident, items, names, buttons=self._buttons),
                 )
         except MattermostError as exc:
             if strict:
@@ -269,6 +333,7 @@ class ChannelWriter:
         await self.refresh(incident, items)
 
     async def _patch(self, post_id: str, text: str) -> None:
+        """Only the message changes: Mattermost keeps the props, buttons included."""
         try:
             await self.chat.patch_post(post_id, message=text)
         except NotFound:

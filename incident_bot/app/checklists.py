@@ -163,39 +163,55 @@ class Checklists:
 
     async def reaction(self, key: str, reaction: Reaction, added: bool) -> Applied:
         """A tick emoji added to / removed from a post; returns the outcome for the log."""
-        changed: list[int] = []  # the incident whose item changed: its header and summary follow
-        outcome = await self._apply_reaction(key, reaction, added, changed)
+        return await self.tick(key, reaction.post_id, reaction.user_id, added, emoji=reaction.emoji_name)
+
+    async def tick(self, key: str, post_id: str, user_id: str, added: bool, *, emoji: str | None = None) -> Applied:
+        """Tick (``added``) or untick the item whose post is ``post_id``, as ``user_id``: by a
+        reaction (``emoji``: its name) or by the item post's Tick / Untick button (None).
+
+        Both paths are this one: the same membership rule, timeline event and item post. They
+        differ in what tells a person why not (a reaction has only the channel to answer in; a
+        button answers the person who clicked, so nothing is posted for it) and in an untick: a
+        reaction removed leaves the item ticked while another member's tick reaction is on the
+        post, a click on Untick unticks it. Header and summary follow in ``refresh_soon``."""
+        changed: list[int] = []  # the incident whose item changed
+        outcome = await self._apply_tick(key, post_id, user_id, added, emoji, changed)
         for number in changed:
             self.channel.refresh_soon(number)
         return outcome
 
-    async def _apply_reaction(self, key: str, reaction: Reaction, added: bool, changed: list[int]) -> Applied:
+    async def _apply_tick(
+        self, key: str, post_id: str, user_id: str, added: bool, emoji: str | None, changed: list[int]
+    ) -> Applied:
         core = self.core
-        if reaction.user_id == core.bot_id:
+        via = "reaction" if emoji is not None else "button"
+        if user_id == core.bot_id:
             return Applied.IGNORED_BOT
         async with core.store.read() as tx:  # a first look; read again under the incident's lock
             if await tx.event_seen(key):
                 return Applied.DUPLICATE
-            item = await tx.get_checklist_item_by_post(reaction.post_id)
+            item = await tx.get_checklist_item_by_post(post_id)
             incident = await tx.get_incident(item.incident_number) if item else None
         if item is None or incident is None or item.removed:
             return Applied.NOT_AN_ITEM
-        if not await core.directory.in_channel(incident.channel_id, reaction.user_id):
+        if not await core.directory.acting_member(incident.channel_id, user_id):
             await core.commit(key, incident.number)  # handled: every outcome on an item is recorded
             return Applied.NOT_A_MEMBER
         async with core.lock(incident.number):
             async with core.store.transaction() as tx:
                 if await tx.event_seen(key):
                     return Applied.DUPLICATE
-                fresh_item = await tx.get_checklist_item_by_post(reaction.post_id)
+                fresh_item = await tx.get_checklist_item_by_post(post_id)
                 fresh = await tx.get_incident(incident.number)
             assert fresh_item is not None and fresh is not None
             item, incident = fresh_item, fresh
+            if item.removed:
+                return Applied.NOT_AN_ITEM
             if incident.status == Status.ENDED:
                 refusal = []
-                if added and incident.channel_id:
-                    names = await core.directory.names([reaction.user_id])
-                    text = messages.tick_refused_ended(core.bot_name, incident, names, reaction.user_id)
+                if added and incident.channel_id and emoji is not None:
+                    names = await core.directory.names([user_id])
+                    text = messages.tick_refused_ended(core.bot_name, incident, names, user_id)
                     root = incident.checklist_post_id or ""
                     refusal.append(
                         self.channel.notice(f"{key}:refused", incident.channel_id, text, root, incident=incident.number)
@@ -207,23 +223,16 @@ class Checklists:
                 if item.done:
                     await core.commit(key, incident.number)
                     return Applied.UNCHANGED
-                self._tick(item, reaction.user_id)
+                self._tick(item, user_id)
                 await self._change(
-                    key,
-                    incident,
-                    item,
-                    TimelineKind.CHECKLIST_CHECKED,
-                    reaction.user_id,
-                    item.text,
-                    via="reaction",
-                    refresh_later=True,
+                    key, incident, item, TimelineKind.CHECKLIST_CHECKED, user_id, item.text, via=via, refresh_later=True
                 )
                 changed.append(incident.number)
                 return Applied.CHECKED
             if not item.done:
                 await core.commit(key, incident.number)
                 return Applied.UNCHANGED
-            others = await self._tickers(incident, item, skip=(reaction.user_id, reaction.emoji_name))
+            others = await self._tickers(incident, item, skip=(user_id, emoji)) if emoji is not None else []
             if others:
                 if item.done_by in others:
                     await core.commit(key, incident.number)
@@ -236,21 +245,14 @@ class Checklists:
                         TimelineKind.CHECKLIST_CHECKED,
                         others[0],
                         item.text,
-                        via="reaction",
+                        via=via,
                         refresh_later=True,
                     )
                     changed.append(incident.number)
                 return Applied.KEPT_OTHER_TICK
             self._tick(item, None)
             await self._change(
-                key,
-                incident,
-                item,
-                TimelineKind.CHECKLIST_UNCHECKED,
-                reaction.user_id,
-                item.text,
-                via="reaction",
-                refresh_later=True,
+                key, incident, item, TimelineKind.CHECKLIST_UNCHECKED, user_id, item.text, via=via, refresh_later=True
             )
             changed.append(incident.number)
             return Applied.UNCHECKED

@@ -4,6 +4,7 @@ the one reply to a command, and finding the incident a command is about."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -15,15 +16,16 @@ import structlog
 from incident_bot.app.directory import Directory
 from incident_bot.app.observe import AppObserver, NullObserver, note_incident
 from incident_bot.app.request import Applied, Clock, Request, UserError
+from incident_bot.chat.errors import Forbidden, NotFound
 from incident_bot.chat.models import Post, User
 from incident_bot.chat.port import ChatPort
 from incident_bot.config import Settings
 from incident_bot.domain import messages, rules
-from incident_bot.domain.commands import Access
+from incident_bot.domain.commands import COMMANDS, Access, Outcome
 from incident_bot.domain.format import format_short_duration
 from incident_bot.domain.models import ChecklistItem, Incident, OutboxEntry, Playbook, TimelineEvent, TimelineKind
 from incident_bot.domain.rules import RuleError
-from incident_bot.store.base import Store, Transaction
+from incident_bot.store.base import Store, StoreUnavailable, Transaction
 
 log = structlog.get_logger("incident_bot.app")
 
@@ -143,6 +145,8 @@ class Core:
         if req.replied:
             log.error("reply.twice", key=req.key)
             return None
+        if req.answer is not None:
+            return await self._answer(req, text, file_ids)
         if req.late_by is not None:
             text = messages.late(text, format_short_duration(req.late_by))
         root = "" if req.is_dm else req.thread_root
@@ -155,8 +159,54 @@ class Core:
             pending_post_id=pending_id("reply", req.key),
         )
         req.replied = True
+        try:
+            await self.note_reply(req, post, applied=True)
+        except StoreUnavailable as exc:  # the reply names its command: catch-up finds it later
+            log.warning("reply.unrecorded", key=req.key, error=str(exc)[:300])
+        return post
+
+    def store_down(self, exc: StoreUnavailable, **fields: Any) -> str:
+        """Log why the database cannot be written (with a ref) and word the refusal."""
+        ref = secrets.token_hex(3)
+        log.error("store.unwritable", ref=ref, detail=str(exc)[:300], **fields)
+        return messages.store_unwritable(ref)
+
+    async def _answer(self, req: Request, text: str, file_ids: list[str] | None) -> Post | None:
+        """The reply to a command that came without a post: what only the requester needs
+        (the command table's ``private_answer``, refusals, usage errors, help) through
+        ``req.answer``; the rest is posted in the channel (in the thread it came from) as
+        the reply to a mention would be."""
+        assert req.answer is not None
+        spec = COMMANDS.get(req.command)
+        private = req.answer_privately or req.outcome != Outcome.OK or spec is None or spec.private_answer
+        if private and not file_ids:
+            await self._answer_privately(req, text)
+            return None
+        try:
+            post = await self.chat.create_post(
+                req.channel_id,
+                text,
+                root_id=req.thread_root,  # a slash command's stand-in has no id: its thread, if any
+                props={REPLY_PROP: req.key},
+                file_ids=file_ids,
+                pending_post_id=pending_id("reply", req.key),
+            )
+        except (Forbidden, NotFound):  # a channel the bot is not in (a DM of two others): tell the requester
+            if file_ids:
+                raise
+            await self._answer_privately(req, text)
+            return None
+        req.replied = True
         await self.note_reply(req, post, applied=True)
         return post
+
+    async def _answer_privately(self, req: Request, text: str) -> None:
+        assert req.answer is not None
+        await req.answer.private(text)
+        req.replied = True
+        async with self.store.transaction() as tx:
+            await tx.record_event(req.key, self.now(), req.incident)  # a no-op when already recorded
+        req.noted = True
 
     async def note_reply(self, req: Request, post: Post, *, applied: bool = False) -> None:
         """Remember ``post`` as the reply to ``req`` (``applied``: and the command as handled)."""
@@ -214,7 +264,7 @@ class Core:
         if number is not None and not channel_only:
             async with self.store.transaction() as tx:
                 incident = await tx.get_incident(number)
-            if incident is None or not await self.directory.in_team(incident.team_id, req.user_id):
+            if incident is None or not await self.reachable(incident, self.directory.in_team(incident.team_id, req.user_id)):
                 raise UserError(messages.not_found(number))
         else:
             async with self.store.transaction() as tx:
@@ -229,10 +279,21 @@ class Core:
         note_incident(incident.number)
         # The requester is in the team here (found by channel, or checked above).
         if not rules.allowed(command, Access.TEAM):
-            level = rules.access(in_team=True, in_channel=await self.directory.in_channel(incident.channel_id, req.user_id))
+            in_channel = await self.reachable(incident, self.directory.in_channel(incident.channel_id, req.user_id), "channel")
+            level = rules.access(in_team=True, in_channel=in_channel)
             if not rules.allowed(command, level):
                 raise UserError(messages.not_a_member(incident, command))
         return incident
+
+    async def reachable(self, incident: Incident, membership: Awaitable[bool], where: str = "team") -> bool:
+        """A membership answer about the incident's team or channel; when Mattermost refuses
+        the bot the question, the bot was removed from there: a refusal that says so."""
+        try:
+            return await membership
+        except Forbidden:
+            log.warning("incident.unreachable", incident=incident.number, removed_from=where)
+            text = messages.bot_removed_from_team if where == "team" else messages.bot_removed_from_channel
+            raise UserError(text(self.bot_name, incident)) from None
 
     # --- playbooks -----------------------------------------------------------------------
 

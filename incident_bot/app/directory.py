@@ -12,8 +12,9 @@ from typing import Any, TypeVar
 from incident_bot.chat.events import OtherEvent
 from incident_bot.chat.models import Reaction, Team, User
 from incident_bot.chat.port import ChatPort
-from incident_bot.domain import messages
+from incident_bot.domain import messages, rules
 from incident_bot.domain.messages import Names
+from incident_bot.domain.rules import Actor
 from incident_bot.store.base import Store
 
 _TEAM_TTL = 60.0  # seconds a bot-team list is trusted
@@ -186,9 +187,32 @@ class Directory:
             self._channel_members, (channel_id, user_id), lambda: self.client.is_channel_member(channel_id, user_id)
         )
 
+    async def actor(self, user_id: str) -> Actor:
+        """What kind of account ``user_id`` is now: asked live, so a deactivation or a guest
+        demotion counts at once (the name cache stays as it is)."""
+        if user_id == self.bot.id:
+            return Actor.BOT
+        found = await self.client.get_users_by_ids([user_id])
+        user = next((u for u in found if u.id == user_id), None)
+        if user is None:
+            return Actor.UNKNOWN
+        if self._users.get(user_id) is None or self._users[user_id].username != user.username:
+            await self._learn([user])
+        else:
+            self._users[user_id] = user
+        return rules.actor(known=True, is_bot=user.is_bot, roles=user.roles, delete_at=user.delete_at)
+
+    async def acting_member(self, channel_id: str | None, user_id: str) -> bool:
+        """A person (not a guest, a bot or a deactivated account) in ``channel_id``: whose
+        reactions count on an incident."""
+        if not await self.in_channel(channel_id, user_id):
+            return False
+        return await self.actor(user_id) == Actor.PERSON
+
     async def member_reactions(self, post_id: str, emojis: Iterable[str], channel_id: str | None) -> list[Reaction]:
-        """The reactions with one of ``emojis`` on a post made by members of ``channel_id``
-        (never the bot), oldest first: the ones that count for ticks and pins."""
+        """The reactions with one of ``emojis`` on a post made by people in ``channel_id``
+        (``acting_member``: never a bot, a guest or a deactivated account), oldest first:
+        the ones that count for ticks and pins."""
         wanted = set(emojis)
         member: dict[str, bool] = {}
         found = []
@@ -196,7 +220,7 @@ class Directory:
             if reaction.emoji_name not in wanted or reaction.user_id == self.bot.id:
                 continue
             if reaction.user_id not in member:
-                member[reaction.user_id] = await self.in_channel(channel_id, reaction.user_id)
+                member[reaction.user_id] = await self.acting_member(channel_id, reaction.user_id)
             if member[reaction.user_id]:
                 found.append(reaction)
         return found

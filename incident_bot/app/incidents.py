@@ -11,9 +11,9 @@ from typing import Any
 import structlog
 
 from incident_bot.app.backlog import Backlog
-from incident_bot.app.channel import PART_PROP, ChannelWriter
+from incident_bot.app.channel import PART_PROP, ChannelWriter, item_names
 from incident_bot.app.core import Core
-from incident_bot.app.outbox import Outbox
+from incident_bot.app.outbox import ANNOUNCE_SUFFIX, Outbox
 from incident_bot.app.request import Request, UserError
 from incident_bot.app.teams import Teams
 from incident_bot.chat.errors import ChannelNameTaken, MattermostError
@@ -45,7 +45,7 @@ class Incidents:
         core = self.core
         team = await self.teams.one(req, cmd.team, choose=partial(messages.choose_team, self.core.bot_name), channel_decides=True)
         title = clean_title(cmd.text)
-        origin_post_id = req.post.id
+        origin_post_id: str | None = req.post.id or None  # a slash command has no post: the channel itself
         if req.post.root_id and not req.is_dm:
             origin_post_id = req.post.root_id
             if not title:
@@ -83,7 +83,7 @@ class Incidents:
             started_by=req.user_id,
             origin_channel_id=req.channel_id,
             origin_post_id=origin_post_id,
-            command_post_id=req.post.id,
+            command_post_id=req.post.id or None,
             playbook=playbook.name if playbook else None,
             started_at=now,
         )
@@ -97,7 +97,7 @@ class Incidents:
             created.append(made)
             if announcements:  # the number is known only now: the post is queued with the incident
                 text = messages.announcement(core.bot_name, made, names)
-                announce.append(self.channel.notice(f"{req.key}:announce", announcements, text, incident=made.number))
+                announce.append(self.channel.notice(req.key + ANNOUNCE_SUFFIX, announcements, text, incident=made.number))
                 await tx.add_outbox(announce[0])
             await tx.set_state(f"team:{team.id}", team.name)
             for item_text in playbook.items if playbook else []:
@@ -114,7 +114,13 @@ class Incidents:
         req.incident = incident.number
         log.info("incident.starting", incident=incident.number, team=team.name, user=req.user_id)
         incident = await self.finish_start(incident, [u.id for u in invited])
-        await core.reply(req, messages.started_reply(incident, names, [u.username for u in invited], not_invited))
+        reply = await core.reply(req, messages.started_reply(incident, names, [u.username for u in invited], not_invited))
+        if incident.origin_post_id is None and reply is not None:
+            # Started without a post (slash command, dialog): the answer in the channel is
+            # the thread that later notices (updates, the end) go to.
+            async with core.changing(incident, active=False) as fresh:
+                fresh.origin_post_id = reply.id
+                await core.commit(None, incident=fresh)
         await self.outbox.send(announce)
 
     async def finish_start(self, incident: Incident, invite_ids: list[str], resuming: bool = False) -> Incident:
@@ -236,10 +242,20 @@ class Incidents:
                 items = await tx.list_checklist(number, include_removed=True)
             if incident is None or incident.channel_id is None:
                 return
+            if await self.channel.archived(incident):
+                await self._mark_archived(incident)
+                self.backlog.repaired(number)
+                return
             live = [i for i in items if not i.removed]
             # Posts an earlier run made but never noted: the header among the channel's posts
             # (only when it is missing), the items in the checklist thread.
-            made = await self.channel.made_parts(incident) if incident.checklist_post_id is None and live else {}
+            lost_summary = incident.summary_post_id is None and incident.status != Status.STARTING  # deleted, not yet made again
+            made = (
+                await self.channel.made_parts(incident) if (incident.checklist_post_id is None and live) or lost_summary else {}
+            )
+            if lost_summary:
+                names = await core.directory.names([incident.commander_id, *item_names(items)])
+                await self.channel.ensure_summary(incident, live, names, made)
             thread: dict[str, Post] = {}
             if incident.checklist_post_id:
                 thread = {p.id: p for p in await core.chat.get_thread(incident.checklist_post_id)}
@@ -255,6 +271,18 @@ class Incidents:
                     await self.channel.refresh_item(incident, item, strict=True, shown=thread[item.post_id].message)
             await self.channel.refresh(incident, live, strict=True)
             self.backlog.repaired(number)
+
+    async def _mark_archived(self, incident: Incident) -> None:
+        """Note once, on the timeline, that the channel was archived: the incident stays as it
+        is (it can still be ended, reopened and exported from elsewhere), only its channel
+        is no longer kept current, and nothing is retried there."""
+        core = self.core
+        async with core.store.transaction() as tx:
+            events = await tx.list_timeline(incident.number)
+        if any(e.kind == TimelineKind.CHANNEL_ARCHIVED for e in events):
+            return
+        log.warning("incident.channel_archived", incident=incident.number, channel=incident.channel_id)
+        await core.commit(None, incident.number, event=core.event(incident.number, TimelineKind.CHANNEL_ARCHIVED))
 
     async def repair_stale(self) -> bool:
         """Repair the incidents whose channel edits failed; True when none is left."""
@@ -376,7 +404,7 @@ class Incidents:
         incident = await core.incident_for(req, cmd.incident, "join")
         if incident.channel_id is None:
             raise UserError(messages.still_starting(incident))
-        if await core.directory.in_channel(incident.channel_id, req.user_id):
+        if await core.reachable(incident, core.directory.in_channel(incident.channel_id, req.user_id), "channel"):
             raise UserError(messages.already_member(incident))
         names = await core.directory.names([req.user_id])
         notice = []

@@ -9,17 +9,21 @@ Mattermost already made; a later one, after a restart, looks for the marker firs
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import structlog
 
 from incident_bot.app.backlog import Backlog
+from incident_bot.app.buttons import button_props
 from incident_bot.app.core import Core, pending_id
-from incident_bot.chat.errors import Forbidden, MattermostError, NotFound
+from incident_bot.chat.errors import BadRequest, Forbidden, MattermostError, NotFound
+from incident_bot.domain import buttons
 from incident_bot.domain.models import OutboxEntry
 
 log = structlog.get_logger("incident_bot.outbox")
 
 OUTBOX_PROP = "incident_bot_outbox"
+ANNOUNCE_SUFFIX = ":announce"  # the key of every post to a team's announcement channel ends so (ChannelWriter)
 FIND_MARGIN = timedelta(minutes=1)  # a post made by an earlier attempt is this much after the entry at the earliest
 BATCH = 100
 # A post Mattermost refused as a bad request (4xx, not 429) this often is given up and logged
@@ -75,26 +79,44 @@ class Outbox:
                         entry.channel_id,
                         entry.message,
                         root_id=entry.root_id,
-                        props={OUTBOX_PROP: entry.key},
+                        props={OUTBOX_PROP: entry.key} | self._buttons(entry),
                         pending_post_id=pending_id("outbox", entry.key),
                     )
-            except (NotFound, Forbidden) as exc:
-                # The channel or thread is gone, or the bot was removed: nobody can read it there.
-                log.warning("outbox.obsolete", key=key, incident=entry.incident_number, status=exc.status)
             except MattermostError as exc:
                 refused = 400 <= exc.status < 500 and exc.status != 429
-                if not refused or entry.attempts < MAX_REFUSALS:
+                if isinstance(exc, (NotFound, Forbidden)) or (
+                    isinstance(exc, BadRequest) and await self._archived(entry.channel_id)
+                ):
+                    # The channel or thread is gone or archived, or the bot was removed: nobody can read it there.
+                    log.warning("outbox.obsolete", key=key, incident=entry.incident_number, status=exc.status)
+                elif not refused or entry.attempts < MAX_REFUSALS:
                     log.warning(
                         "outbox.failed", key=key, incident=entry.incident_number, status=exc.status, attempts=entry.attempts
                     )
                     self.backlog.outbox_waiting()
                     return False
-                log.error("outbox.abandoned", key=key, incident=entry.incident_number, status=exc.status, attempts=entry.attempts)
+                else:
+                    log.error(
+                        "outbox.abandoned", key=key, incident=entry.incident_number, status=exc.status, attempts=entry.attempts
+                    )
             entry.done_at = self.core.now()
             await self._save(entry)
             return True
         finally:
             self._inflight.discard(key)
+
+    def _buttons(self, entry: OutboxEntry) -> dict[str, Any]:
+        """Posts to the announcement channel carry Join (when buttons are on)."""
+        if not entry.key.endswith(ANNOUNCE_SUFFIX):
+            return {}
+        return button_props(self.core.settings, entry.incident_number, buttons.ANNOUNCE)
+
+    async def _archived(self, channel_id: str) -> bool:
+        """The channel was archived: a post there is refused (400) for good."""
+        try:
+            return bool((await self.core.chat.get_channel(channel_id)).delete_at)
+        except MattermostError:
+            return False
 
     async def _posted_before(self, entry: OutboxEntry) -> bool:
         """An earlier attempt may have posted it before the bot stopped: look for its marker."""

@@ -3,6 +3,7 @@ listeners, and what happens when they could not finish (answer late, try again, 
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
@@ -20,6 +21,7 @@ from incident_bot.app.request import Applied, Request
 from incident_bot.chat.events import Event, Malformed, PostDeleted, Posted, PostEdited, ReactionAdded, ReactionRemoved
 from incident_bot.chat.models import Post
 from incident_bot.domain.commands import COMMANDS
+from incident_bot.store.base import StoreUnavailable
 
 log = structlog.get_logger("incident_bot.events")
 
@@ -122,7 +124,7 @@ class Pipeline:
             def work() -> Awaitable[bool]:
                 return self._reaction(reacted)
         elif isinstance(event, (PostEdited, PostDeleted)):
-            if event.post.user_id == self.core.bot_id:
+            if isinstance(event, PostEdited) and event.post.user_id == self.core.bot_id:
                 return
             key, channel = event.dedupe_key, event.post.channel_id
             ms = max(event.post.update_at, event.post.create_at, event.post.delete_at)
@@ -152,6 +154,35 @@ class Pipeline:
             self.cursor.release(key)
 
         self.queues.submit(channel, tracked)  # refused while stopping: the hold stays, read again next start
+
+    def direct(self, req: Request, run: Callable[[], Awaitable[None]], *, reads_only: bool = False) -> asyncio.Future[bool]:
+        """A command that came without a post (the slash command, a dialog): claimed by
+        ``req.key`` as a posted one is, and ``run`` (the listeners, or a use case through the
+        Runner) in the channel's lane (its own lane when it ``reads_only``). The future is
+        True once it ran, False when it was a duplicate (or the bot is stopping)."""
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        lane = f"{req.channel_id}:read:{req.key}" if reads_only else req.channel_id
+
+        async def work() -> None:
+            begin_trace()
+            try:
+                if await self._claim(req.key) != Claim.NEW:
+                    log.info("event.duplicate", key=req.key, channel=req.channel_id, user=req.user_id)
+                    done.set_result(False)
+                    return
+                try:
+                    await run()
+                finally:
+                    self._inflight.discard(req.key)
+                done.set_result(True)
+            except BaseException:
+                if not done.done():  # it ran (and failed: the queue's guard logs it)
+                    done.set_result(True)
+                raise
+
+        if not self.queues.submit(lane, work):
+            done.set_result(False)
+        return done
 
     @staticmethod
     def _reads_only(text: str) -> bool:
@@ -201,7 +232,13 @@ class Pipeline:
         if text is None:  # handle() passes only commands
             return True
         req = Request.of(event.post, event.channel_type, event.team_id, late_by)
-        claim = await self._claim(req.key)
+        try:
+            claim = await self._claim(req.key)
+        except StoreUnavailable as exc:
+            # Nothing can be read or recorded: refuse it. The reply names the command, so a
+            # catch-up once the database is back finds it answered and leaves it alone.
+            await self.core.reply(req, self.core.store_down(exc, key=req.key))
+            return True
         if claim == Claim.UNANSWERED:
             return await self._answer_late(req, text)
         if claim != Claim.NEW:
@@ -211,7 +248,12 @@ class Pipeline:
             if replayed and await self._answered_before(req, replies):
                 return True
             await self.listeners.command(req, text, event)
-            return await self._finished(req)
+            if req.replied and not req.noted:
+                return True  # answered, but the database could not record it: the reply names the command
+            try:
+                return await self._finished(req)
+            except StoreUnavailable:
+                return req.replied  # refused (the runner said why); nothing could be recorded
         finally:
             self._inflight.discard(req.key)
 
@@ -284,7 +326,12 @@ class Pipeline:
         reaction = event.reaction
         added = isinstance(event, ReactionAdded)  # handle() passes only reactions a listener wants
         key = event.dedupe_key
-        if await self._claim(key) != Claim.NEW:
+        try:
+            claim = await self._claim(key)
+        except StoreUnavailable as exc:
+            log.warning("reaction.unrecorded", key=key, error=str(exc)[:300])
+            return False  # reconciled once the database can be written again
+        if claim != Claim.NEW:
             log.info("event.duplicate", key=key, user=reaction.user_id)
             return True
         try:
@@ -307,7 +354,8 @@ class Pipeline:
     # --- edits and deletions -----------------------------------------------------------
 
     async def _post_change(self, event: PostEdited | PostDeleted) -> bool:
-        await self.listeners.post_change(event.dedupe_key, event)  # never the bot's own (handle())
+        # handle() drops the bot's own edits (its own doing); its posts deleted by someone else come here.
+        await self.listeners.post_change(event.dedupe_key, event)
         return True
 
     async def drain(self, timeout: float) -> bool:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Protocol
 
 from incident_bot.chat.events import Posted
 from incident_bot.chat.models import Post
@@ -48,6 +49,26 @@ class UserError(Exception):
         self.text = text
 
 
+class Answer(Protocol):
+    """How the private answer to a command that came without a post (the slash command,
+    a dialog) reaches the person: only they see it."""
+
+    async def private(self, text: str) -> None: ...
+
+
+@dataclass
+class Collected:
+    """An ``Answer`` kept for the HTTP response (a button click, a dialog submission)."""
+
+    texts: list[str] = field(default_factory=list)
+
+    async def private(self, text: str) -> None:
+        self.texts.append(text)
+
+    def joined(self) -> str | None:
+        return "\n\n".join(self.texts) or None
+
+
 @dataclass
 class Request:
     """One command from a person, as the use cases see it."""
@@ -63,6 +84,13 @@ class Request:
     incident: int | None = None
     replied: bool = False
     noted: bool = False  # its reply is recorded in the database (by this run, in this request)
+    command: str = ""  # the command word being run (set by the Runner)
+    # Set when the command came without a post (slash command, dialog): ``post`` is then a
+    # stand-in without id, private answers go through ``answer``, the others are posted.
+    answer: Answer | None = None
+    # With ``answer``: every reply of this request is for the requester alone, even a change
+    # others need not see (Join by button: "Added you to …" is news to the clicker only).
+    answer_privately: bool = False
 
     @classmethod
     def of(cls, post: Post, channel_type: str, team_id: str | None, late_by: timedelta | None = None) -> Request:

@@ -15,6 +15,8 @@ from incident_bot.app.observe import current_trace
 from incident_bot.app.request import Request, UserError
 from incident_bot.domain import commands, grammar, messages
 from incident_bot.domain.commands import Command, Outcome
+from incident_bot.domain.rules import Actor
+from incident_bot.store.base import StoreUnavailable
 
 log = structlog.get_logger("incident_bot.commands")
 
@@ -25,21 +27,32 @@ class Runner:
     def __init__(self, core: Core) -> None:
         self.core = core
 
-    async def run(self, req: Request, name: str, rest: str | None, use_case: UseCase) -> None:
-        """Parse ``rest`` as command ``name``'s arguments, run the use case, reply once."""
+    async def run(self, req: Request, name: str, rest: str | None, use_case: UseCase, *, parsed: Command | None = None) -> None:
+        """Parse ``rest`` as command ``name``'s arguments (or take ``parsed``, filled by a
+        dialog), run the use case, reply once."""
         trace = current_trace()
         began = time.perf_counter()
+        req.command = name
         try:
-            cmd = grammar.parse(name, rest or "") if name in commands.COMMANDS else Command(name=name, text=rest or "")
-            await use_case(req, cmd)
-            if not req.replied:  # a use case must reply; a missing one is a bug worth seeing
-                log.error("command.no_reply", command=name, key=req.key)
+            if not await self._ignored(req, name):
+                if parsed is not None:
+                    cmd = parsed
+                elif name in commands.COMMANDS:
+                    cmd = grammar.parse(name, rest or "")
+                else:
+                    cmd = Command(name=name, text=rest or "")
+                await use_case(req, cmd)
+                if not req.replied:  # a use case must reply; a missing one is a bug worth seeing
+                    log.error("command.no_reply", command=name, key=req.key)
         except commands.UsageError as exc:
             req.outcome = Outcome.USAGE
             await self._safe_reply(req, messages.bad_arguments(self.core.bot_name, exc.command, exc.reason))
         except UserError as exc:
             req.outcome = Outcome.REFUSED
             await self._safe_reply(req, exc.text)
+        except StoreUnavailable as exc:
+            req.outcome = Outcome.ERROR
+            await self._safe_reply(req, self.core.store_down(exc, command=name))
         except Exception as exc:  # noqa: BLE001 - the bot must survive anything
             req.outcome = Outcome.ERROR
             ref = secrets.token_hex(3)
@@ -58,6 +71,7 @@ class Runner:
         log.info(
             "command.handled",
             command=name,
+            key=req.key,
             **(trace.fields() | {"incident": req.incident or trace.incident}),
             channel=req.channel_id,
             user=req.user_id,
@@ -65,6 +79,19 @@ class Runner:
             late=bool(req.late_by),
             ms=round((time.perf_counter() - began) * 1000, 2),  # parse to reply, Mattermost's answers included
         )
+
+    async def _ignored(self, req: Request, name: str) -> bool:
+        """Who sent it decides first: a guest is refused (``UserError``); a bot or a
+        deactivated account is not answered at all, and the command is noted as handled."""
+        kind = await self.core.directory.actor(req.user_id)
+        if kind == Actor.GUEST:
+            raise UserError(messages.guest_refused(self.core.bot_name))
+        if kind == Actor.PERSON:
+            return False
+        req.outcome = Outcome.IGNORED
+        await self.core.commit(req.key)
+        log.info("command.ignored", command=name, key=req.key, channel=req.channel_id, user=req.user_id, actor=kind)
+        return True
 
     async def _safe_reply(self, req: Request, text: str) -> None:
         if req.replied:

@@ -86,7 +86,7 @@ class Timeline:
             incident = await tx.get_incident_by_channel(post.channel_id)
         if incident is None:
             return Applied.NOT_AN_INCIDENT_CHANNEL
-        if not await core.directory.in_channel(incident.channel_id, reaction.user_id):
+        if not await core.directory.acting_member(incident.channel_id, reaction.user_id):
             return Applied.NOT_A_MEMBER
         permalink = (await self.channel.permalink(incident.team_id, post.id) or "") if added else ""
         still_pinned = False if added else bool(await self._pinners(incident, post, skip=reaction.user_id))

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
@@ -76,8 +78,12 @@ class MattermostClient:
         timeout: float = 30.0,
         session: aiohttp.ClientSession | None = None,
         on_response: Callable[[int], None] | None = None,
+        may_write: Callable[[], bool] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        # Asked before every call that is not a GET: a replica that is not (or no longer) the
+        # leader writes nothing to Mattermost (app/leadership.py); None: always allowed.
+        self._may_write = may_write
         # Told the status of every answer (0: none came: timeout, refused …), for the metrics.
         self._on_response = on_response
         self.last_rate_limited: float | None = None  # loop time of the last 429, for the health summary
@@ -141,16 +147,21 @@ class MattermostClient:
         params: dict[str, Any] | None = None,
         json_body: Any = None,
         form: Callable[[], aiohttp.FormData] | None = None,
+        outside_api: bool = False,
     ) -> Any:
         """Send one API call with the retry policy; return the decoded JSON (or None).
 
         ``form`` builds a fresh multipart body per attempt (aiohttp bodies are single-use).
         """
-        url = f"{self.api_url}{path}"
+        url = f"{self.base_url if outside_api else self.api_url}{path}"
         # 429s get their own, larger budget: being told to wait is not an outage.
         server_errors = self._new_backoff()
         rate_limited = self._new_backoff()
         while True:
+            if method != "GET" and self._may_write is not None and not self._may_write():
+                raise ServerUnavailable(
+                    0, "not the leader (this replica's lease is gone): nothing written", method=method, path=path
+                )
             status = 0
             failure = ""
             limited = False
@@ -168,7 +179,7 @@ class MattermostClient:
                     status = resp.status
                     body = await resp.read()
                     if 200 <= status < 300:
-                        return self._decode(body, status, method, path)
+                        return None if outside_api else self._decode(body, status, method, path)
                     if status == 429:
                         limited = True
                         hint = rate_limit_hint(resp.headers)
@@ -460,6 +471,42 @@ class MattermostClient:
         if not infos:
             raise MattermostError(0, "upload answered no file_infos", method="POST", path="/files")
         return FileInfo.model_validate(infos[0])
+
+    # --- slash commands and dialogs --------------------------------------------------------
+
+    async def get_client_config(self) -> dict[str, Any]:
+        """The server's client configuration (``EnableCommands`` …), as the web app reads it."""
+        return dict(await self._get("/config/client", {"format": "old"}) or {})
+
+    async def list_commands(self, team_id: str) -> list[dict[str, Any]]:
+        """The team's custom slash commands (needs a token that may manage them)."""
+        data = await self._get("/commands", {"team_id": team_id, "custom_only": "true"})
+        return list(data or [])
+
+    async def create_command(self, command: dict[str, Any]) -> dict[str, Any]:
+        return dict(await self._request("POST", "/commands", json_body=command))
+
+    async def update_command(self, command: dict[str, Any]) -> dict[str, Any]:
+        return dict(await self._request("PUT", f"/commands/{command['id']}", json_body=command))
+
+    async def open_dialog(self, trigger_id: str, url: str, dialog: dict[str, Any]) -> None:
+        await self._request("POST", "/actions/dialogs/open", json_body={"trigger_id": trigger_id, "url": url, "dialog": dialog})
+
+    async def post_ephemeral(self, user_id: str, channel_id: str, message: str) -> None:
+        body = {"user_id": user_id, "post": {"channel_id": channel_id, "message": message}}
+        await self._request("POST", "/posts/ephemeral", json_body=body)
+
+    async def post_command_response(self, response_url: str, response: dict[str, Any]) -> None:
+        # Only the path is used: the URL came in a request, and the server's SiteURL may
+        # name a host the bot does not (or must not) reach.
+        path = urlsplit(response_url).path
+        match = _HOOK_PATH.search(path)
+        if match is None:
+            raise BadRequest(400, "not a slash command response URL", error_id="incident_bot.chat.bad_response_url")
+        await self._request("POST", match.group(0), json_body=response, outside_api=True)
+
+
+_HOOK_PATH = re.compile(r"/hooks/commands/[a-z0-9]{26}$")
 
 
 def _sorted_posts(post_list: Any) -> list[Post]:

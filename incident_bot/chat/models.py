@@ -41,6 +41,7 @@ class Channel(_MMModel):
     header: str = ""
     purpose: str = ""
     creator_id: str = ""
+    delete_at: int = 0  # set once the channel is archived
 
 
 class Post(_MMModel):

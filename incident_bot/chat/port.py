@@ -135,6 +135,22 @@ class ChatPort(Protocol):
         """Upload one file to the channel; attach it with create_post(file_ids=[info.id])."""
         ...
 
+    # --- slash commands and dialogs --------------------------------------------------------
+
+    async def open_dialog(self, trigger_id: str, url: str, dialog: dict[str, Any]) -> None:
+        """Open an interactive dialog for the person whose action gave ``trigger_id``;
+        its submission is POSTed to ``url``. Raises BadRequest for an expired trigger."""
+        ...
+
+    async def post_ephemeral(self, user_id: str, channel_id: str, message: str) -> None:
+        """A message only ``user_id`` sees, in the channel; not stored by the server."""
+        ...
+
+    async def post_command_response(self, response_url: str, response: dict[str, Any]) -> None:
+        """Answer a slash command later through its ``response_url`` (``response_type``,
+        ``text``): sent to this server's ``/hooks/commands/…`` only, whatever host the URL names."""
+        ...
+
     # --- lifecycle -----------------------------------------------------------------------
 
     async def close(self) -> None:

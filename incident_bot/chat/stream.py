@@ -78,6 +78,7 @@ class EventStream:
         self._on_event = on_event
         self._on_connect = on_connect
         self._on_gap = on_gap
+        self._on_auth_doubt: Callable[[], None] | None = None  # see on_auth_doubt
         self.backoff = backoff
         self.max_backoff = max_backoff
         # Reconnects never give up; a connection that got as far as an event resets the delay.
@@ -184,6 +185,16 @@ class EventStream:
         if self._running and current is not self._run_task and current is not self._conn_task:
             await self._done.wait()
 
+    def on_auth_doubt(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when the token may have been refused: a 401 on upgrade, a failed
+        authentication challenge, or a connection closed before it was authenticated (a real
+        server just closes the socket on a revoked token). The caller asks REST to be sure."""
+        self._on_auth_doubt = callback
+
+    def _doubt_auth(self) -> None:
+        if self._on_auth_doubt is not None and not self._stopping():
+            self._on_auth_doubt()
+
     def _stopping(self) -> bool:
         return self._stop_event.is_set()
 
@@ -191,6 +202,8 @@ class EventStream:
         status = getattr(exc, "status", None)
         if status in (401, 403):
             log.error("mattermost.ws.unauthorized", status=status)
+            if status == 401:
+                self._doubt_auth()
         else:
             log.warning("mattermost.ws.connect_failed", error=type(exc).__name__, status=status)
 
@@ -258,9 +271,12 @@ class EventStream:
                 if receiving is not None and not receiving.done():
                     receiving.cancel()
                 self._ws = None
+                unauthenticated = not self._authenticated
                 self._authenticated = False
                 self._awaiting_resume = False
             log.info("mattermost.ws.closed", code=ws.close_code, stopping=self._stopping())
+        if unauthenticated:
+            self._doubt_auth()
         return healthy
 
     async def _handle_text(self, text: str) -> bool:
@@ -274,6 +290,7 @@ class EventStream:
                     await self._resumed_without_hello()
                 return True
             log.error("mattermost.ws.auth_failed", error_id=reply.error_id or None)
+            self._doubt_auth()
             if self._ws is not None:
                 await self._ws.close()
             return False

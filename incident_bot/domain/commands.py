@@ -92,6 +92,7 @@ class Outcome(StrEnum):
     ERROR = "error"  # the bot failed
     UNKNOWN = "unknown"  # not a command word
     HELP = "help"  # addressed to the bot with no word at all: the help was the answer
+    IGNORED = "ignored"  # from a bot or a deactivated account: no reply (rules.Actor)
 
 
 @dataclass(frozen=True)

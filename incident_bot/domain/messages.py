@@ -164,6 +164,25 @@ def playbook_takes_only_name(action: str) -> str:
     return f"`playbook {action}` takes only the NAME."
 
 
+def guest_refused(bot: str) -> str:
+    """The reply to any command from a guest account."""
+    return f"Guest accounts cannot use @{bot}. Ask a member of the team to do it for you."
+
+
+def bot_removed_from_team(bot: str, incident: Incident) -> str:
+    return (
+        f"I can no longer reach incident #{incident.number}: @{bot} was removed from its team. "
+        "Ask a team admin to add me back; nothing was changed."
+    )
+
+
+def bot_removed_from_channel(bot: str, incident: Incident) -> str:
+    return (
+        f"I can no longer reach incident #{incident.number}: @{bot} was removed from its channel. "
+        f"Ask someone in {link(incident)} to add me back (`/invite @{bot}`); nothing was changed."
+    )
+
+
 def not_found(number: int) -> str:
     return f"No incident #{number} in your teams."
 
@@ -217,6 +236,14 @@ def not_ended(incident: Incident) -> str:
 
 def internal_error(ref: str) -> str:
     return f"Something went wrong (ref {ref}); nothing was changed."
+
+
+def store_unwritable(ref: str) -> str:
+    """The reply when the bot's database cannot be written (disk full, read-only, damaged)."""
+    return (
+        f"I cannot save anything right now, so nothing was changed: my database cannot be written (ref {ref}). "
+        "An admin can see why in the bot's log; try again once it is fixed."
+    )
 
 
 def choose_team(bot: str, teams: Iterable[str]) -> str:
@@ -470,8 +497,15 @@ def severity_changed(incident: Incident, previous: int) -> str:
 # --- help ------------------------------------------------------------------------
 
 
+SLASH = "/incident"  # the slash command's trigger, as `register-command` creates it
+
+
 def help_all(bot: str) -> str:
-    lines = [f"**@{bot} commands** (mention me, or write to me directly without the mention):", ""]
+    lines = [
+        f"**@{bot} commands** (mention me, write to me directly without the mention,"
+        f" or type `{SLASH} <command>`; `{SLASH} start` alone opens a form):",
+        "",
+    ]
     for spec in COMMANDS.values():
         lines.append(f"- `{spec.usage}` — {spec.purpose}")
     lines.append("")
@@ -481,7 +515,7 @@ def help_all(bot: str) -> str:
 
 def help_one(bot: str, command: str) -> str:
     spec = COMMANDS[command]
-    return f"`@{bot} {spec.usage}`\n{spec.purpose[0].upper()}{spec.purpose[1:]}. Where: {spec.where}."
+    return f"`@{bot} {spec.usage}` or `{SLASH} {spec.usage}`\n{spec.purpose[0].upper()}{spec.purpose[1:]}. Where: {spec.where}."
 
 
 def help_unknown(bot: str, word: str) -> str:
@@ -511,7 +545,7 @@ def checklist_item(item: ChecklistItem, names: Names) -> str:
     return f"{CHECK_OPEN} {body}{assignee}"
 
 
-def checklist_header(bot: str, incident: Incident, items: list[ChecklistItem], names: Names) -> str:
+def checklist_header(bot: str, incident: Incident, items: list[ChecklistItem], names: Names, *, buttons: bool = False) -> str:
     live = [item for item in items if not item.removed]
     lines = [f"**Checklist of incident #{incident.number}** — {progress(items)} done"]
     if not live:
@@ -519,7 +553,11 @@ def checklist_header(bot: str, incident: Incident, items: list[ChecklistItem], n
     for item in live:
         lines.append(checklist_item(item, names))
     lines.append("")
-    lines.append("React ✅ on an item in this thread to tick it.")
+    lines.append(
+        "React ✅ (or click Tick) on an item in this thread to tick it."
+        if buttons
+        else "React ✅ on an item in this thread to tick it."
+    )
     return "\n".join(lines)
 
 
@@ -665,6 +703,7 @@ _KIND_WORDS = {
     "note": "Note",
     "post_pinned": "Post",
     "reminder_sent": "Reminder sent",
+    "channel_archived": "Incident channel archived (the bot no longer posts there)",
 }
 
 
@@ -793,3 +832,109 @@ def no_update_for(quiet: timedelta) -> str:
 
 def channel_purpose(number: int) -> str:
     return f"Incident #{number}, managed by incident-bot"
+
+
+# --- the slash command and the start dialog (web/) ---------------------------------------
+
+
+def dialog_title() -> str:
+    return "Start an incident"
+
+
+def dialog_intro() -> str:
+    return "Opens a private incident channel with you as commander."
+
+
+def dialog_submit() -> str:
+    return "Start"
+
+
+DIALOG_LABELS: dict[str, str] = {
+    "title": "Title",
+    "severity": "Severity",
+    "playbook": "Playbook",
+    "responders": "Responders",
+    "update": "First update",
+}
+
+DIALOG_HELP: dict[str, str] = {
+    "title": "What is broken, in a few words.",
+    "severity": "1 is the most severe.",
+    "playbook": "Its checklist is copied into the incident channel.",
+    "responders": "Added to the incident channel with you.",
+    "update": "Posted as the first status update.",
+}
+
+
+def severity_option(severity: int) -> str:
+    return sev(severity)
+
+
+def no_playbook_option() -> str:
+    return "(none)"
+
+
+def dialog_need_title() -> str:
+    return "A title is required."
+
+
+def dialog_bad_severity() -> str:
+    return "Choose a severity from 1 to 4."
+
+
+def dialog_unknown_playbook(name: str) -> str:
+    return f"There is no playbook {safe_inline(name)} in this team any more."
+
+
+def dialog_unknown_users(names: list[str]) -> str:
+    return "Not found or not in this team: " + ", ".join(safe_inline(name) for name in names) + "."
+
+
+def dialog_not_opened() -> str:
+    return "I could not open the form; type `/incident start <title>` (see `/incident help start`) instead."
+
+
+# --- buttons and dialogs -------------------------------------------------------------
+
+# Labels by action id (domain/buttons.py Act); plain strings keep this module below buttons.
+BUTTON_LABELS: dict[str, str] = {
+    "update": "Post update",
+    "sev": "Change severity",
+    "end": "End incident",
+    "export": "Export",
+    "tick": "Tick",
+    "untick": "Untick",
+    "join": "Join",
+}
+
+
+def button_refused() -> str:
+    return "This button is not valid here. Use the buttons on the incident's own posts, or a command."
+
+
+def button_stale(incident: Incident) -> str:
+    return f"Incident #{incident.number} has ended; its buttons do nothing until it is reopened."
+
+
+def item_gone() -> str:
+    return "That checklist item was removed."
+
+
+def update_dialog_title(incident: Incident) -> str:
+    return _clip(f"Status update for #{incident.number}", 24)
+
+
+def end_dialog_title(incident: Incident) -> str:
+    return _clip(f"End incident #{incident.number}", 24)
+
+
+UPDATE_FIELD = "Update"
+UPDATE_HELP = "Posted in the incident channel, the thread it started from and the announcements."
+RESOLUTION_FIELD = "Resolution"
+RESOLUTION_HELP = "What fixed it; kept in the summary and the postmortem."
+POST_LABEL = "Post"
+END_LABEL = "End incident"
+
+
+def field_required(field: str) -> str:
+    return f"{field} cannot be empty."

@@ -46,6 +46,7 @@ class TimelineKind(StrEnum):
     NOTE = "note"
     POST_PINNED = "post_pinned"
     REMINDER_SENT = "reminder_sent"
+    CHANNEL_ARCHIVED = "channel_archived"  # someone archived the incident channel: the bot no longer writes there
 
 
 class _UTCModel(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from incident_bot.domain.commands import COMMANDS, Access
 from incident_bot.domain.models import Incident, Status
@@ -96,3 +97,31 @@ def required_access(command: str) -> Access:
 def allowed(command: str, level: Access) -> bool:
     """May someone with ``level`` run ``command`` on an incident?"""
     return level >= required_access(command)
+
+
+class Actor(StrEnum):
+    """What kind of account did something. Only people act on incidents: a guest account
+    (an outsider let into some channels) is refused, a bot or a deactivated account is
+    ignored (no reply: nobody would read it, and two bots must not answer each other)."""
+
+    PERSON = "person"
+    GUEST = "guest"
+    BOT = "bot"
+    DEACTIVATED = "deactivated"
+    UNKNOWN = "unknown"  # Mattermost does not know the account (any more)
+
+
+GUEST_ROLE = "system_guest"
+
+
+def actor(*, known: bool, is_bot: bool = False, roles: str = "", delete_at: int = 0) -> Actor:
+    """The kind of account, from what Mattermost says of it now."""
+    if not known:
+        return Actor.UNKNOWN
+    if delete_at:
+        return Actor.DEACTIVATED
+    if is_bot:
+        return Actor.BOT
+    if GUEST_ROLE in roles.split():
+        return Actor.GUEST
+    return Actor.PERSON

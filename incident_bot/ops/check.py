@@ -10,11 +10,14 @@ skipped, since they cannot tell anything.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from enum import StrEnum
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -25,7 +28,7 @@ from incident_bot.chat.models import Team, User
 from incident_bot.chat.stream import websocket_url
 from incident_bot.config import Settings
 from incident_bot.store.base import StoreUnavailable
-from incident_bot.store.factory import backend_of, describe, newest_schema_version, peek_schema_version, sqlite_path
+from incident_bot.store.factory import backend_of, describe, newest_schema_version, peek_lease, peek_schema_version, sqlite_path
 
 TIMEOUT = 10.0  # seconds for each call to the server
 PRIVATE_CHANNEL_PERMISSION = "create_private_channel"
@@ -125,6 +128,23 @@ async def check_database(database: str | os.PathLike[str]) -> Result:
     return ok("database", f"{label}, schema version {version} (current)")
 
 
+async def check_leadership(database: str | os.PathLike[str]) -> Result:
+    """Whether this process would lead or stand by (PostgreSQL's lease; SQLite always leads)."""
+    if backend_of(database) == "sqlite":
+        return ok("leadership", "SQLite: one process, always the leader (for two replicas, use PostgreSQL)")
+    try:
+        lease = await peek_lease(database)
+    except StoreUnavailable as exc:
+        return warn("leadership", f"the leader lease cannot be read ({exc})", "the first start creates it (schema version 4)")
+    if lease is None or not lease.holder or lease.expires_in <= 0:
+        return ok("leadership", "no replica holds the leader lease: this process would become the leader")
+    return ok(
+        "leadership",
+        f"{lease.holder} leads (lease generation {lease.generation}, {lease.expires_in:.1f}s left before renewal): "
+        "this process would start as a standby",
+    )
+
+
 def check_playbooks(settings: Settings) -> list[Result]:
     playbooks = settings.config_playbooks()
     if not playbooks:
@@ -136,6 +156,26 @@ def check_playbooks(settings: Settings) -> list[Result]:
         if not playbook.items:
             results.append(warn("playbooks", f"{playbook.name} has no items", "add items, or remove the playbook"))
     return results
+
+
+def check_buttons(settings: Settings) -> Result:
+    """Buttons are on with the secret that signs them, and need the URL Mattermost calls
+    (callback_url alone serves the slash command)."""
+    if settings.actions_secret is None:
+        return ok("buttons", "off (actions_secret is not set)")
+    if settings.callback_url is None:
+        return fail(
+            "buttons",
+            "actions_secret is set but callback_url is not, so posts carry no buttons",
+            "set callback_url (or INCIDENT_BOT_CALLBACK_URL) to the http(s) URL Mattermost reaches ops_address at",
+        )
+    if settings.ops_listen() is None:
+        return fail(
+            "buttons",
+            "ops_address is off, so nothing answers Mattermost at callback_url",
+            "set ops_address to the host:port callback_url points at",
+        )
+    return ok("buttons", f"on; Mattermost calls {settings.callback_url}/mattermost/action")
 
 
 # --- online -------------------------------------------------------------------------------
@@ -323,11 +363,93 @@ async def check_websocket(session: aiohttp.ClientSession, url: str, token: str) 
         return fail("websocket", f"{ws_url} failed ({type(exc).__name__}: {exc})", "check proxies and firewalls")
 
 
+# --- the slash command: can Mattermost call the bot? ---------------------------------------
+
+CALLBACK, SLASH_ON, LISTENER = "callback url", "slash commands", "bot listener"
+UNTRUSTED = "ServiceSettings.AllowedUntrustedInternalConnections"
+
+
+async def _private_addresses(host: str) -> list[str] | None:
+    """The loopback/private/link-local addresses ``host`` is or resolves to; None when it
+    does not resolve."""
+    try:
+        addresses = [ipaddress.ip_address(host)]
+    except ValueError:
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except OSError:
+            return None
+        addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
+    return sorted({str(a) for a in addresses if a.is_private or a.is_loopback or a.is_link_local})
+
+
+async def check_callback(settings: Settings) -> Result:
+    """The URL the slash command and dialogs are registered with, as far as the bot can tell
+    whether Mattermost may call it (the server refuses private addresses unless allowed)."""
+    base = settings.callback_base()
+    if not base:
+        return fail(
+            CALLBACK, "slash_tokens are set but there is no URL for Mattermost to call", "set callback_url (or ops_address)"
+        )
+    parts = urlsplit(base)
+    if not settings.callback_url and parts.port == 0:
+        return fail(
+            CALLBACK, "ops_address picks a free port (:0), so the URL is unknown", "set callback_url or a fixed ops_address port"
+        )
+    host = parts.hostname or ""
+    private = await _private_addresses(host)
+    if private is None:
+        return fail(
+            CALLBACK, f"callback host {host} does not resolve here", "set callback_url to the bot's address as the server sees it"
+        )
+    server_host = urlsplit(settings.mattermost_url).hostname or ""
+    server_private = await _private_addresses(server_host) or []
+    loopback = any(ipaddress.ip_address(a).is_loopback for a in private)
+    if loopback and not any(ipaddress.ip_address(a).is_loopback for a in server_private):
+        return fail(
+            CALLBACK,
+            f"Mattermost calls {base}, a loopback address: it reaches the bot only when both run on one host",
+            "set callback_url to an address the Mattermost server reaches",
+        )
+    if private:
+        return warn(
+            CALLBACK,
+            f"Mattermost calls {base} ({', '.join(private)}, a private address): it refuses unless {UNTRUSTED} lists {host}",
+            f"add {host} to {UNTRUSTED} (System Console > Environment > Developer)",
+        )
+    return ok(CALLBACK, f"Mattermost calls {base}/mattermost/command")
+
+
+async def check_commands_enabled(client: MattermostClient) -> Result:
+    try:
+        config = await client.get_client_config()
+    except MattermostError as exc:
+        return warn(SLASH_ON, f"could not read the server's client config ({exc.status})")
+    if str(config.get("EnableCommands", "true")).lower() == "false":
+        return fail(SLASH_ON, "custom slash commands are off on the server", "set ServiceSettings.EnableCommands to true")
+    return ok(SLASH_ON, "custom slash commands are on")
+
+
+async def check_listening(session: aiohttp.ClientSession, settings: Settings) -> Result:
+    base = settings.callback_base()
+    try:
+        async with session.get(f"{base}/healthz", timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as resp:
+            if resp.status == 200:
+                return ok(LISTENER, f"the bot answers at {base}")
+            return warn(LISTENER, f"{base}/healthz answered {resp.status}, not the bot's 200")
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return warn(LISTENER, f"nothing answers at {base} from here (fine when the bot is not running yet)")
+
+
 async def run_checks(settings: Settings, token: str) -> AsyncIterator[Result]:
     """Every check, in order, as it finishes."""
-    yield await check_database(settings.database)
+    database = await check_database(settings.database)
+    yield database
+    if not database.failed:
+        yield await check_leadership(settings.database)
     for result in check_playbooks(settings):
         yield result
+    yield check_buttons(settings)
     url = settings.mattermost_url
     online = ("token", "teams", "announcement channels", "websocket")
     async with aiohttp.ClientSession() as session:
@@ -350,3 +472,7 @@ async def run_checks(settings: Settings, token: str) -> AsyncIterator[Result]:
         for result in await check_announcements(client, me, teams, settings):
             yield result
         yield await check_websocket(session, url, token)
+        if settings.slash_secrets():
+            yield await check_callback(settings)
+            yield await check_commands_enabled(client)
+            yield await check_listening(session, settings)

@@ -5,6 +5,9 @@
 - ``/readyz``: 200 when the WebSocket is authenticated, catch-up has finished and the
   database is writable; otherwise 503 and the reasons, one per line.
 - ``/metrics``: the Prometheus text format.
+
+Mattermost's calls to the bot (slash command, dialogs, buttons: incident_bot/web/) are
+served here too; the runtime adds them with ``add_route`` before ``start``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ log = structlog.get_logger("incident_bot.ops")
 
 NotReady = Callable[[], Awaitable[list[str]]]
 Refresh = Callable[[], Awaitable[None]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class OpsServer:
@@ -30,7 +34,14 @@ class OpsServer:
         self._not_ready = not_ready
         self._refresh = refresh
         self._runner: web.AppRunner | None = None
+        self._routes: list[tuple[str, str, Handler]] = []
         self.address = ""  # host:port actually bound (port 0 picks one)
+
+    def add_route(self, method: str, path: str, handler: Handler) -> None:
+        """Serve ``handler`` at ``path`` as well; call before ``start``."""
+        if self._runner is not None:
+            raise RuntimeError("OpsServer.add_route after start")
+        self._routes.append((method, path, handler))
 
     async def start(self) -> str:
         """Bind and serve; returns (and logs as ``ops.listening``) the bound address. Raises OSError."""
@@ -38,6 +49,8 @@ class OpsServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
+        for method, path, handler in self._routes:
+            app.router.add_route(method, path, handler)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
@@ -50,7 +63,11 @@ class OpsServer:
         bound = runner.addresses  # the socket names: the port the system picked for port 0
         host, port = bound[0][:2] if bound else (self.host, self.port)
         self.address = f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-        log.info("ops.listening", address=self.address, paths=["/healthz", "/readyz", "/metrics"])
+        log.info(
+            "ops.listening",
+            address=self.address,
+            paths=["/healthz", "/readyz", "/metrics", *(path for _, path, _ in self._routes)],
+        )
         return self.address
 
     async def stop(self) -> None:

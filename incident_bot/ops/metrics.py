@@ -66,6 +66,9 @@ class Metrics:
         self.active = Gauge(f"{PREFIX}_active_incidents", "Active incidents by severity", ["severity"], registry=r)
         self.reminders = Counter(f"{PREFIX}_reminders_sent", "Status-update reminders posted", registry=r)
         self.ready = Gauge(f"{PREFIX}_ready", "1 when /readyz answers 200", registry=r)
+        self.leader = Gauge(
+            f"{PREFIX}_leader", "1 while this replica holds the leader lease (always, on SQLite); 0 on a standby", registry=r
+        )
         self.outbox_depth = Gauge(
             f"{PREFIX}_outbox_depth", "Posts that follow a committed change and wait to go out (app/outbox.py)", registry=r
         )

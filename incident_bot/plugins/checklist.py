@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import structlog
 from mmpy_bot import listen_to
 
 from incident_bot.app.checklists import Checklists
+from incident_bot.app.observe import current_trace
 from incident_bot.app.runner import Runner
 from incident_bot.plugins.base import FLAGS, IncidentBotPlugin, command, handled
-from incident_bot.plugins.framework import IncidentMessage, ReactionEvent, listen_to_reaction
+from incident_bot.plugins.framework import (
+    IncidentMessage,
+    PostChangeEvent,
+    ReactionEvent,
+    listen_to_post_change,
+    listen_to_reaction,
+)
+
+log = structlog.get_logger("incident_bot.checklist")
 
 
 class ChecklistPlugin(IncidentBotPlugin):
@@ -57,6 +67,19 @@ class ChecklistPlugin(IncidentBotPlugin):
     async def unassign(self, message: IncidentMessage, rest: str | None = None) -> None:
         """Clear an item's assignee."""
         await self.run(message, "unassign", rest, self.checklists.unassign)
+
+    @listen_to_post_change()
+    async def part_deleted(self, event: PostChangeEvent) -> None:
+        """Someone deleted the pinned summary, the checklist header or an item post: made again."""
+        if not event.deleted or event.post.user_id != self.checklists.core.bot_id:
+            return
+        try:
+            part = await self.checklists.channel.restore(event.post)
+        except Exception as exc:  # noqa: BLE001 - the repair after the next failure or start mends it
+            log.warning("part.restore_failed", post=event.post.id, error=type(exc).__name__, detail=str(exc)[:200])
+            return
+        if part is not None:
+            log.info("part.restored", post=event.post.id, part=part, **current_trace().fields())
 
     @listen_to_reaction(r"[a-z0-9_+-]+")
     async def tick(self, event: ReactionEvent) -> None:

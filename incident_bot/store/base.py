@@ -19,6 +19,7 @@ What every backend guarantees (tests/store/test_contract.py checks it):
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -32,6 +33,11 @@ class SchemaTooNew(Exception):
 class StoreUnavailable(Exception):
     """The database cannot be reached (PostgreSQL down, wrong host or credentials); the
     message names it without its password."""
+
+
+class Fenced(StoreUnavailable):
+    """This replica's lease generation is no longer the database's: another replica leads
+    now, and this transaction was refused before it could change anything."""
 
 
 class Transaction(Protocol):
@@ -215,3 +221,43 @@ class Store(Protocol):
 
     async def check_writable(self) -> None:
         """Raise StoreUnavailable when the database cannot take a write now (for /readyz)."""
+
+
+# --- active/standby (PostgreSQL only; store/lease.py) --------------------------------------------
+
+
+@dataclass(frozen=True)
+class LeaseView:
+    """The leader lease as one replica saw it in the database."""
+
+    holder: str  # "" when nobody ever held it
+    generation: int  # bumped at every takeover: the fencing token
+    expires_in: float  # seconds by the database's clock; 0 or less: run out
+    ours: bool  # this replica holds it (after acquire: it just took it, or still had it)
+
+
+class Lease(Protocol):
+    """The lease several replicas on one database compete for; one holds it at a time."""
+
+    holder: str  # this replica's name in the lease row
+
+    async def acquire(self) -> LeaseView:
+        """Take the lease when it is free or has run out (a new generation), else just look.
+
+        Raises StoreUnavailable when the database cannot be reached."""
+
+    async def renew(self, generation: int, timeout: float) -> bool:
+        """Extend our lease of this generation; False when it is no longer ours (taken over).
+
+        Raises StoreUnavailable when the database cannot be reached within ``timeout`` seconds."""
+
+    async def release(self, generation: int) -> None:
+        """Let the lease run out now (a clean stop), so a standby takes over at once."""
+
+    async def view(self) -> LeaseView:
+        """Look without taking (for ``incident-bot check``)."""
+
+    def fence(self, generation: int) -> None:
+        """Refuse every store transaction unless the lease is still at ``generation`` (0: refuse all)."""
+
+    async def close(self) -> None: ...

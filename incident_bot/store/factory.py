@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Literal
 
 from incident_bot.store import migrations
-from incident_bot.store.base import Store, StoreUnavailable
+from incident_bot.store.base import Lease, LeaseView, Store, StoreUnavailable
+from incident_bot.store.lease import PostgresLease
 from incident_bot.store.postgres import PostgresStore, redact
 from incident_bot.store.sqlite import SQLiteStore
 
@@ -80,3 +81,23 @@ def newest_schema_version(database: str | os.PathLike[str]) -> int:
     """The schema version this code migrates ``database`` to (synchronous file reads)."""
     dialect: Literal["sqlite", "postgresql"] = backend_of(database)
     return max((m.version for m in migrations.load_migrations(dialect=dialect)), default=0)
+
+
+def open_lease(store: Store, holder: str, ttl: float) -> Lease | None:
+    """The leader lease replicas of ``store``'s database compete for, on its own connection
+    (connected at first use); None for SQLite, whose one process always leads."""
+    if isinstance(store, PostgresStore):
+        return PostgresLease(store, holder, ttl)
+    return None
+
+
+async def peek_lease(database: str | os.PathLike[str]) -> LeaseView | None:
+    """The leader lease as it stands, read without taking it (None for SQLite: no lease);
+    raises StoreUnavailable when it cannot be read (no such database, schema older than 4)."""
+    if backend_of(database) != "postgresql":
+        return None
+    lease = PostgresLease(PostgresStore(str(database)), holder="", ttl=0.0)
+    try:
+        return await lease.view()
+    finally:
+        await lease.close()

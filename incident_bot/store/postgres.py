@@ -16,10 +16,11 @@ same contract as the SQLite store (tests/store runs on both); where PostgreSQL d
 - The connection is re-made at the next transaction when it was lost (server restart),
   so a transaction that fails on a dropped connection is the one that sees the error.
 
-Active/standby (issue #14, part 2) plugs in at ``transaction()``: after BEGIN, check the
-replica's lease and fencing token in the same transaction (e.g. ``SELECT 1 FROM lease
-WHERE holder = $1 AND token = $2 FOR SHARE``) and refuse the transaction when it is gone,
-so a deposed replica can never commit. Nothing else here would change.
+Active/standby (store/lease.py): once a replica's lease sets a fence, every transaction
+first checks, right after BEGIN, that the lease row still has its generation, and holds a
+KEY SHARE lock on that row until it ends; a takeover locks the row FOR UPDATE, so it waits
+for those transactions and every later one sees the new generation and is refused (Fenced)
+before it changes anything. A deposed replica can never commit.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import structlog
 
 from incident_bot.domain.models import ChecklistItem, Incident, IncidentStats, Playbook, Status
 from incident_bot.store import migrations
-from incident_bot.store.base import StoreUnavailable, Transaction
+from incident_bot.store.base import Fenced, StoreUnavailable, Transaction
 from incident_bot.store.copy import Table
 from incident_bot.store.sql import SQLTransaction, marks
 from incident_bot.store.values import INCIDENT_COLUMNS, to_json, utc_ms
@@ -46,6 +47,12 @@ from incident_bot.store.values import INCIDENT_COLUMNS, to_json, utc_ms
 log = structlog.get_logger("incident_bot.store")
 
 CONNECT_TIMEOUT = 10.0
+# A transaction never waits on anything but the database (no Mattermost call inside one), so
+# a session idle inside one for this long has lost its process or its network: the server
+# ends it and drops its locks, among them the lease row's (store/lease.py), which a standby
+# taking over waits for.
+IDLE_IN_TRANSACTION = "8s"
+FENCE_SQL = "SELECT 1 FROM leader_lease WHERE name = 'leader' AND generation = $1 FOR KEY SHARE"
 _NOW_SQL = "date_trunc('milliseconds', now())"
 # SQLite's NOCASE: ASCII letters only (see 0001_initial.postgresql.sql, playbooks.name_key).
 _FOLD_SQL = "translate({}, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')"
@@ -89,10 +96,17 @@ class PostgresStore:
         self._open = False
         self._lock = asyncio.Lock()
         self._holder: asyncio.Task[Any] | None = None
+        self._fence: int | None = None  # the lease generation every transaction must see (store/lease.py)
 
-    async def _connect(self) -> Connection:
+    def fence(self, generation: int | None) -> None:
+        """From now on refuse (Fenced) every transaction begun while the lease row's
+        generation is not ``generation`` (0: refuse all); None: no lease, no check."""
+        self._fence = generation
+
+    async def _connect(self, **settings: str) -> Connection:
+        server_settings = {"timezone": "UTC", "idle_in_transaction_session_timeout": IDLE_IN_TRANSACTION, **settings}
         try:
-            return await asyncpg.connect(self.dsn, timeout=CONNECT_TIMEOUT, server_settings={"timezone": "UTC"})
+            return await asyncpg.connect(self.dsn, timeout=CONNECT_TIMEOUT, server_settings=server_settings)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StoreUnavailable(f"cannot connect to the database {self.location}: {exc}") from exc
 
@@ -141,7 +155,8 @@ class PostgresStore:
             pg_tx = conn.transaction()
             try:
                 await pg_tx.start()
-                # The place for the active/standby lease and fencing check (module docstring).
+                if self._fence is not None and await conn.fetchval(FENCE_SQL, self._fence) is None:
+                    raise Fenced(f"{self.location}: this replica's lease (generation {self._fence}) is gone; not writing")
                 yield tx
                 tx._finish()
                 started = time.monotonic()

@@ -64,6 +64,32 @@ def db_time(value: str) -> datetime:
     return datetime.fromisoformat(value).astimezone(UTC)
 
 
+# --- a file that cannot be used -----------------------------------------------------------
+
+# SQLite's answers that no retry fixes until someone acts on the file or the disk.
+_UNUSABLE = {
+    "SQLITE_FULL": "the disk is full",
+    "SQLITE_READONLY": "the file cannot be written (read-only)",
+    "SQLITE_IOERR": "the file cannot be written (read-only or failing file system)",
+    "SQLITE_CANTOPEN": "the file cannot be opened",
+    "SQLITE_CORRUPT": "the file is damaged",
+    "SQLITE_NOTADB": "the file is not an incident-bot database",
+}
+
+
+def unusable(path: Path, exc: BaseException) -> StoreUnavailable | None:
+    """StoreUnavailable naming why, when ``exc`` says the database file cannot be used."""
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return None
+    name = str(getattr(exc, "sqlite_errorname", "") or "")
+    reason = next((why for prefix, why in _UNUSABLE.items() if name.startswith(prefix)), None)
+    if reason is None and ("malformed" in str(exc) or "not a database" in str(exc)):
+        reason = _UNUSABLE["SQLITE_CORRUPT"]
+    if reason is None:
+        return None
+    return StoreUnavailable(f"{path}: {reason} ({exc})")
+
+
 # --- the store --------------------------------------------------------------------------
 
 
@@ -95,8 +121,13 @@ class SQLiteStore:
             if str(mode).lower() != "wal":
                 log.warning("store.no_wal", database=str(self.path), journal_mode=mode)
             version = await migrations.upgrade(conn, str(self.path), known)
-        except BaseException:
+        except BaseException as exc:
             await conn.close()
+            cause = unusable(self.path, exc)
+            if cause is not None:  # nothing was written to it: left as it is for the operator
+                raise StoreUnavailable(
+                    f"{cause}. It was left unchanged: restore it from a backup, or move it away to start with an empty database"
+                ) from exc
             raise
         self._conn = conn
         log.info("store.opened", database=str(self.path), schema_version=version)
@@ -110,6 +141,8 @@ class SQLiteStore:
             if conn is not None:
                 try:
                     await conn.execute_fetchall("PRAGMA optimize")
+                except sqlite3.Error as exc:  # a full or read-only disk: nothing to tidy
+                    log.warning("store.optimize_skipped", database=str(self.path), error=str(exc))
                 finally:
                     await conn.close()
 
@@ -138,10 +171,13 @@ class SQLiteStore:
                 started = time.monotonic()
                 if await tx._commit() and self._on_commit is not None:
                     self._on_commit(time.monotonic() - started)
-            except BaseException:
+            except BaseException as exc:
                 tx._finish()
                 if tx._begun:
                     await self._rollback(conn)
+                cause = unusable(self.path, exc)
+                if cause is not None:
+                    raise cause from exc
                 raise
             finally:
                 self._holder = None
@@ -155,6 +191,11 @@ class SQLiteStore:
             tx = _SQLiteTransaction(self._require_conn(), reading=True)
             try:
                 yield tx
+            except BaseException as exc:
+                cause = unusable(self.path, exc)
+                if cause is not None:
+                    raise cause from exc
+                raise
             finally:
                 tx._finish()
 

@@ -695,3 +695,104 @@ async def test_users_and_teams_can_have_fixed_ids() -> None:
         fake.create_user("other", user_id="f" * 26)
     with pytest.raises(ValueError):
         fake.create_team("another", team_id="not-an-id")
+
+
+class Integration:
+    """A tiny integration: records what the server POSTs and answers ``answer`` (or ``status``)."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.answer: dict[str, Any] = {}
+        self.status = 200
+        self.url = ""
+        self._runner: aiohttp.web.AppRunner | None = None
+
+    async def start(self) -> None:
+        from aiohttp import web
+
+        async def handle(request: web.Request) -> web.Response:
+            self.calls.append(await request.json())
+            return web.json_response(self.answer, status=self.status)
+
+        app = web.Application()
+        app.router.add_post("/hook", handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/hook"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+async def test_post_actions_and_dialogs_as_the_real_server(world: World, bot: Person) -> None:
+    hook = Integration()
+    await hook.start()
+    try:
+        alice, erin = world.alice, world.erin
+        ch = world.channel_ids["ops/incidents"]
+        actions = [
+            {"id": "go", "name": "Go", "type": "button", "integration": {"url": hook.url, "context": {"n": 1}}},
+            {
+                "id": "pick",
+                "name": "Pick",
+                "type": "select",
+                "options": [{"text": "A", "value": "a"}],
+                "integration": {"url": hook.url, "context": {"n": 2}},
+            },
+        ]
+        post = await bot.post(ch, "buttons", props={"attachments": [{"actions": actions}]})
+        shown = await alice.get_post(post["id"])
+        assert shown is not None and all("integration" not in a for a in shown["props"]["attachments"][0]["actions"])
+
+        hook.answer = {"ephemeral_text": "only you", "update": {"message": "clicked"}}
+        async with alice.listen() as inbox:
+            answer = await alice.click(post, "go", option="ignored")
+            assert answer["status"] == "OK" and answer["trigger_id"]
+            ephemeral = await inbox.ephemeral("only you")
+            assert ephemeral["root_id"] == post["id"] and ephemeral["user_id"] == world.bot_user_id
+        call = hook.calls[-1]
+        assert call["context"] == {"n": 1}  # a button gets no selected_option
+        assert (call["user_id"], call["user_name"], call["post_id"], call["channel_id"]) == (alice.id, "alice", post["id"], ch)
+        assert call["team_id"] == world.team_ids["ops"] and call["type"] == "button"
+        edited = await alice.get_post(post["id"])
+        assert edited is not None and edited["message"] == "clicked" and edited["props"]["attachments"]
+
+        hook.answer = {}
+        await alice.click(post, "pick", option="a")
+        assert hook.calls[-1]["context"] == {"n": 2, "selected_option": "a"}
+        with pytest.raises(ApiError) as missing:
+            await alice.click(post, "nope")
+        assert missing.value.status == 404
+        with pytest.raises(ApiError) as outsider:
+            await erin.click(post, "go")
+        assert outsider.value.status == 403
+        hook.status = 500
+        with pytest.raises(ApiError) as failed:
+            await alice.click(post, "go")
+        assert failed.value.status == 400 and failed.value.id == "api.post.do_action.action_integration.app_error"
+        hook.status = 200
+
+        # a dialog opens only with a trigger id of a click, for the person who clicked
+        trigger = (await alice.click(post, "go"))["trigger_id"]
+        dialog = {"callback_id": "cb", "title": "T", "state": "s", "elements": [{"name": "text", "type": "textarea"}]}
+        with pytest.raises(ApiError):
+            await bot.request(
+                "POST", "/actions/dialogs/open", json_body={"trigger_id": new_id(), "url": hook.url, "dialog": dialog}
+            )
+        async with alice.listen() as inbox:
+            await bot.request(
+                "POST", "/actions/dialogs/open", json_body={"trigger_id": trigger, "url": hook.url, "dialog": dialog}
+            )
+            opened = await inbox.dialog()
+        assert opened["dialog"]["state"] == "s"
+        hook.answer = {"errors": {"text": "empty"}}
+        answer = await alice.submit_dialog(opened, {"text": ""}, ch)
+        assert answer == {"errors": {"text": "empty"}}
+        call = hook.calls[-1]
+        assert call["type"] == "dialog_submission" and call["user_id"] == alice.id and "url" not in call
+        assert (call["callback_id"], call["state"], call["submission"]) == ("cb", "s", {"text": ""})
+    finally:
+        await hook.stop()

@@ -80,3 +80,24 @@ async def fake_world(**fake_options: Any) -> AsyncIterator[World]:
         yield world
     finally:
         await close_world(world)
+
+
+async def add_cast(world: World) -> dict[str, Person]:
+    """The accounts of the authorization matrix (see tests/integration/bootstrap.py
+    ``add_cast``, the same on the real server), in ``ops`` and its ``incidents`` channel:
+    ``gina`` a guest, ``dora`` a person (deactivated later by the test), ``helper-bot``
+    another bot. Added to ``world.people`` too."""
+    fake = world.fake
+    made = {
+        "gina": fake.create_user("gina", first_name="Gina"),
+        "dora": fake.create_user("dora", first_name="Dora"),
+        "helper-bot": fake.create_user("helper-bot", is_bot=True),
+    }
+    fake.set_roles(made["gina"][0]["id"], "system_guest")
+    cast = {}
+    for name, (user, token) in made.items():
+        fake.add_team_member(world.team_ids["ops"], user["id"])
+        fake.add_channel_member(world.channel_ids["ops/incidents"], user["id"])
+        cast[name] = Person(world.url, token, user["username"], user["id"], world.bot_user_id, world.bot_username)
+    world.people.update(cast)
+    return cast

@@ -234,6 +234,52 @@ async def make_real_world(
     )
 
 
+CAST = ("gina", "dora")  # a guest, and a person the test deactivates
+CAST_BOT = "helper-bot"
+
+
+async def add_cast(world: World) -> dict[str, Any]:
+    """The accounts of the authorization matrix, as tests/fakes/world.py ``add_cast`` makes
+    them on the fake: in ``ops`` and its ``incidents`` channel, ``gina`` a guest (system role
+    ``system_guest``, joined to the team after it, so her memberships are guest ones),
+    ``dora`` a person, ``helper-bot`` another bot account. Added to ``world.people`` too.
+
+    Team Edition lets no guest log in (that needs a license), so gina logs in first and is
+    made a guest after: her session is kept and takes the guest role, as a licensed server's
+    guest session would have it."""
+    from tests.support.people import Person
+
+    sfx = world.extra["suffix"]
+
+    def real(name: str) -> str:
+        return f"{name}-{sfx}" if sfx else name
+
+    url, admin_token, password = world.url, world.extra["admin_token"], world.extra["password"]
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+        api = _Api(http, url)
+        if not sfx:
+            await _purge(api, admin_token, [real(n) for n in (*CAST, CAST_BOT)], [])
+        users = {name: await api.create_user(admin_token, real(name), password, name.capitalize()) for name in CAST}
+        tokens = {name: (await api.login(real(name), password))[0] for name in CAST}
+        await api.call("PUT", f"/users/{users['gina']['id']}/roles", admin_token, {"roles": "system_guest"})
+        bot, _ = await api.call("POST", "/bots", admin_token, {"username": real(CAST_BOT), "display_name": "Helper Bot"})
+        users[CAST_BOT] = {"id": bot["user_id"], "username": real(CAST_BOT)}
+        body, _ = await api.call("POST", f"/users/{bot['user_id']}/tokens", admin_token, {"description": "matrix"})
+        tokens[CAST_BOT] = body["token"]
+        team_id, channel_id = world.team_ids["ops"], world.channel_ids[f"ops/{CHANNEL}"]
+        for user in users.values():
+            await api.call("POST", f"/teams/{team_id}/members", admin_token, {"team_id": team_id, "user_id": user["id"]})
+            await api.call("POST", f"/channels/{channel_id}/members", admin_token, {"user_id": user["id"]})
+    cast = {
+        name: Person(
+            url, tokens[name], user["username"], user["id"], bot_user_id=world.bot_user_id, bot_username=world.bot_username
+        )
+        for name, user in users.items()
+    }
+    world.people.update(cast)
+    return cast
+
+
 @asynccontextmanager
 async def real_world(**options: Any) -> AsyncIterator[World]:
     """``async with real_world() as world:`` a fresh World on the session's real server.

@@ -356,6 +356,10 @@ def mattermost_config(root: Path, dsn: str) -> dict:
             "SessionLengthWebInHours": 24,
             "MaximumLoginAttempts": 1000,
             "EnableAWSMetering": False,
+            # The `/incident` slash command, its dialogs and the buttons: the server calls the bot, which
+            # listens on loopback; outgoing integrations may reach only these private hosts.
+            "EnableCommands": True,
+            "AllowedUntrustedInternalConnections": "127.0.0.1/8 ::1 localhost",
         },
         "TeamSettings": {
             "EnableOpenServer": True,
@@ -404,6 +408,8 @@ def mattermost_config(root: Path, dsn: str) -> dict:
             "SMTPServer": "",
         },
         "RateLimitSettings": {"Enable": False},
+        # Guest accounts for the authorization matrix (tests/scenarios/test_authz.py).
+        "GuestAccountsSettings": {"Enable": True},
         "PrivacySettings": {"ShowEmailAddress": True, "ShowFullName": True},
         "SupportSettings": {"EnableAskCommunityLink": False},
         "AnnouncementSettings": {"AdminNoticesEnabled": False, "UserNoticesEnabled": False, "NoticesURL": ""},

@@ -129,3 +129,24 @@ async def test_check_reports_invalid_settings_with_exit_2(world: World, tmp_path
     code, out = await run_cli(world, tmp_path, "check", env={"INCIDENT_BOT_MATTERMOST_URL": "chat.example.org"})
     assert code == 2, out
     assert line(out, "settings").startswith("✘") and "mattermost_url" in out
+
+
+SLASH = 'slash_tokens = ["a-command-token"]\ncallback_url = "http://127.0.0.1:9"\n'
+
+
+async def test_check_tells_whether_mattermost_may_call_the_slash_command(world: World, tmp_path: Path):
+    code, out = await run_cli(world, tmp_path, "check", config_extra=SLASH)
+    callback = line(out, "callback url")
+    assert callback.startswith("⚠") and "AllowedUntrustedInternalConnections lists 127.0.0.1" in callback, out
+    assert line(out, "slash commands").startswith("✔"), out
+    assert line(out, "bot listener").startswith("⚠") and "nothing answers at http://127.0.0.1:9" in out
+    assert code == 0, out
+    assert "a-command-token" not in out
+
+
+@pytest.mark.fake_only
+async def test_check_fails_when_the_server_turned_slash_commands_off(world: World, tmp_path: Path):
+    world.fake.commands_enabled = False
+    code, out = await run_cli(world, tmp_path, "check", config_extra=SLASH)
+    assert code == 1, out
+    assert line(out, "slash commands").startswith("✘") and "EnableCommands" in out

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.support.botproc import REPO, BotProcess
-from tests.support.scenario import checklist_posts, mention, start_incident, wait_message
+from tests.support.scenario import checklist_posts, exported_file, mention, start_incident, wait_message
 from tests.support.waiting import eventually
 from tests.support.world import World
 
@@ -133,13 +133,6 @@ def reminder_text(world: World, commander: str, number: int, took: str, sev: int
         f"@{commander}: no status update on incident #{number} for {took} (Sev {sev}). "
         f"Post one with `{mention(world)} update <text>`."
     )
-
-
-async def exported_file(person, reply: dict[str, Any]) -> tuple[str, str]:
-    """(file name, text) of the one file attached to a bot reply."""
-    assert len(reply.get("file_ids") or []) == 1, reply
-    info = await person.file_info(reply["file_ids"][0])
-    return info["name"], (await person.file(reply["file_ids"][0])).decode("utf-8")
 
 
 async def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

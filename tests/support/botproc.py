@@ -8,6 +8,7 @@ import ctypes
 import json
 import os
 import signal
+import socket
 import sqlite3
 import struct
 import sys
@@ -108,8 +109,9 @@ class ClockReads:
 class BotProcess:
     """The bot as an operator runs it; tests may stop, kill and restart it."""
 
-    def __init__(self, world: World, workdir: Path, config_extra: str = "") -> None:
+    def __init__(self, world: World, workdir: Path, config_extra: str = "", env_extra: dict[str, str] | None = None) -> None:
         self.world = world
+        self.env_extra = dict(env_extra or {})  # INCIDENT_BOT_* settings that override the file
         self.workdir = workdir
         self.db_path = workdir / "incident-bot.db"
         self.config_path = workdir / "config.toml"
@@ -122,6 +124,7 @@ class BotProcess:
         self.skew_path = workdir / "clock-skew"
         self.skew(0)
         self._clock: ClockReads | None = None
+        self.wrapper: list[str] = []  # argv the bot runs under (tests/support/smalldisk.py: its own mount namespace)
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("INCIDENT_BOT_")}
@@ -132,6 +135,7 @@ class BotProcess:
             INCIDENT_BOT_CLOCK_SKEW_FILE=str(self.skew_path),
             PYTHONUNBUFFERED="1",
         )
+        env.update(self.env_extra)
         return env
 
     # ---------------------------------------------------------------------------- the clock
@@ -174,6 +178,7 @@ class BotProcess:
         self.runs += 1
         log = open(self.log_path, "wb")  # noqa: ASYNC230, SIM115 - a local file opened once per start; the child writes it, we close our copy below
         self.proc = await asyncio.create_subprocess_exec(
+            *self.wrapper,
             sys.executable,
             "-m",
             "incident_bot",
@@ -306,9 +311,32 @@ def keep_logs(bot: BotProcess, dest_dir: str) -> None:
         (dest / f"{test}-{p.name}").write_text(p.read_text(errors="replace"))
 
 
-async def running_bot(world: World, workdir: Path, config_extra: str = "") -> AsyncIterator[BotProcess]:
+def free_port() -> int:
+    """A TCP port free on loopback now (for a listener whose URL must be known before it starts)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+ACTIONS_SECRET = "test-actions-secret-0123456789abcdef"
+
+
+def buttons_env() -> dict[str, str]:
+    """Settings that turn buttons on: the ops listener on a port known in advance, Mattermost
+    calling it there, and the signing secret."""
+    port = free_port()
+    return {
+        "INCIDENT_BOT_OPS_ADDRESS": f"127.0.0.1:{port}",
+        "INCIDENT_BOT_CALLBACK_URL": f"http://127.0.0.1:{port}",
+        "INCIDENT_BOT_ACTIONS_SECRET": ACTIONS_SECRET,
+    }
+
+
+async def running_bot(
+    world: World, workdir: Path, config_extra: str = "", env_extra: dict[str, str] | None = None
+) -> AsyncIterator[BotProcess]:
     """Start a bot, hand it out, then check it stops with 0 and logged no secret and no stack trace."""
-    bot = BotProcess(world, workdir, config_extra)
+    bot = BotProcess(world, workdir, config_extra, env_extra)
     await bot.start()
     try:
         yield bot
@@ -322,6 +350,7 @@ async def running_bot(world: World, workdir: Path, config_extra: str = "") -> As
                 keep_logs(bot, keep)
             text = bot.log_text()
             assert world.bot_token not in text, "the bot token appeared in the bot's log"
+            assert ACTIONS_SECRET not in text, "the actions secret appeared in the bot's log"
             assert "Traceback" not in text, "a stack trace appeared in the bot's log"
         finally:
             bot.close()

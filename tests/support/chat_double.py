@@ -43,6 +43,9 @@ class ChatDouble:
     posts: dict[str, Post] = field(default_factory=dict)
     reactions: dict[str, list[Reaction]] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
+    dialogs: list[dict[str, Any]] = field(default_factory=list)  # {trigger_id, url, dialog} as opened
+    ephemeral: list[dict[str, Any]] = field(default_factory=list)  # {user_id, channel_id, message}
+    command_responses: list[dict[str, Any]] = field(default_factory=list)  # {response_url, response}
     fail_next: dict[str, int] = field(default_factory=dict)
     refuse_next: dict[str, int] = field(default_factory=dict)
     _pending: dict[str, str] = field(default_factory=dict)
@@ -303,6 +306,18 @@ class ChatDouble:
     async def upload_file(self, channel_id: str, filename: str, content: bytes, mime: str = "text/markdown") -> FileInfo:
         self._call("upload_file", channel_id, filename, content, mime=mime)
         return FileInfo(id=new_id("f"), name=filename, size=len(content), mime_type=mime)
+
+    async def open_dialog(self, trigger_id: str, url: str, dialog: dict[str, Any]) -> None:
+        self._call("open_dialog", trigger_id, url, dialog)
+        self.dialogs.append({"trigger_id": trigger_id, "url": url, "dialog": dialog})
+
+    async def post_ephemeral(self, user_id: str, channel_id: str, message: str) -> None:
+        self._call("post_ephemeral", user_id, channel_id, message)
+        self.ephemeral.append({"user_id": user_id, "channel_id": channel_id, "message": message})
+
+    async def post_command_response(self, response_url: str, response: dict[str, Any]) -> None:
+        self._call("post_command_response", response_url, response)
+        self.command_responses.append({"response_url": response_url, "response": response})
 
     async def close(self) -> None:
         return None

@@ -7,7 +7,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from pydantic import SecretStr
+
+from incident_bot.app.actions import Answer, Click, Submission
 from incident_bot.app.core import REPLY_PROP
 from incident_bot.chat.events import Posted, ReactionAdded, ReactionRemoved
 from incident_bot.chat.models import Channel, Post, Team, User
@@ -15,6 +19,8 @@ from incident_bot.config import PlaybookSettings, Settings
 from incident_bot.runtime import Bot
 from incident_bot.store.sqlite import SQLiteStore
 from tests.support.chat_double import ChatDouble, new_id
+
+BUTTONS_SECRET = "in-process-actions-secret-0123456789"
 
 
 @dataclass
@@ -71,6 +77,40 @@ class App:
         self.bot.pipeline.handle(event)
         await self.settle()
 
+    async def click(self, who: User, post_id: str, action_id: str, option: str | None = None) -> Answer:
+        """``who`` clicks a button of the post as the server would deliver it (its stored context)."""
+        post = self.chat.posts[post_id]
+        action = next(
+            a for att in post.props.get("attachments") or [] for a in att.get("actions") or [] if a.get("id") == action_id
+        )
+        context = dict(action["integration"]["context"])
+        if option is not None:
+            context["selected_option"] = option
+        channel = self.chat.channels[post.channel_id]
+        click = Click(
+            user_id=who.id,
+            channel_id=post.channel_id,
+            team_id=channel.team_id,
+            post_id=post_id,
+            trigger_id=new_id("t"),
+            context=context,
+        )
+        return await self.bot.actions.click(click)
+
+    async def submit(self, who: User, dialog: dict[str, Any], text: str, channel: Channel) -> Answer:
+        """``who`` submits a dialog the bot opened (as ``open_dialog`` got it) with ``text``."""
+        inner = dialog["dialog"]
+        sub = Submission(
+            type="dialog_submission",
+            callback_id=inner["callback_id"],
+            state=inner["state"],
+            user_id=who.id,
+            channel_id=channel.id,
+            team_id=channel.team_id,
+            submission={"text": text},
+        )
+        return await self.bot.actions.submit(sub)
+
     def channel_of(self, number: int) -> Channel:
         return next(c for c in self.chat.channels.values() if c.name.startswith(f"incident-{number}-"))
 
@@ -81,11 +121,14 @@ class App:
 
 
 @asynccontextmanager
-async def in_process(tmp_path: Path) -> AsyncIterator[App]:
-    """ops (alice, bob, carol) and web (alice, dave); erin in no team; ops has ~incidents and ~announcements."""
+async def in_process(tmp_path: Path, *, buttons: bool = False) -> AsyncIterator[App]:
+    """ops (alice, bob, carol) and web (alice, dave); erin in no team; ops has ~incidents and ~announcements.
+    ``buttons``: with callback_url and actions_secret set."""
     settings = Settings(
         mattermost_url="http://chat.test",
         bot_token="test-token",
+        callback_url="http://bot.test:9102" if buttons else None,
+        actions_secret=SecretStr(BUTTONS_SECRET) if buttons else None,
         database=tmp_path / "bot.db",
         announcement_channels={"ops": "announcements"},
         playbooks=[PlaybookSettings(name="database", default_severity=2, items=["Page the DBA", "Check lag"])],

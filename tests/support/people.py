@@ -23,6 +23,7 @@ from tests.support.waiting import eventually
 
 _ID_RE = re.compile(r"^[a-z0-9]{26}$")
 POLL_INTERVAL = 0.1
+REPLY_PROP = "incident_bot_reply_to"  # the bot's answer names the command post (incident_bot.app.core.REPLY_PROP)
 
 
 class ApiError(Exception):
@@ -298,6 +299,14 @@ class Person:
     async def unreact(self, post: dict[str, Any] | str, emoji: str = "white_check_mark") -> None:
         await self.request("DELETE", f"/users/{self.user_id}/posts/{_post_id(post)}/reactions/{emoji}")
 
+    # ---------------------------------------------------------------------------- buttons, dialogs
+
+    async def click(self, post: dict[str, Any] | str, action_id: str, option: str | None = None) -> dict[str, Any]:
+        """Click a message button (or pick ``option`` from a select) as the web app does; the
+        server calls the integration and answers ``{"status": "OK", "trigger_id": …}``."""
+        body = {"selected_option": option} if option is not None else {}
+        return await self.request("POST", f"/posts/{_post_id(post)}/actions/{action_id}", json_body=body)
+
     async def upload(
         self, channel_id: str, filename: str, content: bytes, content_type: str = "application/octet-stream"
     ) -> dict[str, Any]:
@@ -348,6 +357,36 @@ class Person:
         lst = await self.request("GET", f"/channels/{channel_id}/posts", params={"since": max(1, since_ms)})
         return sorted(lst["posts"].values(), key=lambda p: (p["create_at"], p["id"]))
 
+    # ---------------------------------------------------------------------------- slash commands, dialogs
+
+    async def slash(self, channel_id: str, command: str, root_id: str = "") -> dict[str, Any]:
+        """Type ``command`` (e.g. ``/incident list``) in the channel, as the web app sends
+        it: the server calls the command's URL and answers with its response (what an
+        ``ephemeral`` one shows only to this person)."""
+        channel = await self.channel(channel_id)
+        body = {"channel_id": channel_id, "team_id": channel.get("team_id", ""), "command": command, "root_id": root_id}
+        return await self.request("POST", "/commands/execute", json_body=body)
+
+    async def submit_dialog(self, opened: dict[str, Any], submission: dict[str, Any], channel_id: str) -> dict[str, Any]:
+        """Fill in and submit a dialog the bot opened (``opened``: the ``open_dialog``
+        event's request); the bot's answer (``errors`` per field, ``error``, or nothing)."""
+        channel = await self.channel(channel_id)
+        body = {
+            "url": opened["url"],
+            "callback_id": opened["dialog"].get("callback_id", ""),
+            "state": opened["dialog"].get("state", ""),
+            "channel_id": channel_id,
+            "team_id": channel.get("team_id", ""),
+            "submission": submission,
+            "cancelled": False,
+        }
+        return await self.request("POST", "/actions/dialogs/submit", json_body=body) or {}
+
+    def listen(self) -> Listening:
+        """``async with alice.listen() as events:`` what the server sends this person over
+        the WebSocket meanwhile (opened dialogs, ephemeral messages …)."""
+        return Listening(self)
+
     # ---------------------------------------------------------------------------- waiting for the bot
 
     async def _bot_replies(self, post: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -360,7 +399,15 @@ class Person:
             for p in await self.posts_since(post["channel_id"], post["create_at"] - 1)
             if _is_live(p) and p["id"] != post["id"] and p["create_at"] >= post["create_at"]
         ]
-        replies = [p for p in after if p["user_id"] == bot and (dm or p.get("root_id") == root)]
+        # The bot names the command it answers (props incident_bot_reply_to): in a DM, where
+        # replies are not threaded, an answer to another command is not this one's.
+        replies = [
+            p
+            for p in after
+            if p["user_id"] == bot
+            and (dm or p.get("root_id") == root)
+            and (p.get("props") or {}).get(REPLY_PROP, post["id"]) == post["id"]
+        ]
         return replies, after
 
     async def wait_for_reply(self, post: dict[str, Any], contains: str | None = None, timeout: float = 15.0) -> dict[str, Any]:
@@ -439,3 +486,64 @@ def _retry_delay(headers: Any) -> float:
             n -= time.time()
         return min(max(n, 0.05), 10.0)
     return 1.0
+
+
+class Listening:
+    """A person's WebSocket while in use: events collected, awaited with ``wait``."""
+
+    def __init__(self, person: Person) -> None:
+        self.person = person
+        self.events: list[dict[str, Any]] = []
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Listening:
+        ws_url = self.person.base_url.replace("http", "ws", 1) + "/api/v4/websocket"
+        self._ws = await self.person._http().ws_connect(ws_url, headers={"Authorization": f"Bearer {self.person.token}"})
+        self._reader = asyncio.create_task(self._read())
+        await self.wait("hello")
+        return self
+
+    async def _read(self) -> None:
+        assert self._ws is not None
+        async for message in self._ws:
+            if message.type == aiohttp.WSMsgType.TEXT:
+                event = json.loads(message.data)
+                if "event" in event:
+                    self.events.append(event)
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._ws is not None:
+            await self._ws.close()
+        if self._reader is not None:
+            await asyncio.gather(self._reader, return_exceptions=True)
+
+    async def wait(
+        self, name: str, predicate: Callable[[dict[str, Any]], bool] | None = None, timeout: float = 15.0
+    ) -> dict[str, Any]:
+        """The first event ``name`` (whose ``data`` satisfies ``predicate``) seen so far or soon."""
+
+        async def found() -> dict[str, Any] | None:
+            return next((e for e in self.events if e["event"] == name and (predicate is None or predicate(e["data"]))), None)
+
+        try:
+            return await eventually(found, timeout=timeout, interval=POLL_INTERVAL)
+        except AssertionError:
+            seen = [e["event"] for e in self.events]
+            raise AssertionError(f"no {name} event for @{self.person.username} within {timeout}s; saw {seen}") from None
+
+    async def dialog(self, timeout: float = 15.0) -> dict[str, Any]:
+        """The next dialog opened for this person, {trigger_id, url, dialog}; taken from the
+        events, so the following call waits for the one after it."""
+        event = await self.wait("open_dialog", timeout=timeout)
+        self.events.remove(event)
+        return dict(json.loads(event["data"]["dialog"]))
+
+    def ephemerals(self) -> list[str]:
+        """The text of every ephemeral message seen so far, oldest first."""
+        return [json.loads(e["data"]["post"])["message"] for e in self.events if e["event"] == "ephemeral_message"]
+
+    async def ephemeral(self, contains: str, timeout: float = 15.0) -> dict[str, Any]:
+        """An ephemeral message (only this person sees it) containing ``contains``."""
+        event = await self.wait("ephemeral_message", lambda d: contains in json.loads(d["post"])["message"], timeout=timeout)
+        return dict(json.loads(event["data"]["post"]))

@@ -46,3 +46,10 @@ async def exactly_one_reply(person: Person, post: dict[str, Any], bot: BotProces
     replies = await person.replies_to(post)
     assert len(replies) == 1, [r["message"] for r in replies]
     return reply
+
+
+async def exported_file(person: Person, reply: dict[str, Any]) -> tuple[str, str]:
+    """(file name, text) of the one file attached to a bot reply (``export``)."""
+    assert len(reply.get("file_ids") or []) == 1, reply
+    info = await person.file_info(reply["file_ids"][0])
+    return info["name"], (await person.file(reply["file_ids"][0])).decode("utf-8")

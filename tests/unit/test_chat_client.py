@@ -507,3 +507,24 @@ async def test_a_name_mattermost_reserves_for_mentions_is_no_user(server: Server
         ok({"id": "api.context.invalid_body_param.app_error", "message": "Invalid or missing username", "status_code": 400}, 400),
     )
     assert await mm.get_user_by_username("@all") is None
+
+
+async def test_a_replica_that_may_not_write_sends_no_write_but_still_reads(server: Server, waits: list[float]) -> None:
+    """app/leadership.py: a standby or a deposed leader writes nothing to Mattermost, also
+    not a retry of a write that began while it led."""
+    leading = {"now": True}
+    server.on("GET", "/users/me", ok(USER))
+
+    async def refuse_then_note(request: web.Request) -> web.Response:
+        leading["now"] = False  # the lease ran out while this call was being retried
+        return mm_error(503, "app.unavailable", "down")
+
+    server.on("POST", "/posts", refuse_then_note)
+    async with MattermostClient(server.url, TOKEN, retries=3, backoff=0.01, may_write=lambda: leading["now"]) as client:
+        with pytest.raises(ServerUnavailable, match="not the leader"):
+            await client.create_post("c1", "hello")
+        assert server.count("POST", "/posts") == 1, "the retry after the lease ran out was not sent"
+        with pytest.raises(ServerUnavailable, match="not the leader"):
+            await client.create_post("c1", "again")
+        assert server.count("POST", "/posts") == 1
+        assert (await client.get_me()).id == "u1"

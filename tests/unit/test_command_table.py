@@ -98,4 +98,4 @@ def test_unknown_pattern_excludes_exactly_the_table_words():
 
 
 def test_outcomes_are_the_logged_words():
-    assert {str(o) for o in Outcome} == {"ok", "usage", "refused", "error", "unknown", "help"}
+    assert {str(o) for o in Outcome} == {"ok", "usage", "refused", "error", "unknown", "help", "ignored"}

@@ -1,4 +1,4 @@
-"""The layers import one way: runtime -> plugins -> app -> (domain, store, chat); app never
+"""The layers import one way: runtime -> (plugins, web) -> app -> (domain, store, chat); app never
 imports plugins or runtime, and the lower layers import none of the upper ones."""
 
 from __future__ import annotations
@@ -25,7 +25,10 @@ ALLOWED = {
     # running bot's parts, imported only by runtime and cli. The app reports to it through
     # app/observe.py's Protocol, so no arrow points up into ops.
     "ops": {"app", "store", "chat", "config"},
-    "runtime": {"app", "plugins", "domain", "store", "chat", "config", "ops"},
+    # web: Mattermost's HTTP calls (slash command, dialogs, buttons) adapted to the use cases;
+    # beside plugins, served by the ops listener, which only the runtime connects it to.
+    "web": {"app", "domain", "chat", "config"},
+    "runtime": {"app", "plugins", "domain", "store", "chat", "config", "ops", "web"},
 }
 
 

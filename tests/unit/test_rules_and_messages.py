@@ -90,7 +90,7 @@ def test_the_bot_is_named_as_the_caller_says():
     assert messages.help_all("ops-bot").startswith("**@ops-bot commands**")
     assert (
         messages.help_one("ops-bot", "join")
-        == "`@ops-bot join <id>`\nAdd yourself to an incident's private channel. Where: anywhere."
+        == "`@ops-bot join <id>` or `/incident join <id>`\nAdd yourself to an incident's private channel. Where: anywhere."
     )
 
 
@@ -113,3 +113,15 @@ def test_help_lists_every_command():
     text = messages.help_all("incident-bot")
     for word in ("start", "end", "info", "list", "join", "commander", "sev", "help", "check", "playbook"):
         assert f"`{word}" in text
+
+
+def test_only_active_people_act_on_incidents():
+    from incident_bot.domain.rules import Actor, actor
+
+    assert actor(known=True) == Actor.PERSON
+    assert actor(known=True, roles="system_user system_admin") == Actor.PERSON
+    assert actor(known=True, roles="system_guest") == Actor.GUEST
+    assert actor(known=True, is_bot=True) == Actor.BOT
+    assert actor(known=True, is_bot=True, delete_at=5) == Actor.DEACTIVATED
+    assert actor(known=True, roles="system_guest", delete_at=5) == Actor.DEACTIVATED
+    assert actor(known=False) == Actor.UNKNOWN

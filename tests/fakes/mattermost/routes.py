@@ -56,6 +56,8 @@ class RestRoutes:
             ("GET", "/users/{user_id}/channels", self.h_user_channels, True),
             ("DELETE", "/users/{user_id}/posts/{post_id}/reactions/{emoji}", self.h_delete_reaction, True),
             ("GET", "/users/{user_id}", self.h_get_user, True),
+            ("DELETE", "/users/{user_id}", self.h_deactivate_user, True),
+            ("PUT", "/users/{user_id}/roles", self.h_user_roles, True),
             ("POST", "/roles/names", self.h_roles_by_names, True),
             ("GET", "/teams/name/{name}", self.h_team_by_name, True),
             ("GET", "/teams/{team_id}/members/{user_id}", self.h_team_member, True),
@@ -72,6 +74,7 @@ class RestRoutes:
             ("GET", "/channels/{channel_id}/posts", self.h_channel_posts, True),
             ("GET", "/channels/{channel_id}/pinned", self.h_channel_pinned, True),
             ("GET", "/channels/{channel_id}", self.h_get_channel, True),
+            ("DELETE", "/channels/{channel_id}", self.h_archive_channel, True),
             ("POST", "/posts", self.h_create_post, True),
             ("GET", "/posts/{post_id}/thread", self.h_thread, True),
             ("GET", "/posts/{post_id}/reactions", self.h_post_reactions, True),
@@ -86,6 +89,7 @@ class RestRoutes:
             ("GET", "/files/{file_id}/info", self.h_file_info, True),
             ("GET", "/files/{file_id}", self.h_file, True),
         ]
+        table += self._integration_routes() + self._action_routes()
         for method, path, handler, auth in table:
             router.add_route(method, API + path, self._endpoint(handler, auth))
 
@@ -112,6 +116,28 @@ class RestRoutes:
     async def h_get_user(self, ctx: _Ctx, user_id: str) -> tuple[int, Any]:
         uid = ctx.user_param(user_id)
         return 200, dict(self._require_user(uid))
+
+    async def h_deactivate_user(self, ctx: _Ctx, user_id: str) -> tuple[int, Any]:
+        """An admin deactivates an account (the real server's soft delete): it keeps its
+        memberships, posts and reactions, its sessions and tokens stop working."""
+        uid = ctx.id_param(user_id, "user_id")
+        if not self._is_admin(ctx.user_id):
+            raise forbidden()
+        self._require_user(uid)
+        self.deactivate_user(uid)
+        return 200, {"status": "OK"}
+
+    async def h_user_roles(self, ctx: _Ctx, user_id: str) -> tuple[int, Any]:
+        """An admin sets an account's system roles, e.g. ``system_guest`` (what a guest is)."""
+        uid = ctx.id_param(user_id, "user_id")
+        roles = (await ctx.json("roles") or {}).get("roles")
+        if not isinstance(roles, str) or not roles.split() or roles.split() == ["system_admin"]:
+            raise bad_body("roles")
+        if not self._is_admin(ctx.user_id):
+            raise forbidden()
+        self._require_user(uid)
+        self.set_roles(uid, roles)
+        return 200, {"status": "OK"}
 
     async def h_user_by_username(self, ctx: _Ctx, username: str) -> tuple[int, Any]:
         if not USERNAME_RE.match(username.lower()):
@@ -229,6 +255,19 @@ class RestRoutes:
             raise forbidden()
         return 200, dict(ch)
 
+    async def h_archive_channel(self, ctx: _Ctx, channel_id: str) -> tuple[int, Any]:
+        """Archive a channel (what the real server's DELETE does): its posts and members stay,
+        nothing can be posted, edited or joined there any more."""
+        ch = self._require_channel(ctx.id_param(channel_id, "channel_id"))
+        if ch["type"] in ("D", "G"):
+            raise ApiFailure(400, "api.channel.delete_channel.type.invalid")
+        if ch["delete_at"]:
+            raise ApiFailure(400, "api.channel.delete_channel.deleted.app_error")
+        if not self._is_admin(ctx.user_id) and not self._in_channel(ch["id"], ctx.user_id):
+            raise forbidden()
+        self.archive_channel(ch["id"], ctx.user_id)
+        return 200, {"status": "OK"}
+
     async def h_channel_by_name(self, ctx: _Ctx, team_id: str, name: str) -> tuple[int, Any]:
         tid = ctx.id_param(team_id, "team_id")
         ch = self.channel_by_name(tid, name)
@@ -312,6 +351,8 @@ class RestRoutes:
             raise bad_body("user_id")
         if ch["type"] in ("D", "G"):
             raise ApiFailure(400, "api.channel.add_user_to_channel.type.app_error")
+        if ch["delete_at"]:
+            raise ApiFailure(400, "api.channel.add_user.to.channel.failed.deleted.app_error")
         for uid in ids:
             self_join = uid == ctx.user_id
             if self._is_admin(ctx.user_id) or self._in_channel(ch["id"], ctx.user_id):
@@ -493,6 +534,8 @@ class RestRoutes:
         ch = self.channels.get(channel_id) if isinstance(channel_id, str) else None
         if ch is None or not self._can_write_channel(ctx.user_id, ch):
             raise forbidden()
+        if ch["delete_at"]:
+            raise ApiFailure(400, "api.post.create_post.can_not_post_to_deleted.error")
         type_ = body.get("type") or ""
         if type_.startswith("system_"):
             raise ApiFailure(400, "api.context.invalid_param.app_error", name="post.type")
@@ -508,6 +551,8 @@ class RestRoutes:
                 p = self._posts.get(seen[0])
                 if p is not None and not p["delete_at"]:
                     return 201, self.post_json(p)
+                if p is not None:  # real: the post it made is deleted and cannot be given back
+                    raise ApiFailure(500, "api.post.deduplicate_create_post.failed_to_get")
         create_at = body.get("create_at") if self._is_admin(ctx.user_id) else None
         post = self._create_post(
             self.users[ctx.user_id], ch, body, type_=type_, create_at=create_at if isinstance(create_at, int) else None
@@ -523,6 +568,8 @@ class RestRoutes:
         if p is None:
             raise forbidden()
         ch = self.channels[p["channel_id"]]
+        if ch["delete_at"] and (self._is_admin(ctx.user_id) or self._in_channel(ch["id"], ctx.user_id)):
+            raise ApiFailure(400, "api.post.patch_post.can_not_update_post_in_deleted.error")  # an archived channel
         if self._is_admin(ctx.user_id):
             return p
         if not self._in_channel(ch["id"], ctx.user_id):

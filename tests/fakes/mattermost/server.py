@@ -19,8 +19,10 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.mattermost.actions import IntegrationActions
 from tests.fakes.mattermost.common import API, PENDING_POST_ID_TTL, ApiFailure, error_body, new_id, token_from
 from tests.fakes.mattermost.faults import Faults
+from tests.fakes.mattermost.integrations import Integrations
 from tests.fakes.mattermost.routes import CTX_KEY, RestRoutes, _Ctx, std_headers
 from tests.fakes.mattermost.state import State
 from tests.fakes.mattermost.websocket import WebSocketEvents
@@ -39,7 +41,7 @@ class RequestRecord:
     elapsed: float = 0.0  # seconds the fake spent on it (faults' delays included)
 
 
-class FakeMattermost(RestRoutes, WebSocketEvents, State):
+class FakeMattermost(Integrations, IntegrationActions, RestRoutes, WebSocketEvents, State):
     """The fake server. ``await start()`` returns the base URL; ``await stop()`` ends it.
 
     Public state for assertions: ``requests`` [(method, path, status)], ``request_log``
@@ -58,6 +60,7 @@ class FakeMattermost(RestRoutes, WebSocketEvents, State):
     ) -> None:
         self._init_state(system_posts=system_posts, per_recipient_mentions=per_recipient_mentions)
         self._init_websocket(resume_window=resume_window, ws_auth_timeout=ws_auth_timeout, hello_on_resume=hello_on_resume)
+        self._init_integrations()
         self.faults = Faults(self)
         self.requests: list[tuple[str, str, int]] = []
         self.request_log: list[RequestRecord] = []
@@ -76,6 +79,7 @@ class FakeMattermost(RestRoutes, WebSocketEvents, State):
         app.router.add_get(API + "/websocket", self._ws_handler)
         app.router.add_get(API + "/websocket/", self._ws_handler)
         self._register_routes(app.router)
+        app.router.add_post("/hooks/commands/{hook_id}", self.h_command_hook)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -155,7 +159,7 @@ class FakeMattermost(RestRoutes, WebSocketEvents, State):
         if fail is not None and not fail.after_effect:
             return self.faults.response(fail, ctx.request_id)
         try:
-            if not request.path.startswith(API + "/"):
+            if not request.path.startswith((API + "/", "/hooks/")):
                 raise ApiFailure(404, "api.context.404.app_error")
             response = await handler(request)
         except ApiFailure as exc:

@@ -122,6 +122,24 @@ class State(ABC):
             self.bot_user_id = user["id"]
         return dict(user), token
 
+    def deactivate_user(self, user_id: str) -> None:
+        """As the real server: ``delete_at`` set, every token and session of the account revoked."""
+        now = self.now_ms()
+        self.users[user_id].update(delete_at=now, update_at=now)
+        for token in [t for t, uid in self.tokens.items() if uid == user_id]:
+            self.revoke_token(token)
+
+    def set_roles(self, user_id: str, roles: str) -> None:
+        """System roles; a guest is ``system_guest`` (the real server's team and channel
+        memberships of a guest say ``scheme_guest``, which the bot does not read)."""
+        self.users[user_id].update(roles=roles, update_at=self.now_ms())
+
+    def archive_channel(self, channel_id: str, actor_id: str) -> None:
+        now = self.now_ms()
+        ch = self.channels[channel_id]
+        ch.update(delete_at=now, update_at=now)
+        self._publish("channel_deleted", {"channel_id": channel_id, "delete_at": now}, team_id=ch["team_id"])
+
     def add_token(self, user_id: str) -> str:
         token = new_id()
         self.tokens[token] = user_id
@@ -313,7 +331,7 @@ class State(ABC):
 
     def post_json(self, post: dict[str, Any]) -> dict[str, Any]:
         out = {k: v for k, v in post.items() if not k.startswith("_")}
-        out["props"] = dict(post["props"])
+        out["props"] = _strip_integrations(post["props"])
         out["file_ids"] = list(post["file_ids"])
         metadata: dict[str, Any] = {}
         if post["file_ids"]:
@@ -691,3 +709,18 @@ class State(ABC):
         if p is None or p["delete_at"] or p["original_id"]:
             return None
         return p
+
+
+def _strip_integrations(props: dict[str, Any]) -> dict[str, Any]:
+    """Props as the real server shows a post to anyone (model.Post.StripActionIntegrations):
+    message buttons without their ``integration`` (URL and context), which stay on the server."""
+    out = dict(props)
+    attachments = out.get("attachments")
+    if isinstance(attachments, list):
+        out["attachments"] = [
+            {**a, "actions": [{k: v for k, v in act.items() if k != "integration"} for act in a.get("actions") or []]}
+            if isinstance(a, dict) and isinstance(a.get("actions"), list)
+            else a
+            for a in attachments
+        ]
+    return out

@@ -14,3 +14,10 @@ from tests.support.inprocess import App, in_process
 async def app(tmp_path: Path) -> AsyncIterator[App]:
     async with in_process(tmp_path) as wired:
         yield wired
+
+
+@pytest.fixture
+async def buttons_app(tmp_path: Path) -> AsyncIterator[App]:
+    """The same, with buttons on."""
+    async with in_process(tmp_path, buttons=True) as wired:
+        yield wired

@@ -1,0 +1,106 @@
+"""Buttons and their dialogs, in-process: the same use cases as the commands and the ✅ reaction."""
+
+from __future__ import annotations
+
+from structlog.testing import capture_logs
+
+from incident_bot.app.channel import PART_PROP
+from incident_bot.chat.models import Channel
+from incident_bot.domain import buttons, signing
+from incident_bot.domain.buttons import Act
+from tests.support.inprocess import BUTTONS_SECRET, App
+
+KEY = BUTTONS_SECRET.encode()
+
+
+def part(app: App, channel: Channel, name: str) -> str:
+    return next(p.id for p in app.chat.bot_posts(channel) if p.props.get(PART_PROP) == f"1:{name}")
+
+
+async def timeline_kinds(app: App) -> list[tuple[str, str | None]]:
+    async with app.store.transaction() as tx:
+        return [(e.kind, e.data.get("via")) for e in await tx.list_timeline(1)]
+
+
+async def test_tick_by_button_and_by_reaction_are_one_use_case(buttons_app: App) -> None:
+    app = buttons_app
+    channel = await app.start(options="--playbook database")
+    first, second = part(app, channel, "item:1"), part(app, channel, "item:2")
+    assert (await app.click(app.alice, first, "tick")).json() == {}
+    await app.react(app.alice, second)
+    by_button, by_reaction = app.chat.posts[first].message, app.chat.posts[second].message
+    assert by_button.replace("1. Page the DBA", "X") == by_reaction.replace("2. Check lag", "X")
+    assert [k for k in await timeline_kinds(app) if k[0] == "checklist_checked"] == [
+        ("checklist_checked", "button"),
+        ("checklist_checked", "reaction"),
+    ]
+    assert (await app.click(app.alice, first, "tick")).json() == {}  # a double click: nothing more
+    assert len([k for k in await timeline_kinds(app) if k[0] == "checklist_checked"]) == 2
+    assert (await app.click(app.alice, second, "untick")).json() == {}
+    assert app.chat.posts[second].message == "☐ 2. Check lag"
+    assert app.chat.posts[second].props["attachments"]  # the bot's edits keep the buttons
+    assert app.chat.posts[part(app, channel, "checklist")].message.endswith(
+        "React ✅ (or click Tick) on an item in this thread to tick it."
+    )
+
+
+async def test_clicks_are_refused_unless_signed_for_that_post(buttons_app: App) -> None:
+    app = buttons_app
+    channel = await app.start(options="--playbook database")
+    summary, item = part(app, channel, "summary"), part(app, channel, "item:1")
+    with capture_logs() as logs:
+        # item 1's Tick context arriving from item 2's post
+        action = app.chat.posts[item].props["attachments"][0]["actions"][0]
+        app.chat.posts[part(app, channel, "item:2")].props["attachments"][0]["actions"][0] = action
+        answer = await app.click(app.alice, part(app, channel, "item:2"), "tick")
+        assert "not valid" in (answer.ephemeral or "")
+        # the summary's Export context signed with another key
+        wrong = signing.sign(b"another-key-entirely-000", {"incident": 1, "action": "export", "part": "summary"})
+        app.chat.posts[summary].props["attachments"][0]["actions"][3]["integration"]["context"] = wrong
+        assert "not valid" in ((await app.click(app.alice, summary, "export")).ephemeral or "")
+    assert [entry["reason"] for entry in logs if entry["event"] == "action.refused"] == ["post", "signature"]
+    assert not [k for k in await timeline_kinds(app) if k[0] == "checklist_checked"]
+    assert buttons.context(KEY, 1, Act.TICK, "item:1") == action["integration"]["context"]
+
+
+async def test_an_ended_incident_answers_only_the_clicker(buttons_app: App) -> None:
+    app = buttons_app
+    channel = await app.start(options="--playbook database")
+    summary, item = part(app, channel, "summary"), part(app, channel, "item:1")
+    await app.say(app.alice, "end fixed", channel)
+    posts = len(app.chat.posts)
+    for post_id, action, option in ((item, "tick", None), (summary, "sev", "1"), (summary, "end", None)):
+        answer = await app.click(app.alice, post_id, action, option)
+        assert answer.ephemeral == "Incident #1 has ended; its buttons do nothing until it is reopened."
+    assert len(app.chat.posts) == posts and not [c for c in app.chat.calls if c.name == "open_dialog"]
+
+
+async def test_severity_by_select_as_the_command(buttons_app: App) -> None:
+    app = buttons_app
+    channel = await app.start()
+    summary = part(app, channel, "summary")
+    assert (await app.click(app.alice, summary, "sev", "1")).json() == {}
+    replies = [p for p in app.chat.bot_posts(channel) if p.root_id == summary]
+    assert [p.message for p in replies] == ["Incident #1 is now Sev 1 (was Sev 3)."]
+    assert "| Severity | Sev 1 |" in app.chat.posts[summary].message
+    answer = await app.click(app.bob, summary, "sev", "2")  # bob is not in the incident channel
+    assert "sev" in (answer.ephemeral or "") and "Sev 1 |" in app.chat.posts[summary].message
+
+
+async def test_update_dialog_validates_and_posts_once(buttons_app: App) -> None:
+    app = buttons_app
+    channel = await app.start()
+    summary = part(app, channel, "summary")
+    assert (await app.click(app.alice, summary, "update")).json() == {}
+    opened = [c for c in app.chat.calls if c.name == "open_dialog"]
+    trigger, url, dialog = opened[0].args
+    assert url == "http://bot.test:9102/mattermost/action-dialog" and dialog["elements"][0]["name"] == "text"
+    as_opened = {"url": url, "dialog": dialog}
+    assert (await app.submit(app.alice, as_opened, " ", channel)).json() == {"errors": {"text": "Update cannot be empty."}}
+    assert (await app.submit(app.alice, as_opened, "Failover done", channel)).json() == {}
+    assert (await app.submit(app.alice, as_opened, "Failover done", channel)).json() == {}
+    updates = [p for p in app.chat.bot_posts(channel) if p.message.startswith("#### Status update")]
+    assert len(updates) == 1 and updates[0].message.endswith("Failover done")
+    tampered = {"url": url, "dialog": {**dialog, "state": dialog["state"].replace('"incident":1', '"incident":2')}}
+    assert "not valid" in ((await app.submit(app.alice, tampered, "again", channel)).error or "")
+    assert trigger
