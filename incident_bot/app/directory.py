@@ -29,11 +29,11 @@ _TEAM_EVENTS = {"added_to_team", "leave_team", "update_team", "delete_team", "re
 
 
 class Directory:
-    """Caches usernames, teams, team and channel membership and the headers the bot set.
+    """Caches usernames, teams, channel membership and the headers the bot set.
 
-    Every command asked Mattermost whether its author was in the channel or team, and every
-    tick also read the team for a permalink: two REST calls of the tick's six in the profile.
-    Answers are kept for ``_TTL`` seconds at most, and dropped at once when an event says they
+    Every command in an incident channel asked Mattermost whether its author was in the
+    channel, and every tick also read the team for a permalink: two REST calls of the tick's
+    six in the profile. Team membership stays asked live (``in_team``). Answers are kept for ``_TTL`` seconds at most, and dropped at once when an event says they
     changed (``observe``: user_added / user_removed, team events, user_updated, channel_updated)
     or when events may have been missed (``forget``: a connection that was not resumed, a gap).
     An answer read while such an event arrived is not kept (``_generation``).
@@ -46,7 +46,6 @@ class Directory:
         self._users: dict[str, User] = {bot.id: bot}
         self._bot_teams: tuple[float, list[Team]] | None = None
         self._teams: dict[str, tuple[float, Team]] = {}
-        self._team_members: dict[tuple[str, str], tuple[float, bool]] = {}
         self._channel_members: dict[tuple[str, str], tuple[float, bool]] = {}
         self._headers: dict[str, str] = {}  # channel id -> the header the bot set there last
         self._generation = 0
@@ -58,7 +57,6 @@ class Directory:
         self._generation += 1
         self._bot_teams = None
         self._teams.clear()
-        self._team_members.clear()
         self._channel_members.clear()
         self._headers.clear()
 
@@ -83,7 +81,6 @@ class Directory:
             self._generation += 1
             self._bot_teams = None
             self._teams.clear()
-            self._team_members.clear()
             self._channel_members.clear()  # leaving a team leaves its channels
         elif name == "user_updated":
             user = _object(event.data.get("user"))
@@ -173,7 +170,9 @@ class Directory:
         return await self._cached(self._teams, team_id, lambda: self.client.get_team(team_id))
 
     async def in_team(self, team_id: str, user_id: str) -> bool:
-        return await self._cached(self._team_members, (team_id, user_id), lambda: self.client.is_team_member(team_id, user_id))
+        # Asked live: when the bot itself is taken out of a team no event tells it, and only
+        # this question, refused, says so (Core.reachable).
+        return await self.client.is_team_member(team_id, user_id)
 
     async def add_to_channel(self, channel_id: str, user_id: str) -> None:
         """Add a member (the membership cached for the channel is dropped: asked again next time)."""
