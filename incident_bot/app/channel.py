@@ -4,6 +4,7 @@ thread and the announcement channel, and links to posts."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 
 import structlog
@@ -21,6 +22,7 @@ from incident_bot.store.base import Transaction
 
 log = structlog.get_logger("incident_bot.channel")
 
+REFRESH_GATHER_SECONDS = 0.05  # refresh_soon: how long a pass waits for more of a burst
 PART_PROP = "incident_bot_part"  # which part of an incident channel a bot post is: found again after a crash
 
 
@@ -42,12 +44,16 @@ class ChannelWriter:
         self.backlog = backlog
         self.outbox = outbox
         self._buttons = core.settings.buttons() is not None  # the checklist header says Tick too
+        # refresh_soon(): per incident, the last change asked for and the last one shown.
+        self._asked: dict[int, int] = {}
+        self._shown: dict[int, int] = {}
+        self._passes: dict[int, asyncio.Task[None]] = {}
 
     # --- links and places -----------------------------------------------------------------
 
     async def permalink(self, team_id: str, post_id: str) -> str | None:
         try:
-            team = await self.chat.get_team(team_id)
+            team = await self.core.directory.team(team_id)
         except MattermostError:
             return None
         return f"{self.core.settings.mattermost_url}/{team.name}/pl/{post_id}"
@@ -99,7 +105,7 @@ class ChannelWriter:
     async def announcement_channel(self, team_id: str) -> str | None:
         """The team's configured announcement channel, when the bot finds it."""
         try:
-            team = await self.chat.get_team(team_id)
+            team = await self.core.directory.team(team_id)
         except MattermostError:
             return None
         name = self.core.settings.announcement_channels.get(team.name.lower())
@@ -246,7 +252,13 @@ class ChannelWriter:
             names = await self.core.directory.names(
                 [incident.commander_id, incident.started_by, incident.ended_by, *item_names(items)]
             )
-            await self.chat.patch_channel(incident.channel_id, header=messages.header(incident, names))
+            header = messages.header(incident, names)
+            # The header changes with commander, severity and status only: most refreshes
+            # (every tick) would write it unchanged. Someone else's edit clears what the
+            # directory remembers (channel_updated), so it is written again then.
+            if not self.core.directory.header_shown(incident.channel_id, header):
+                await self.chat.patch_channel(incident.channel_id, header=header)
+                self.core.directory.header_set(incident.channel_id, header)
             if incident.summary_post_id:
                 text = messages.summary(
                     self.core.bot_name, incident, names, items, self.core.now(), await self.origin_link(incident)
@@ -279,6 +291,40 @@ class ChannelWriter:
                 raise
             self.backlog.mark_stale(incident.number, exc)
         return True
+
+    def refresh_soon(self, number: int) -> None:
+        """``refresh`` for a change already committed, soon: returns at once (call it without
+        the incident's lock).
+
+        Ticks come in bursts (people tick a checklist together) and are applied one after
+        another in their channel's order; each refresh rewrote summary and checklist header,
+        two of a tick's three REST calls in the profile. One pass at a time per incident
+        (a task kept in ``_passes``) takes the incident's lock, reads the incident as the
+        database has it then and shows it: every change asked for before it took the lock.
+        Changes asked for meanwhile get one more pass. A pass that fails to reach Mattermost
+        marks the incident stale (``refresh``), repaired as a whole later; a kill before it
+        ran is mended by the restart's repair, as a kill between commit and refresh was."""
+        self._asked[number] = self._asked.get(number, 0) + 1
+        if number not in self._passes:
+            task = asyncio.create_task(self._refresh_passes(number))
+            self._passes[number] = task
+
+    async def _refresh_passes(self, number: int) -> None:
+        try:
+            while self._shown.get(number, 0) < self._asked[number]:
+                await asyncio.sleep(REFRESH_GATHER_SECONDS)  # let the rest of a burst commit first
+                async with self.core.lock(number):
+                    covers = self._asked[number]  # every change committed before the lock was taken
+                    async with self.core.store.read() as tx:
+                        incident = await tx.get_incident(number)
+                        items = await tx.list_checklist(number) if incident is not None else []
+                    if incident is not None:
+                        await self.refresh(incident, items)
+                self._shown[number] = covers
+        except Exception as exc:  # noqa: BLE001 - shown again by the next change or the restart's repair
+            log.warning("channel.refresh_failed", incident=number, error=type(exc).__name__, detail=str(exc)[:200])
+        finally:
+            del self._passes[number]
 
     async def show_change(self, incident: Incident, items: list[ChecklistItem], item: ChecklistItem | None = None) -> None:
         """After a committed change: the item's post, then header, summary and checklist header."""

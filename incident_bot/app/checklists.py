@@ -59,11 +59,17 @@ class Checklists:
         text: str,
         via: str = "command",
         outbox: Sequence[OutboxEntry] = (),
+        refresh_later: bool = False,
     ) -> list[ChecklistItem]:
-        """Commit a change of one item with its timeline event (and the posts that follow), then show it."""
+        """Commit a change of one item with its timeline event (and the posts that follow), then
+        show it; ``refresh_later``: only the item's post, the caller calls ``refresh_soon``
+        once out of the incident's lock (ticks come in bursts, one refresh shows them all)."""
         event = self.core.event(incident.number, kind, actor, text, {"item": item.number, "via": via})
         items = await self.core.commit(key, incident.number, item=item, event=event, outbox=outbox)
-        await self.channel.show_change(incident, items, item)
+        if refresh_later:
+            await self.channel.refresh_item(incident, item)
+        else:
+            await self.channel.show_change(incident, items, item)
         return items
 
     def _tick(self, item: ChecklistItem, by: str | None) -> TimelineKind:
@@ -167,12 +173,21 @@ class Checklists:
         differ in what tells a person why not (a reaction has only the channel to answer in; a
         button answers the person who clicked, so nothing is posted for it) and in an untick: a
         reaction removed leaves the item ticked while another member's tick reaction is on the
-        post, a click on Untick unticks it."""
+        post, a click on Untick unticks it. Header and summary follow in ``refresh_soon``."""
+        changed: list[int] = []  # the incident whose item changed
+        outcome = await self._apply_tick(key, post_id, user_id, added, emoji, changed)
+        for number in changed:
+            self.channel.refresh_soon(number)
+        return outcome
+
+    async def _apply_tick(
+        self, key: str, post_id: str, user_id: str, added: bool, emoji: str | None, changed: list[int]
+    ) -> Applied:
         core = self.core
         via = "reaction" if emoji is not None else "button"
         if user_id == core.bot_id:
             return Applied.IGNORED_BOT
-        async with core.store.transaction() as tx:
+        async with core.store.read() as tx:  # a first look; read again under the incident's lock
             if await tx.event_seen(key):
                 return Applied.DUPLICATE
             item = await tx.get_checklist_item_by_post(post_id)
@@ -209,7 +224,10 @@ class Checklists:
                     await core.commit(key, incident.number)
                     return Applied.UNCHANGED
                 self._tick(item, user_id)
-                await self._change(key, incident, item, TimelineKind.CHECKLIST_CHECKED, user_id, item.text, via=via)
+                await self._change(
+                    key, incident, item, TimelineKind.CHECKLIST_CHECKED, user_id, item.text, via=via, refresh_later=True
+                )
+                changed.append(incident.number)
                 return Applied.CHECKED
             if not item.done:
                 await core.commit(key, incident.number)
@@ -220,10 +238,23 @@ class Checklists:
                     await core.commit(key, incident.number)
                 else:
                     item.done_by = others[0]
-                    await self._change(key, incident, item, TimelineKind.CHECKLIST_CHECKED, others[0], item.text, via="reaction")
+                    await self._change(
+                        key,
+                        incident,
+                        item,
+                        TimelineKind.CHECKLIST_CHECKED,
+                        others[0],
+                        item.text,
+                        via=via,
+                        refresh_later=True,
+                    )
+                    changed.append(incident.number)
                 return Applied.KEPT_OTHER_TICK
             self._tick(item, None)
-            await self._change(key, incident, item, TimelineKind.CHECKLIST_UNCHECKED, user_id, item.text, via=via)
+            await self._change(
+                key, incident, item, TimelineKind.CHECKLIST_UNCHECKED, user_id, item.text, via=via, refresh_later=True
+            )
+            changed.append(incident.number)
             return Applied.UNCHECKED
 
     async def _tickers(self, incident: Incident, item: ChecklistItem, skip: tuple[str, str]) -> list[str]:

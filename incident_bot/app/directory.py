@@ -1,11 +1,15 @@
-"""Who is who: usernames, teams and memberships, read from Mattermost with a small cache."""
+"""Who is who: usernames, teams and memberships, read from Mattermost with a small cache
+that the WebSocket events changing them invalidate."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
+from incident_bot.chat.events import OtherEvent
 from incident_bot.chat.models import Reaction, Team, User
 from incident_bot.chat.port import ChatPort
 from incident_bot.domain import messages, rules
@@ -14,10 +18,26 @@ from incident_bot.domain.rules import Actor
 from incident_bot.store.base import Store
 
 _TEAM_TTL = 60.0  # seconds a bot-team list is trusted
+_TTL = 60.0  # seconds a team or a membership answer is trusted even when no event says otherwise
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+# The events that change what is cached (names as Mattermost sends them).
+_MEMBERSHIP_EVENTS = {"user_added", "user_removed", "channel_deleted", "channel_restored", "channel_converted"}
+_TEAM_EVENTS = {"added_to_team", "leave_team", "update_team", "delete_team", "restore_team", "update_team_scheme"}
 
 
 class Directory:
-    """Caches usernames (they rarely change) and the bot's teams; membership is always asked live."""
+    """Caches usernames, teams, channel membership and the headers the bot set.
+
+    Every command in an incident channel asked Mattermost whether its author was in the
+    channel, and every tick also read the team for a permalink: two REST calls of the tick's
+    six in the profile. Team membership stays asked live (``in_team``). Answers are kept for ``_TTL`` seconds at most, and dropped at once when an event says they
+    changed (``observe``: user_added / user_removed, team events, user_updated, channel_updated)
+    or when events may have been missed (``forget``: a connection that was not resumed, a gap).
+    An answer read while such an event arrived is not kept (``_generation``).
+    """
 
     def __init__(self, client: ChatPort, bot: User, store: Store | None = None) -> None:
         self.client = client
@@ -25,6 +45,75 @@ class Directory:
         self.store = store
         self._users: dict[str, User] = {bot.id: bot}
         self._bot_teams: tuple[float, list[Team]] | None = None
+        self._teams: dict[str, tuple[float, Team]] = {}
+        self._channel_members: dict[tuple[str, str], tuple[float, bool]] = {}
+        self._headers: dict[str, str] = {}  # channel id -> the header the bot set there last
+        self._generation = 0
+
+    # --- keeping the cache true -------------------------------------------------------------
+
+    def forget(self) -> None:
+        """Drop every cached answer but the users' names (events may have been missed)."""
+        self._generation += 1
+        self._bot_teams = None
+        self._teams.clear()
+        self._channel_members.clear()
+        self._headers.clear()
+
+    def forget_channel(self, channel_id: str) -> None:
+        """Drop what is cached about one channel's members (the bot changed them itself)."""
+        self._generation += 1
+        for key in [k for k in self._channel_members if k[0] == channel_id]:
+            del self._channel_members[key]
+
+    def observe(self, event: OtherEvent) -> None:
+        """An event from the stream: drop what it changes."""
+        name = event.name
+        if name in _MEMBERSHIP_EVENTS:
+            channel_id = _text(event.broadcast.get("channel_id")) or _text(event.data.get("channel_id"))
+            if channel_id:
+                self.forget_channel(channel_id)
+                self._headers.pop(channel_id, None)
+            else:
+                self._generation += 1
+                self._channel_members.clear()
+        elif name in _TEAM_EVENTS:
+            self._generation += 1
+            self._bot_teams = None
+            self._teams.clear()
+            self._channel_members.clear()  # leaving a team leaves its channels
+        elif name == "user_updated":
+            user = _object(event.data.get("user"))
+            user_id = _text(user.get("id"))
+            if user_id and user_id != self.bot.id:
+                self._users.pop(user_id, None)
+        elif name == "channel_updated":
+            channel = _object(event.data.get("channel"))
+            channel_id = _text(channel.get("id")) or _text(event.broadcast.get("channel_id"))
+            if channel_id in self._headers and channel.get("header") != self._headers[channel_id]:
+                del self._headers[channel_id]  # someone else edited it: the next refresh writes it again
+
+    async def _cached(self, cache: dict[_K, tuple[float, _V]], key: _K, fetch: Callable[[], Awaitable[_V]]) -> _V:
+        now = time.monotonic()
+        hit = cache.get(key)
+        if hit is not None and now - hit[0] < _TTL:
+            return hit[1]
+        generation = self._generation
+        value = await fetch()
+        if generation == self._generation:
+            cache[key] = (now, value)
+        return value
+
+    # --- the header the bot set -------------------------------------------------------------
+
+    def header_shown(self, channel_id: str, header: str) -> bool:
+        """True when the bot set exactly this header last and no event says it changed since."""
+        return self._headers.get(channel_id) == header
+
+    def header_set(self, channel_id: str, header: str) -> None:
+        self._headers[channel_id] = header
+
+    # --- who is who -------------------------------------------------------------------------
 
     async def user(self, user_id: str) -> User | None:
         if user_id not in self._users:
@@ -73,16 +162,29 @@ class Directory:
         """Teams both the user and the bot are in."""
         # A bot may not list another user's teams; it may ask each of its own teams.
         mine = await self.bot_teams()
-        flags = await asyncio.gather(*(self.client.is_team_member(team.id, user_id) for team in mine))
+        flags = await asyncio.gather(*(self.in_team(team.id, user_id) for team in mine))
         return [team for team, member in zip(mine, flags, strict=True) if member]
 
+    async def team(self, team_id: str) -> Team:
+        """The team (raises as ``ChatPort.get_team`` does)."""
+        return await self._cached(self._teams, team_id, lambda: self.client.get_team(team_id))
+
     async def in_team(self, team_id: str, user_id: str) -> bool:
+        # Asked live: when the bot itself is taken out of a team no event tells it, and only
+        # this question, refused, says so (Core.reachable).
         return await self.client.is_team_member(team_id, user_id)
+
+    async def add_to_channel(self, channel_id: str, user_id: str) -> None:
+        """Add a member (the membership cached for the channel is dropped: asked again next time)."""
+        await self.client.add_channel_member(channel_id, user_id)
+        self.forget_channel(channel_id)
 
     async def in_channel(self, channel_id: str | None, user_id: str) -> bool:
         if not channel_id:
             return False
-        return await self.client.is_channel_member(channel_id, user_id)
+        return await self._cached(
+            self._channel_members, (channel_id, user_id), lambda: self.client.is_channel_member(channel_id, user_id)
+        )
 
     async def actor(self, user_id: str) -> Actor:
         """What kind of account ``user_id`` is now: asked live, so a deactivation or a guest
@@ -121,3 +223,17 @@ class Directory:
             if member[reaction.user_id]:
                 found.append(reaction)
         return found
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _object(value: Any) -> dict[str, Any]:
+    """An event's embedded object: a JSON string (as the server sends it) or an object."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return {}
+    return value if isinstance(value, dict) else {}

@@ -135,7 +135,7 @@ class Incidents:
                 incident.channel_id, incident.channel_name = channel.id, channel.name
                 await core.commit(None, incident=incident)
             for user_id in [incident.commander_id, *invite_ids]:
-                await core.chat.add_channel_member(channel.id, user_id)
+                await core.directory.add_to_channel(channel.id, user_id)
             names = await core.directory.names([incident.commander_id, incident.started_by])
             items = await core.checklist(incident.number)
             made = await self.channel.made_parts(incident) if resuming else {}
@@ -412,7 +412,7 @@ class Incidents:
             text = messages.joined_notice(incident, names, req.user_id)
             notice.append(self.channel.notice(f"{req.key}:joined", incident.channel_id, text, incident=incident.number))
         async with core.lock(incident.number):
-            await core.chat.add_channel_member(incident.channel_id, req.user_id)
+            await core.directory.add_to_channel(incident.channel_id, req.user_id)
             event = core.event(incident.number, TimelineKind.MEMBER_JOINED, req.user_id)
             await core.commit(req.key, incident.number, event=event, outbox=notice)
         await self.outbox.send(notice)
@@ -428,7 +428,7 @@ class Incidents:
             if incident.commander_id == user.id:
                 raise UserError(messages.same_commander(incident, names(user.id)))
             assert incident.channel_id is not None
-            await core.chat.add_channel_member(incident.channel_id, user.id)
+            await core.directory.add_to_channel(incident.channel_id, user.id)
             previous = incident.commander_id
             incident.commander_id = user.id
             change = messages.change(names(previous), names(user.id))

@@ -97,9 +97,15 @@ class Pipeline:
         if isinstance(event, Malformed):
             log.warning("event.malformed", reason=event.reason, frame=event.raw[:200])
             return
+        # What no listener takes (the bot's own posts, edits and reactions, posts not addressed
+        # to it, emoji nobody listens to) is dropped here, before a task and a queue slot: the
+        # bot's own reply comes back as an event for every command.
         if isinstance(event, Posted):
+            text = self.command_text(event)
+            if text is None:
+                return
             key, channel, ms = event.dedupe_key, event.post.channel_id, event.post.create_at
-            if self._reads_only(event):
+            if self._reads_only(text):
                 # Its own lane: it starts at once instead of waiting behind the channel's
                 # state changes, which keep their order among themselves.
                 channel = f"{channel}:read:{key}"
@@ -109,6 +115,8 @@ class Pipeline:
                 return self._posted(posted, late_by, replayed, replies)
         elif isinstance(event, (ReactionAdded, ReactionRemoved)):
             r = event.reaction
+            if r.user_id == self.core.bot_id or not self.listeners.wants_reaction(r.emoji_name, isinstance(event, ReactionAdded)):
+                return
             key, channel = event.dedupe_key, event.channel_id or f"post:{r.post_id}"
             ms = max(r.update_at, r.create_at, r.delete_at)
             reacted = event
@@ -116,6 +124,8 @@ class Pipeline:
             def work() -> Awaitable[bool]:
                 return self._reaction(reacted)
         elif isinstance(event, (PostEdited, PostDeleted)):
+            if isinstance(event, PostEdited) and event.post.user_id == self.core.bot_id:
+                return
             key, channel = event.dedupe_key, event.post.channel_id
             ms = max(event.post.update_at, event.post.create_at, event.post.delete_at)
             changed = event
@@ -174,9 +184,9 @@ class Pipeline:
             done.set_result(False)
         return done
 
-    def _reads_only(self, event: Posted) -> bool:
+    @staticmethod
+    def _reads_only(text: str) -> bool:
         """A known command that changes nothing (``changes_state`` False in the command table)."""
-        text = self.command_text(event)
         if not text:
             return False
         spec = COMMANDS.get(text.split(None, 1)[0].lower())
@@ -190,9 +200,8 @@ class Pipeline:
         # not queue behind each other) sees it and stands back.
         self._inflight.add(key)
         try:
-            async with self.core.store.transaction() as tx:
-                replied = await tx.get_reply(key) is not None
-                seen = replied or await tx.event_seen(key)
+            async with self.core.store.read() as tx:  # one statement: one trip to the store
+                replied, seen = await tx.command_state(key)
         except BaseException:
             self._inflight.discard(key)
             raise
@@ -220,7 +229,7 @@ class Pipeline:
     ) -> bool:
         """False when the command got no answer and its effect was not applied: try again later."""
         text = self.command_text(event)
-        if text is None:
+        if text is None:  # handle() passes only commands
             return True
         req = Request.of(event.post, event.channel_type, event.team_id, late_by)
         try:
@@ -269,8 +278,8 @@ class Pipeline:
         """After the listeners ran: answered (or applied), or to be tried again."""
         done = req.noted  # the reply was recorded just now: no need to read it back
         if not done:
-            async with self.core.store.transaction() as tx:
-                done = await tx.get_reply(req.key) is not None or await tx.event_seen(req.key)
+            async with self.core.store.read() as tx:
+                done = any(await tx.command_state(req.key))
         if done:
             self._attempts.pop(req.key, None)
             return True
@@ -315,9 +324,7 @@ class Pipeline:
     async def _reaction(self, event: ReactionAdded | ReactionRemoved) -> bool:
         """False when a tick on a checklist item could not be applied: reconcile it later."""
         reaction = event.reaction
-        added = isinstance(event, ReactionAdded)
-        if reaction.user_id == self.core.bot_id or not self.listeners.wants_reaction(reaction.emoji_name, added):
-            return True
+        added = isinstance(event, ReactionAdded)  # handle() passes only reactions a listener wants
         key = event.dedupe_key
         try:
             claim = await self._claim(key)
@@ -335,7 +342,7 @@ class Pipeline:
         if reaction.emoji_name not in self.core.settings.check_emojis:
             return True
         # Every outcome on a live checklist item records the key; none means it failed.
-        async with self.core.store.transaction() as tx:
+        async with self.core.store.read() as tx:
             if await tx.event_seen(key):
                 return True
             item = await tx.get_checklist_item_by_post(reaction.post_id)
@@ -347,9 +354,8 @@ class Pipeline:
     # --- edits and deletions -----------------------------------------------------------
 
     async def _post_change(self, event: PostEdited | PostDeleted) -> bool:
-        # The bot's own edits are its own doing; its posts deleted by someone else are not.
-        if event.post.user_id != self.core.bot_id or isinstance(event, PostDeleted):
-            await self.listeners.post_change(event.dedupe_key, event)
+        # handle() drops the bot's own edits (its own doing); its posts deleted by someone else come here.
+        await self.listeners.post_change(event.dedupe_key, event)
         return True
 
     async def drain(self, timeout: float) -> bool:

@@ -27,7 +27,7 @@ class Reports:
         shared = await self.teams.scope(req, cmd.team)
         days = cmd.days or STATS_DAYS
         since = core.now() - timedelta(days=days)
-        async with core.store.transaction() as tx:
+        async with core.store.read() as tx:
             # Aggregated by the store: every incident counts, none is loaded.
             figures = await tx.incident_stats([t.id for t in shared], since)
 
@@ -79,7 +79,7 @@ class Reports:
                 pass
         participants.discard(core.bot_id)
         try:
-            team_name = (await core.chat.get_team(incident.team_id)).name
+            team_name = (await core.directory.team(incident.team_id)).name
         except MattermostError:
             team_name = incident.team_id
         async with core.store.transaction() as tx:

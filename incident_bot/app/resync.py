@@ -12,7 +12,17 @@ from incident_bot.app.backlog import Backlog
 from incident_bot.app.catchup import CatchUp
 from incident_bot.app.cursor import Cursor, wall_ms
 from incident_bot.app.pipeline import Pipeline
-from incident_bot.chat.events import Event, Hello, Malformed, PostDeleted, Posted, PostEdited, ReactionAdded, ReactionRemoved
+from incident_bot.chat.events import (
+    Event,
+    Hello,
+    Malformed,
+    OtherEvent,
+    PostDeleted,
+    Posted,
+    PostEdited,
+    ReactionAdded,
+    ReactionRemoved,
+)
 from incident_bot.chat.retry import Backoff
 
 log = structlog.get_logger("incident_bot.resync")
@@ -72,6 +82,9 @@ class Resync:
         self.pipeline.core.observer.event_received(_KINDS.get(type(event), "other"))
         if isinstance(event, Hello):
             return
+        if isinstance(event, OtherEvent):
+            self.pipeline.core.directory.observe(event)  # memberships, teams, names, headers: in arrival order
+            return
         if isinstance(event, (Posted, PostEdited, PostDeleted)):
             self.cursor.see(max(event.post.update_at, event.post.create_at))
         elif isinstance(event, (ReactionAdded, ReactionRemoved)):
@@ -88,6 +101,7 @@ class Resync:
         self._connected_once = True
         if resumed:
             return
+        self.pipeline.core.directory.forget()  # the events that would have said what changed are lost
         if self.cursor.value is None and self.cursor.safe is None:  # first start ever: nothing to catch up
             self.cursor.see(wall_ms())
             await self.cursor.flush()
@@ -97,6 +111,7 @@ class Resync:
     async def on_gap(self, expected: int, received: int) -> None:
         """Frames the server sent never arrived: read them over REST before the next one is handled."""
         log.warning("bot.gap", expected=expected, received=received)
+        self.pipeline.core.directory.forget()
         self.catch_up("gap")
 
     # --- catch-up --------------------------------------------------------------------

@@ -38,6 +38,7 @@ class Retention:
         self.core = core
         self.cursor = cursor
         self.horizon = timedelta(days=days)
+        self._horizon_ms = days * 86_400_000
         assert self.horizon > LONGEST_CATCH_UP, "dedupe_retention_days must exceed the longest catch-up"
 
     def floor(self) -> datetime:
@@ -49,7 +50,10 @@ class Retention:
         return now - self.horizon
 
     def floor_ms(self) -> int:
-        return int(self.floor().timestamp() * 1000)
+        """``floor()`` in milliseconds, without datetimes: the pipeline asks for every event."""
+        now = int(self.core.now().timestamp() * 1000)
+        safe = self.cursor.safe
+        return (now if safe is None else min(now, safe)) - self._horizon_ms
 
     async def prune(self) -> dict[str, int]:
         """Forget keys, replies and delivered outbox entries older than ``floor()``; how many

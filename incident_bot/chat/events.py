@@ -26,13 +26,15 @@ redelivered (reliable-WebSocket replay, REST catch-up) gives the same key:
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from incident_bot.chat.models import Post, Reaction
 
 RAW_LIMIT = 500
+_T = TypeVar("_T")
 
 
 class _Event(BaseModel):
@@ -147,29 +149,49 @@ def _load_object(text: str | bytes) -> Any:
         raise _Bad("not JSON") from None
 
 
+def _reply(obj: Any) -> Reply | None:
+    if not isinstance(obj, dict) or "event" in obj or not isinstance(obj.get("seq_reply"), int):
+        return None
+    error = obj.get("error")
+    if not isinstance(error, dict):
+        error = {}
+    return Reply(
+        seq_reply=obj["seq_reply"],
+        status=str(obj.get("status") or ""),
+        error_id=str(error.get("id") or ""),
+        error_message=str(error.get("message") or ""),
+    )
+
+
 def parse_reply(text: str | bytes) -> Reply | None:
     """The reply frame in ``text``, or None when it is anything else. Never raises."""
     try:
-        obj = json.loads(text)
-        if not isinstance(obj, dict) or "event" in obj or not isinstance(obj.get("seq_reply"), int):
-            return None
-        error = obj.get("error")
-        if not isinstance(error, dict):
-            error = {}
-        return Reply(
-            seq_reply=obj["seq_reply"],
-            status=str(obj.get("status") or ""),
-            error_id=str(error.get("id") or ""),
-            error_message=str(error.get("message") or ""),
-        )
+        return _reply(json.loads(text))
     except Exception:  # noqa: BLE001 - "never raises": any frame we cannot read (even a RecursionError) is not a reply
         return None
 
 
 def parse_frame(text: str | bytes) -> Event | None:
     """The typed event in one WebSocket text frame; None for replies; never raises."""
+    return _guarded(text, lambda: _parse(_load_object(text), text))
+
+
+def parse_message(text: str | bytes) -> Reply | Event | None:
+    """``parse_reply`` if it is a reply, else ``parse_frame``, decoding the JSON once (the
+    stream reads every frame this way: decoding it twice was a tenth of the loop's time
+    per event in the profile). Never raises."""
+
+    def parse() -> Reply | Event | None:
+        obj = _load_object(text)
+        reply = _reply(obj)
+        return reply if reply is not None else _parse(obj, text)
+
+    return _guarded(text, parse)
+
+
+def _guarded(text: str | bytes, parse: Callable[[], _T]) -> _T | Malformed:
     try:
-        return _parse(text)
+        return parse()
     except _Bad as bad:
         return Malformed(raw=_truncate(text), reason=bad.reason)
     except Exception as exc:  # noqa: BLE001 - a bug in parsing must not kill the stream; the frame is kept as Malformed
@@ -179,8 +201,7 @@ def parse_frame(text: str | bytes) -> Event | None:
 _KNOWN = {"hello", "posted", "post_edited", "post_deleted", "reaction_added", "reaction_removed"}
 
 
-def _parse(text: str | bytes) -> Event | None:
-    obj = _load_object(text)
+def _parse(obj: Any, text: str | bytes) -> Event | None:
     if not isinstance(obj, dict):
         raise _Bad(f"not a JSON object ({type(obj).__name__})")
     if "event" not in obj:

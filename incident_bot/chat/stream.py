@@ -28,7 +28,7 @@ import aiohttp
 import structlog
 
 from incident_bot import __version__
-from incident_bot.chat.events import Event, Hello, Malformed, parse_frame, parse_reply
+from incident_bot.chat.events import Event, Hello, Malformed, Reply, parse_message
 from incident_bot.chat.retry import Backoff
 
 log = structlog.get_logger(__name__)
@@ -280,8 +280,9 @@ class EventStream:
         return healthy
 
     async def _handle_text(self, text: str) -> bool:
-        reply = parse_reply(text)
-        if reply is not None:
+        event = parse_message(text)
+        if isinstance(event, Reply):
+            reply = event
             if reply.seq_reply != AUTH_SEQ:
                 return False
             if reply.status == "OK":
@@ -293,8 +294,6 @@ class EventStream:
             if self._ws is not None:
                 await self._ws.close()
             return False
-
-        event = parse_frame(text)
         if event is None:
             return False
         if isinstance(event, Hello):

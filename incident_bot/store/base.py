@@ -58,6 +58,9 @@ class Transaction(Protocol):
         """Remember the reply to this command; a second record for the same key is a no-op
         (the first reply stays the one)."""
 
+    async def command_state(self, key: str) -> tuple[bool, bool]:
+        """(a reply is recorded for ``key``, the event ``key`` is recorded): both in one read."""
+
     async def prune_events(self, before: datetime) -> int:
         """Forget event keys recorded before ``before`` (older than any redelivery or catch-up
         window, see app/retention.py); returns how many were removed."""
@@ -206,6 +209,12 @@ class Store(Protocol):
     def transaction(self) -> AbstractAsyncContextManager[Transaction]:
         """``async with store.transaction() as tx``: one at a time, in arrival order;
         commit on normal exit, rollback on any exception (re-raised), cancellation too."""
+
+    def read(self) -> AbstractAsyncContextManager[Transaction]:
+        """``async with store.read() as tx``: a block that only reads, in turn with the
+        transactions. Each statement sees committed data only (never a transaction's half);
+        several statements may see different commits. It must not write (SQLite's raises
+        RuntimeError)."""
 
     async def schema_version(self) -> int:
         """The version of the newest migration applied to the database."""

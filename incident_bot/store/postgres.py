@@ -170,6 +170,8 @@ class PostgresStore:
             finally:
                 self._holder = None
 
+    read = transaction  # a transaction that happens to only read: PostgreSQL has no thread hand-off to save
+
     async def _rollback(self, conn: Connection, pg_tx: Any) -> None:
         try:
             await pg_tx.rollback()

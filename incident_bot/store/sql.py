@@ -176,6 +176,15 @@ class SQLTransaction(ABC):
             (command_key, reply_post_id, self._time(at)),
         )
 
+    async def command_state(self, key: str) -> tuple[bool, bool]:
+        row = await self._one(
+            "SELECT EXISTS (SELECT 1 FROM replies WHERE command_key = ?) AS replied, "
+            "EXISTS (SELECT 1 FROM processed_events WHERE key = ?) AS seen",
+            (key, key),
+        )
+        assert row is not None
+        return bool(row["replied"]), bool(row["seen"])
+
     # --- incidents -------------------------------------------------------------------------
 
     async def save_incident(self, incident: Incident) -> None:

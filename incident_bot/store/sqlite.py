@@ -167,22 +167,37 @@ class SQLiteStore:
             self._holder = task
             tx = _SQLiteTransaction(conn)
             try:
-                await conn.execute("BEGIN IMMEDIATE")
                 yield tx
-                tx._finish()
                 started = time.monotonic()
-                await conn.execute("COMMIT")
-                if self._on_commit is not None:
+                if await tx._commit() and self._on_commit is not None:
                     self._on_commit(time.monotonic() - started)
             except BaseException as exc:
                 tx._finish()
-                await self._rollback(conn)
+                if tx._begun:
+                    await self._rollback(conn)
                 cause = unusable(self.path, exc)
                 if cause is not None:
                     raise cause from exc
                 raise
             finally:
                 self._holder = None
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[Transaction]:
+        """Statements without BEGIN and COMMIT, one trip each (a transaction's BEGIN and
+        COMMIT cost a trip to SQLite's thread of their own when nothing is written); under
+        the lock, so never inside another block's transaction."""
+        async with self._lock:
+            tx = _SQLiteTransaction(self._require_conn(), reading=True)
+            try:
+                yield tx
+            except BaseException as exc:
+                cause = unusable(self.path, exc)
+                if cause is not None:
+                    raise cause from exc
+                raise
+            finally:
+                tx._finish()
 
     @staticmethod
     async def _rollback(conn: aiosqlite.Connection) -> None:
@@ -223,21 +238,79 @@ class SQLiteStore:
         return rows[0][0] if rows else None
 
 
+Statement = tuple[str, tuple[Any, ...]]
+
+
+def _batch(conn: aiosqlite.Connection, statements: list[Statement], rows: bool) -> Any:
+    """On SQLite's thread: run ``statements`` in order; the last one's rows (``rows``) or row count."""
+    db = conn._conn  # the sqlite3 connection, used only on this thread
+    cursor = None
+    for sql, params in statements:
+        cursor = db.execute(sql, params)
+    assert cursor is not None
+    return cursor.fetchall() if rows else cursor.rowcount
+
+
 class _SQLiteTransaction(SQLTransaction):
-    """The Transaction protocol on SQLite (store/sql.py), plus what only SQLite's SQL says."""
+    """The Transaction protocol on SQLite (store/sql.py), plus what only SQLite's SQL says.
+
+    Every statement goes to SQLite's thread, and each trip there costs a thread hand-off on
+    both sides (profiled: about six per ``help`` were a fifth of the bot's CPU). So BEGIN
+    IMMEDIATE and the writes whose result nobody reads (``_run``) wait and go along with the
+    next statement that must answer, or with the COMMIT: a change that only writes is one
+    trip. A deferred write that fails raises at that later statement, still inside the
+    block, so the transaction rolls back as before.
+    """
 
     now_sql = _NOW_SQL
 
+    def __init__(self, conn: aiosqlite.Connection, *, reading: bool = False) -> None:
+        super().__init__(conn)
+        self._reading = reading  # SQLiteStore.read(): no BEGIN, no writes
+        self._pending: list[Statement] = [] if reading else [("BEGIN IMMEDIATE", ())]
+        self._begun = False  # BEGIN has reached SQLite: a failure needs a ROLLBACK
+
+    async def _send(self, sql: str, params: Iterable[Any], rows: bool) -> Any:
+        """One trip: what waits, then ``sql``."""
+        if self._reading and sql.lstrip()[:6].upper() != "SELECT":
+            self._writing()
+        statements, self._pending = [*self._pending, (sql, tuple(params))], []
+        conn = self._conn
+        self._begun = True
+        # aiosqlite runs one callable per trip on its thread; _execute is how its own
+        # execute() does it, and the only way to send several statements in one trip.
+        return await conn._execute(_batch, conn, statements, rows)
+
+    async def _commit(self) -> bool:
+        """COMMIT, with the writes still waiting; False when the block sent nothing at all."""
+        conn = self._conn
+        self._finish()
+        if not self._begun and len(self._pending) == 1:
+            return False  # nothing read or written: no BEGIN was ever needed
+        statements, self._pending = [*self._pending, ("COMMIT", ())], []
+        self._begun = True
+        await conn._execute(_batch, conn, statements, False)
+        return True
+
     async def _all(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        return list(await self._conn.execute_fetchall(sql, tuple(params)))
+        return list(await self._send(sql, params, True))
 
     async def _run(self, sql: str, params: Iterable[Any] = ()) -> None:
-        """One trip to SQLite's thread, where ``_write`` takes two (execute, then closing its cursor)."""
-        await self._conn.execute_fetchall(sql, tuple(params))
+        self._writing()
+        self._pending.append((sql, tuple(params)))
 
     async def _write(self, sql: str, params: Iterable[Any] = ()) -> int:
-        async with self._conn.execute(sql, tuple(params)) as cursor:
-            return int(cursor.rowcount)
+        self._writing()
+        return int(await self._send(sql, params, False))
+
+    def _writing(self) -> None:
+        if self._reading:
+            raise RuntimeError("store.read() is for reading; write in store.transaction()")
+
+    async def _flush(self) -> None:
+        """Send what waits (before using the connection directly)."""
+        if len(self._pending) > 1 or not self._begun:
+            await self._send("SELECT 1", (), False)
 
     def _time(self, value: datetime | None) -> str | None:
         return to_db_time(value)
@@ -272,22 +345,20 @@ class _SQLiteTransaction(SQLTransaction):
             return IncidentStats()
         teams = f"team_id IN ({marks(team_ids)})"
         start = to_db_time(since)
-        row = await self._one(
-            f"SELECT COUNT(*) AS n FROM incidents WHERE {teams} AND status IN (?, ?)",
-            [*team_ids, Status.STARTING.value, Status.ACTIVE.value],
-        )
-        open_now = int(row["n"]) if row else 0
-        by_severity = {
-            int(r["severity"]): int(r["n"])
-            for r in await self._all(
-                f"SELECT severity, COUNT(*) AS n FROM incidents WHERE {teams} AND started_at >= ? GROUP BY severity",
-                [*team_ids, start],
-            )
-        }
         # resolve_ms: a virtual column (migration 0003), indexed per team and status.
         ended = f"FROM incidents INDEXED BY incidents_team_resolve WHERE {teams} AND status = ? AND resolve_ms IS NOT NULL AND started_at >= ?"
         params = [*team_ids, Status.ENDED.value, start]
-        row = await self._one(f"SELECT COUNT(*) AS n, AVG(resolve_ms) AS mean {ended}", params)
+        # Open now, started by severity, and the resolved count and mean in one statement: each
+        # statement is a trip to SQLite's thread (the bot time of `stats` was mostly trips).
+        rows = await self._all(
+            f"SELECT 'open' AS part, NULL AS k, COUNT(*) AS n, NULL AS mean FROM incidents WHERE {teams} AND status IN (?, ?) "
+            f"UNION ALL SELECT 'severity', severity, COUNT(*), NULL FROM incidents WHERE {teams} AND started_at >= ? GROUP BY severity "
+            f"UNION ALL SELECT 'ended', NULL, COUNT(*), AVG(resolve_ms) {ended}",
+            [*team_ids, Status.STARTING.value, Status.ACTIVE.value, *team_ids, start, *params],
+        )
+        open_now = sum(int(r["n"]) for r in rows if r["part"] == "open")
+        by_severity = {int(r["k"]): int(r["n"]) for r in rows if r["part"] == "severity"}
+        row = next((r for r in rows if r["part"] == "ended"), None)
         resolved = int(row["n"]) if row else 0
         if row is None or resolved == 0:
             return IncidentStats(by_severity=by_severity, open_now=open_now)
@@ -370,6 +441,7 @@ class _SQLiteTransaction(SQLTransaction):
             return int(value) if name in table.flags else value
 
         sql = f"INSERT INTO {table.name} ({', '.join(table.columns)}) VALUES ({marks(table.columns)})"
+        await self._flush()
         await self._conn.executemany(sql, [tuple(param(n, row[n]) for n in table.columns) for row in rows])
 
     async def last_numbers(self) -> dict[str, int]:

@@ -292,8 +292,9 @@ async def test_kill_after_the_reply_left_but_before_it_was_noted(world: World, b
 async def test_kill_between_commit_and_reply_answers_once_with_the_effect(world: World, bot: BotProcess):
     alice = world.alice
     _number, channel, *_ = await start_incident(world, alice, "Commit then die --playbook basic")
-    # the refresh after the commit is held: the tick is in the database, no reply yet
-    patch = r"^/api/v4/channels/[a-z0-9]+/patch$"
+    # the edit of the item's post after the commit is held: the tick is in the database, no reply yet
+    # (not the header: a tick leaves it as it is, and the bot does not write it again)
+    patch = r"^/api/v4/posts/[a-z0-9]+/patch$"
     world.fake.faults.delay(patch, 1.0, method="PUT", user=world.bot_user_id)
     post = await alice.post(channel["id"], f"{mention(world)} check 2")
     await eventually(

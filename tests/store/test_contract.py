@@ -268,6 +268,50 @@ async def test_replies_keep_the_first(store: Store) -> None:
         assert await tx.get_reply("post:p2") is None
 
 
+async def test_command_state_reads_reply_and_key_together(store: Store) -> None:
+    async with store.transaction() as tx:
+        assert await tx.command_state("post:p1") == (False, False)
+        await tx.record_event("post:p1", T0)
+        assert await tx.command_state("post:p1") == (False, True)
+        await tx.record_reply("post:p1", "reply-1", T0)
+        await tx.record_reply("post:p2", "reply-2", T0)
+    async with store.transaction() as tx:
+        assert await tx.command_state("post:p1") == (True, True)
+        assert await tx.command_state("post:p2") == (True, False)
+        assert await tx.command_state("post:p3") == (False, False)
+
+
+async def test_read_sees_what_is_committed_and_waits_for_a_transaction(store: Store) -> None:
+    async with store.transaction() as tx:
+        await tx.record_event("post:p1", T0)
+    async with store.read() as tx:
+        assert await tx.command_state("post:p1") == (False, True)
+    inside = asyncio.Event()
+    go_on = asyncio.Event()
+
+    async def writer() -> None:
+        async with store.transaction() as tx:
+            await tx.record_reply("post:p2", "reply-2", T0)
+            await tx.record_event("post:p2", T0)
+            await tx.get_reply("post:p2")  # the writes have reached the database
+            inside.set()
+            await go_on.wait()
+            raise Boom("rolled back")
+
+    task = asyncio.create_task(writer())
+    await inside.wait()
+    reading = asyncio.create_task(_read_state(store, "post:p2"))
+    go_on.set()
+    with pytest.raises(Boom):
+        await task
+    assert await reading == (False, False)  # never inside the other block's transaction
+
+
+async def _read_state(store: Store, key: str) -> tuple[bool, bool]:
+    async with store.read() as tx:
+        return await tx.command_state(key)
+
+
 async def test_prune_forgets_old_keys_and_replies_each_in_its_table(store: Store) -> None:
     async with store.transaction() as tx:
         assert await tx.bookkeeping_counts() == {"events": 0, "replies": 0, "outbox": 0}
@@ -775,6 +819,16 @@ async def test_times_round_trip_in_utc_to_the_millisecond(store: Store, given: d
 
 
 # --- SQLite only ------------------------------------------------------------------------------------
+
+
+async def test_sqlite_read_refuses_to_write(sqlite_store: SQLiteStore) -> None:
+    async with sqlite_store.read() as tx:
+        with pytest.raises(RuntimeError, match="reading"):
+            await tx.record_event("post:p1", T0)
+        with pytest.raises(RuntimeError, match="reading"):
+            await tx.create_incident(make_incident())  # an INSERT that returns rows
+    async with sqlite_store.read() as tx:
+        assert await tx.command_state("post:p1") == (False, False)
 
 
 async def test_sqlite_pragmas(sqlite_store: SQLiteStore, sqlite_backend: SQLiteBackend) -> None:

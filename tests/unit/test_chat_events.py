@@ -18,6 +18,7 @@ from incident_bot.chat.events import (
     ReactionAdded,
     ReactionRemoved,
     parse_frame,
+    parse_message,
     parse_reply,
 )
 
@@ -285,3 +286,6 @@ def test_raw_is_truncated() -> None:
 def test_parse_frame_never_raises(text: str) -> None:
     parse_frame(text)
     parse_reply(text)
+    # The stream's one decode gives what the two parsers give.
+    reply = parse_reply(text)
+    assert parse_message(text) == (reply if reply is not None else parse_frame(text))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from incident_bot.app.channel import PART_PROP
+from incident_bot.chat.events import ReactionAdded
 from incident_bot.chat.models import Channel
 from tests.support.inprocess import App
+from tests.support.waiting import eventually
 
 
 def item_post(app: App, channel: Channel, number: int) -> str:
@@ -62,6 +64,18 @@ async def test_a_tick_reaction_ticks_and_another_members_tick_keeps_it(app: App)
     assert (await items(app))[1][0] == app.bob.id  # bob's tick still stands
     await app.react(app.bob, post, "heavy_check_mark", added=False)
     assert (await items(app))[1][0] is None
+
+
+async def test_a_burst_of_ticks_ends_with_the_summary_showing_them_all(app: App) -> None:
+    channel = await app.start(options="--playbook database --invite @bob")
+    summary = next(p.id for p in app.chat.bot_posts(channel) if p.props.get(PART_PROP) == "1:summary")
+    for number, who in ((1, app.alice), (2, app.bob)):  # delivered together, applied in the channel's order
+        app.bot.pipeline.handle(ReactionAdded(reaction=app.chat.react(item_post(app, channel, number), who, "white_check_mark")))
+    await app.settle()
+    assert [done for done, _removed in (await items(app)).values()] == [app.alice.id, app.bob.id]
+    # Header and summary follow in a pass of their own (ChannelWriter.refresh_soon).
+    await eventually(lambda: "| Checklist | 2/2 done |" in app.chat.posts[summary].message, what="the summary shows both")
+    assert app.chat.posts[item_post(app, channel, 2)].message.startswith("☑")
 
 
 async def test_ticks_from_non_members_and_on_ended_incidents_change_nothing(app: App) -> None:
