@@ -94,6 +94,7 @@ async def test_a_deleted_item_post_and_pinned_summary_are_posted_again(world: Wo
     await world.alice.react(items[0])
     ticked = await world.alice.wait_for_message(items[0]["id"], "☑")
     [summary] = [p for p in await world.alice.pinned(channel["id"]) if p["user_id"] == world.bot_user_id]
+    summary = await world.alice.wait_for_message(summary["id"], "1/2 done")  # refreshed just after the item
 
     await world.admin.delete(items[0])
     await world.admin.delete(summary)
