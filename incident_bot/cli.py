@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Incident response bot for Mattermost. Settings come from a TOML file "
         "(--config, INCIDENT_BOT_CONFIG, or ./config.toml) and INCIDENT_BOT_* environment variables.",
         epilog="exit codes: 0 fine; 1 check found a problem, or Mattermost refused the token; "
-        "2 invalid settings, or a database from a newer incident-bot; 70 unexpected crash.",
+        "2 invalid settings, a database from a newer incident-bot, or a damaged database file; 70 unexpected crash.",
     )
     parser.add_argument("--version", action="version", version=f"incident-bot {__version__}")
     parser.add_argument("--config", metavar="PATH", help="TOML settings file (default: ./config.toml if present)")
