@@ -29,14 +29,18 @@ _TEAM_EVENTS = {"added_to_team", "leave_team", "update_team", "delete_team", "re
 
 
 class Directory:
-    """Caches usernames, teams, channel membership and the headers the bot set.
+    """Caches usernames, teams, channel membership, what kind each account is, and the
+    headers the bot set.
 
     Every command in an incident channel asked Mattermost whether its author was in the
     channel, and every tick also read the team for a permalink: two REST calls of the tick's
-    six in the profile. Team membership stays asked live (``in_team``). Answers are kept for ``_TTL`` seconds at most, and dropped at once when an event says they
-    changed (``observe``: user_added / user_removed, team events, user_updated, channel_updated)
-    or when events may have been missed (``forget``: a connection that was not resumed, a gap).
-    An answer read while such an event arrived is not kept (``_generation``).
+    six in the profile; the kind of account (``actor``: person, guest, bot, deactivated) was
+    one more for every command and counted reaction. Team membership stays asked live
+    (``in_team``). Answers are kept for ``_TTL`` seconds at most, and dropped at once when an
+    event says they changed (``observe``: user_added / user_removed, team events,
+    user_updated, channel_updated) or when events may have been missed (``forget``: a
+    connection that was not resumed, a gap). An answer read while such an event arrived is
+    not kept (``_generation``).
     """
 
     def __init__(self, client: ChatPort, bot: User, store: Store | None = None) -> None:
@@ -47,6 +51,7 @@ class Directory:
         self._bot_teams: tuple[float, list[Team]] | None = None
         self._teams: dict[str, tuple[float, Team]] = {}
         self._channel_members: dict[tuple[str, str], tuple[float, bool]] = {}
+        self._actors: dict[str, tuple[float, Actor]] = {}  # user id -> what kind of account it is
         self._headers: dict[str, str] = {}  # channel id -> the header the bot set there last
         self._generation = 0
 
@@ -58,6 +63,7 @@ class Directory:
         self._bot_teams = None
         self._teams.clear()
         self._channel_members.clear()
+        self._actors.clear()
         self._headers.clear()
 
     def forget_channel(self, channel_id: str) -> None:
@@ -83,10 +89,17 @@ class Directory:
             self._teams.clear()
             self._channel_members.clear()  # leaving a team leaves its channels
         elif name == "user_updated":
+            # What the server sends everyone when an account is deactivated or reactivated, a
+            # member demoted to a guest or a guest promoted (sendUpdatedUserEvent), or a
+            # profile changed. Without a user id it is not known whose: drop every account.
             user = _object(event.data.get("user"))
             user_id = _text(user.get("id"))
-            if user_id and user_id != self.bot.id:
+            self._generation += 1
+            if not user_id:
+                self._actors.clear()
+            elif user_id != self.bot.id:
                 self._users.pop(user_id, None)
+                self._actors.pop(user_id, None)
         elif name == "channel_updated":
             channel = _object(event.data.get("channel"))
             channel_id = _text(channel.get("id")) or _text(event.broadcast.get("channel_id"))
@@ -187,10 +200,15 @@ class Directory:
         )
 
     async def actor(self, user_id: str) -> Actor:
-        """What kind of account ``user_id`` is now: asked live, so a deactivation or a guest
-        demotion counts at once (the name cache stays as it is)."""
+        """What kind of account ``user_id`` is now: cached like the memberships, and dropped
+        when ``user_updated`` says the account changed (deactivated, reactivated, demoted to
+        a guest, promoted), so those count at once. A change the server tells the bot nothing
+        of (``PUT /users/{id}/roles``, a user turned into a bot) counts after ``_TTL`` at most."""
         if user_id == self.bot.id:
             return Actor.BOT
+        return await self._cached(self._actors, user_id, lambda: self._ask_actor(user_id))
+
+    async def _ask_actor(self, user_id: str) -> Actor:
         found = await self.client.get_users_by_ids([user_id])
         user = next((u for u in found if u.id == user_id), None)
         if user is None:

@@ -336,6 +336,24 @@ async def test_private_channel_events_reach_members_only(world: World, http: aio
     assert post_of(await sock.event("posted"))["message"] == "now you see it"
 
 
+async def test_account_changes_reach_the_bot_as_the_real_server_sends_them(world: World, http: aiohttp.ClientSession) -> None:
+    """app/user.go: UpdateActive, DemoteUserToGuest and PromoteGuestToUser send ``user_updated``
+    (sendUpdatedUserEvent) to everyone else; PUT /users/{id}/roles tells only the user."""
+    bob, carol = world.bob, world.carol
+    sock = await connect(http, world)
+    await sock.event("hello")
+    await world.admin.request("PUT", f"/users/{bob.id}/roles", json_body={"roles": "system_user system_guest"})
+    await world.admin.request("POST", f"/users/{carol.id}/demote")
+    updated = (await sock.event("user_updated"))["data"]["user"]  # the first one is carol's: bob's roles went unsaid
+    assert (updated["id"], updated["roles"], updated["email"]) == (carol.id, "system_guest", "")
+    await world.admin.request("POST", f"/users/{carol.id}/promote")
+    updated = (await sock.event("user_updated"))["data"]["user"]
+    assert (updated["id"], updated["roles"]) == (carol.id, "system_user")
+    await world.admin.request("DELETE", f"/users/{carol.id}")
+    updated = (await sock.event("user_updated"))["data"]["user"]
+    assert updated["id"] == carol.id and updated["delete_at"] > 0
+
+
 async def test_reactions(world: World, http: aiohttp.ClientSession) -> None:
     alice, bob = world.alice, world.bob
     ch = world.channel_ids["ops/incidents"]

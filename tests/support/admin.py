@@ -1,9 +1,44 @@
-"""What a Mattermost administrator does to the bot's account, the same on the fake and on a
-real server (``world.fake`` is None there): revoke its token, give it a new one."""
+"""What a Mattermost administrator does, the same on the fake and on a real server
+(``world.fake`` is None there): revoke the bot's token, give it a new one; deactivate an
+account, make a member a guest and a guest a member again (over the REST API on both)."""
 
 from __future__ import annotations
 
+from tests.support.people import ApiError
 from tests.support.world import World
+
+_NO_LICENSE = "api.team.demote_user_to_guest.license.error"
+
+
+async def deactivate(world: World, user_id: str) -> None:
+    """System Console > Users > Deactivate (``DELETE /users/{id}``: app/user.go ``UpdateActive``,
+    which sends ``user_updated`` to every connection but the user's)."""
+    await world.admin.request("DELETE", f"/users/{user_id}")
+
+
+async def demote_to_guest(world: World, user_id: str) -> None:
+    """System Console > Users > Demote to guest (``POST /users/{id}/demote``:
+    ``DemoteUserToGuest``, which sends ``user_updated`` to every connection but the user's).
+
+    Team Edition refuses that call (501: guest accounts need a license). There the roles are
+    set as tests/integration/bootstrap.py makes guests (``PUT /users/{id}/roles``, which tells
+    only the user: ``user_role_updated``), and the ``user_updated`` a licensed server sends
+    comes from an unchanged profile patch (``UpdateUser`` sends it on every patch)."""
+    try:
+        await world.admin.request("POST", f"/users/{user_id}/demote")
+        return
+    except ApiError as refused:
+        if refused.status != 501 or refused.id != _NO_LICENSE:
+            raise
+    await world.admin.request("PUT", f"/users/{user_id}/roles", json_body={"roles": "system_guest"})
+    user = await world.admin.request("GET", f"/users/{user_id}")
+    await world.admin.request("PUT", f"/users/{user_id}/patch", json_body={"nickname": user.get("nickname", "")})
+
+
+async def promote_to_member(world: World, user_id: str) -> None:
+    """System Console > Users > Promote to member (``POST /users/{id}/promote``:
+    ``PromoteGuestToUser``, ``user_updated`` as for a demotion; Team Edition allows it)."""
+    await world.admin.request("POST", f"/users/{user_id}/promote")
 
 
 async def revoke_bot_tokens(world: World) -> None:

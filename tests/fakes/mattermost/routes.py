@@ -58,6 +58,8 @@ class RestRoutes:
             ("GET", "/users/{user_id}", self.h_get_user, True),
             ("DELETE", "/users/{user_id}", self.h_deactivate_user, True),
             ("PUT", "/users/{user_id}/roles", self.h_user_roles, True),
+            ("POST", "/users/{user_id}/demote", self.h_demote_user, True),
+            ("POST", "/users/{user_id}/promote", self.h_promote_user, True),
             ("POST", "/roles/names", self.h_roles_by_names, True),
             ("GET", "/teams/name/{name}", self.h_team_by_name, True),
             ("GET", "/teams/{team_id}/members/{user_id}", self.h_team_member, True),
@@ -137,6 +139,29 @@ class RestRoutes:
             raise forbidden()
         self._require_user(uid)
         self.set_roles(uid, roles)
+        return 200, {"status": "OK"}
+
+    async def h_demote_user(self, ctx: _Ctx, user_id: str) -> tuple[int, Any]:
+        """An admin makes a member a guest (as a licensed server with guest accounts on does;
+        Team Edition answers 501, see tests/support/admin.py)."""
+        uid = ctx.id_param(user_id, "user_id")
+        if not self._is_admin(ctx.user_id):
+            raise forbidden()
+        user = self._require_user(uid)
+        if "system_guest" in user["roles"].split():
+            raise ApiFailure(501, "api.user.demote_user_to_guest.already_guest.app_error")
+        self.demote_to_guest(uid)
+        return 200, {"status": "OK"}
+
+    async def h_promote_user(self, ctx: _Ctx, user_id: str) -> tuple[int, Any]:
+        """An admin makes a guest a member again."""
+        uid = ctx.id_param(user_id, "user_id")
+        if not self._is_admin(ctx.user_id):
+            raise forbidden()
+        user = self._require_user(uid)
+        if "system_guest" not in user["roles"].split():
+            raise ApiFailure(501, "api.user.promote_guest_to_user.no_guest.app_error")
+        self.promote_to_user(uid)
         return 200, {"status": "OK"}
 
     async def h_user_by_username(self, ctx: _Ctx, username: str) -> tuple[int, Any]:

@@ -123,16 +123,56 @@ class State(ABC):
         return dict(user), token
 
     def deactivate_user(self, user_id: str) -> None:
-        """As the real server: ``delete_at`` set, every token and session of the account revoked."""
+        """As the real server (app/user.go ``UpdateActive``): ``delete_at`` set, every token
+        and session of the account revoked, then ``user_updated`` to everyone else."""
         now = self.now_ms()
         self.users[user_id].update(delete_at=now, update_at=now)
         for token in [t for t, uid in self.tokens.items() if uid == user_id]:
             self.revoke_token(token)
+        self._user_updated(user_id)
 
     def set_roles(self, user_id: str, roles: str) -> None:
         """System roles; a guest is ``system_guest`` (the real server's team and channel
-        memberships of a guest say ``scheme_guest``, which the bot does not read)."""
+        memberships of a guest say ``scheme_guest``, which the bot does not read).
+
+        ``PUT /users/{id}/roles`` (``UpdateUserRolesWithUser``): only the user hears of it."""
         self.users[user_id].update(roles=roles, update_at=self.now_ms())
+        self._publish("user_role_updated", {"user_id": user_id, "roles": roles}, user_id=user_id)
+
+    def demote_to_guest(self, user_id: str) -> None:
+        """``POST /users/{id}/demote`` (``DemoteUserToGuest``; a licensed server with guest
+        accounts on): the system role and every membership become guest ones; ``user_updated``
+        to everyone else, the memberships' own events to the user alone."""
+        self._set_guest(user_id, True)
+
+    def promote_to_user(self, user_id: str) -> None:
+        """``POST /users/{id}/promote`` (``PromoteGuestToUser``): the reverse of ``demote_to_guest``."""
+        self._set_guest(user_id, False)
+
+    def _set_guest(self, user_id: str, guest: bool) -> None:
+        user = self.users[user_id]
+        roles = [r for r in user["roles"].split() if r not in ("system_guest", "system_user")]
+        user.update(roles=" ".join(["system_guest" if guest else "system_user", *roles]), update_at=self.now_ms())
+        self._user_updated(user_id)
+        for members in self.team_members.values():
+            if user_id in members:
+                members[user_id].update(scheme_guest=guest, scheme_user=not guest)
+                self._publish("memberrole_updated", {"member": dumps(members[user_id])}, user_id=user_id)
+        for members in self.channel_members.values():
+            if user_id in members:
+                members[user_id].update(scheme_guest=guest, scheme_user=not guest)
+                self._publish("channel_member_updated", {"channelMember": dumps(members[user_id])}, user_id=user_id)
+
+    def _user_updated(self, user_id: str) -> None:
+        """``sendUpdatedUserEvent``: the user as an object, to every connection but the
+        user's own (admins get more fields than others), and the user's own copy."""
+        user = dict(self.users[user_id])
+
+        def data_for(uid: str) -> dict[str, Any]:
+            return {"user": user if self._is_admin(uid) else {**user, "email": "", "auth_data": ""}}
+
+        self._publish("user_updated", {"user": user}, omit_users=[user_id], data_for=data_for)
+        self._publish("user_updated", {"user": user}, user_id=user_id)
 
     def archive_channel(self, channel_id: str, actor_id: str) -> None:
         now = self.now_ms()

@@ -9,6 +9,7 @@ import json
 from incident_bot.app.directory import Directory
 from incident_bot.chat.events import OtherEvent
 from incident_bot.chat.models import User
+from incident_bot.domain.rules import Actor
 from tests.support.chat_double import ChatDouble
 
 
@@ -100,3 +101,55 @@ async def test_a_renamed_user_is_looked_up_again() -> None:
     chat.users[alice.id] = alice.model_copy(update={"username": "alice2"})
     directory.observe(event("user_updated", {"user": {"id": alice.id, "username": "alice2"}}))
     assert (await directory.names([alice.id]))(alice.id) == "@alice2"
+
+
+def user_updated(user: User) -> OtherEvent:
+    """The event as the server sends it to a bot (sendUpdatedUserEvent: the sanitised user as a JSON object)."""
+    return event("user_updated", {"user": user.model_dump(mode="json")})
+
+
+async def test_the_kind_of_account_is_asked_once_until_user_updated_says_it_changed() -> None:
+    chat, directory, alice, _team, _channel = world()
+    assert await directory.actor(alice.id) == Actor.PERSON
+    assert await directory.actor(alice.id) == Actor.PERSON
+    assert len(chat.called("get_users_by_ids")) == 1  # the second from the cache
+    chat.users[alice.id] = guest = alice.model_copy(update={"roles": "system_guest"})
+    directory.observe(user_updated(guest))  # demoted to a guest
+    assert await directory.actor(alice.id) == Actor.GUEST
+    chat.users[alice.id] = gone = guest.model_copy(update={"delete_at": 1_700_000_000_000})
+    directory.observe(user_updated(gone))  # deactivated
+    assert await directory.actor(alice.id) == Actor.DEACTIVATED
+    assert len(chat.called("get_users_by_ids")) == 3
+
+
+async def test_another_accounts_event_keeps_the_answer_and_a_gap_drops_it() -> None:
+    chat, directory, alice, _team, _channel = world()
+    bob = chat.add_user("bob")
+    assert await directory.actor(alice.id) == Actor.PERSON
+    directory.observe(user_updated(bob))
+    assert await directory.actor(alice.id) == Actor.PERSON
+    assert len(chat.called("get_users_by_ids")) == 1
+    chat.users[alice.id] = alice.model_copy(update={"delete_at": 1})
+    directory.forget()  # a reconnect that was not resumed: the event may be among the lost
+    assert await directory.actor(alice.id) == Actor.DEACTIVATED
+    assert len(chat.called("get_users_by_ids")) == 2
+
+
+async def test_a_kind_read_while_user_updated_arrives_is_not_kept() -> None:
+    chat, directory, alice, _team, _channel = world()
+    release = asyncio.Event()
+    asked = chat.get_users_by_ids
+
+    async def slow(ids: list[str]) -> list[User]:
+        answer = await asked(ids)
+        await release.wait()
+        return answer
+
+    chat.get_users_by_ids = slow  # type: ignore[method-assign]
+    reading = asyncio.create_task(directory.actor(alice.id))
+    await asyncio.sleep(0)
+    chat.users[alice.id] = gone = alice.model_copy(update={"delete_at": 1})
+    directory.observe(user_updated(gone))
+    release.set()
+    assert await reading == Actor.PERSON  # the answer of its time
+    assert await directory.actor(alice.id) == Actor.DEACTIVATED  # asked again
