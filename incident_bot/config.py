@@ -32,6 +32,8 @@ DEFAULT_CONFIG_FILE = "config.toml"
 # Values shipped in config.example.toml; running with them is always a mistake.
 PLACEHOLDER_TOKEN = "REPLACE-WITH-THE-BOT-ACCESS-TOKEN"
 PLACEHOLDER_HOSTS = ("mattermost.example.com",)
+PLACEHOLDER_SLASH_TOKEN = "token-shown-by-mattermost"  # config.example.toml's, refused
+PLACEHOLDER_SECRET = "output of: openssl rand -hex 32"  # config.example.toml's, refused
 
 
 class ConfigError(Exception):
@@ -168,6 +170,13 @@ class Settings(BaseSettings):
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
 
+    @field_validator("slash_tokens")
+    @classmethod
+    def _no_placeholder_token(cls, value: list[SecretStr]) -> list[SecretStr]:
+        if any(token.get_secret_value().strip() == PLACEHOLDER_SLASH_TOKEN for token in value):
+            raise ValueError("still the placeholder from config.example.toml; paste the token Mattermost shows for /incident")
+        return value
+
     def slash_secrets(self) -> list[str]:
         """The slash command tokens, stripped, empty ones dropped."""
         return [t for t in (token.get_secret_value().strip() for token in self.slash_tokens) if t]
@@ -185,6 +194,8 @@ class Settings(BaseSettings):
     def _actions_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None or not value.get_secret_value().strip():
             return None
+        if value.get_secret_value().strip() == PLACEHOLDER_SECRET:
+            raise ValueError("still the placeholder from config.example.toml; use e.g. the output of openssl rand -hex 32")
         if len(value.get_secret_value().strip()) < 16:
             raise ValueError("too short; use at least 16 random characters (e.g. openssl rand -hex 32)")
         return SecretStr(value.get_secret_value().strip())

@@ -36,7 +36,7 @@ from incident_bot.chat.client import MattermostClient
 from incident_bot.chat.errors import MattermostError, Unauthorized
 from incident_bot.chat.models import User
 from incident_bot.chat.port import ChatPort
-from incident_bot.chat.retry import Backoff
+from incident_bot.chat.retry import Backoff, sleep_unless_stopped
 from incident_bot.chat.stream import EventStream
 from incident_bot.config import Settings
 from incident_bot.domain.models import Status
@@ -59,6 +59,7 @@ log = structlog.get_logger("incident_bot.bot")
 
 LOGIN_FIRST_WAIT = 1.0
 LOGIN_MAX_WAIT = 30.0
+TERM_RETRY_SECONDS = 2.0  # a term that could not start (database away) is tried again after this
 
 
 class StartupError(Exception):
@@ -143,6 +144,7 @@ class Runtime:
         self._stopping = asyncio.Event()
         self._logged_in = False
         self._refused = False  # Mattermost refused the token once running
+        self._frozen = False  # gc.freeze() done (the first term as leader)
         self._background: set[asyncio.Task[Any]] = set()
         self.health: Health | None = None  # once logged in and wired
         self.ops: OpsServer | None = None
@@ -242,15 +244,25 @@ class Runtime:
         the lease was lost. After a clean stop the lease is let go for a standby to take."""
         holding = asyncio.create_task(self.leadership.hold())
         try:
+            try:
+                await bot.cursor.load()
+            except StoreUnavailable as exc:
+                # The database went away (or another replica took over) between winning the
+                # lease and starting: stand by again rather than exit, and try after a pause.
+                log.warning("bot.term_not_started", error=str(exc)[:300])
+                await sleep_unless_stopped(TERM_RETRY_SECONDS, self._stopping)
+                return True
             return await self._term(bot, me)
         finally:
             holding.cancel()
             await asyncio.gather(holding, return_exceptions=True)
             if not self.leadership.lost.is_set():
-                await self.leadership.release()
+                try:
+                    await self.leadership.release()
+                except StoreUnavailable as exc:  # it runs out by itself within the lease's lifetime
+                    log.warning("lease.release_failed", error=str(exc)[:300])
 
     async def _term(self, bot: Bot, me: User) -> bool:
-        await bot.cursor.load()
         if self.slash is not None:
             wiring = Wiring(bot.core, bot.pipeline, bot.runner, bot.incidents, bot.timeline)
             self.slash.wiring = self.slash.dialog.wiring = wiring
@@ -274,7 +286,10 @@ class Runtime:
         # What is built by now (modules, the wiring, ~65,000 objects) lives as long as the
         # process: kept out of the collector's full passes, each of which otherwise walked it
         # all (30-190 ms measured on the 2-core machine, a pause in the middle of commands).
-        gc.freeze()
+        if not self._frozen:  # once: a later term's freeze would keep the earlier term's garbage
+            gc.collect()
+            gc.freeze()
+            self._frozen = True
         stream_task = self._spawn(bot.stream.run())
         self._spawn(bot.timeline.run_reminders(term))
         self._spawn(bot.cursor.run(term))

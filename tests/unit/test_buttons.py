@@ -89,3 +89,13 @@ def test_bad_button_settings_are_named(env):
     env.setenv("INCIDENT_BOT_CALLBACK_URL", "10.0.0.5:9102")
     with pytest.raises(ConfigError, match="callback_url: expected"):
         load_settings()
+
+
+def test_the_example_configs_placeholders_are_refused(env):
+    env.setenv("INCIDENT_BOT_ACTIONS_SECRET", "output of: openssl rand -hex 32")
+    with pytest.raises(ConfigError, match="actions_secret: still the placeholder"):
+        load_settings()
+    env.delenv("INCIDENT_BOT_ACTIONS_SECRET")
+    env.setenv("INCIDENT_BOT_SLASH_TOKENS", "token-shown-by-mattermost")
+    with pytest.raises(ConfigError, match="slash_tokens: still the placeholder"):
+        load_settings()
