@@ -140,7 +140,10 @@ class StartDialog:
         if wiring is None:
             return not_ready()
         submission = body.get("submission")
-        return await self._submit(wiring, state, submission if isinstance(submission, dict) else {})
+        try:
+            return await self._submit(wiring, state, submission if isinstance(submission, dict) else {})
+        except Exception as exc:  # noqa: BLE001 - answer in the dialog rather than with a 500
+            return web.json_response({"error": wiring.core.failure(exc, "dialog.failed", command="start", user=state[0])})
 
     async def _submit(self, wiring: Wiring, state: tuple[str, str, str, str], submission: dict[str, Any]) -> web.Response:
         core = wiring.core
