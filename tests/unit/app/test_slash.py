@@ -3,6 +3,7 @@ are quick, late, private or public (the chat double records what Mattermost woul
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,6 +14,7 @@ from structlog.testing import capture_logs
 
 from incident_bot.app.core import REPLY_PROP
 from incident_bot.store.base import StoreUnavailable
+from incident_bot.web import dialogs
 from incident_bot.web.dialogs import CALLBACK_ID, StartDialog
 from incident_bot.web.slash import SlashCommand
 from incident_bot.web.wiring import Wiring, token_matches
@@ -134,6 +136,8 @@ async def test_start_alone_opens_the_form_once_per_trigger(app: App, quick: Test
 
 # --- the start dialog --------------------------------------------------------------------
 
+NOT_IN = "a" * 26  # a channel the bot cannot post in (a public one it is not a member of)
+
 
 async def submit(
     client: TestClient[web.Request, web.Application], app: App, channel_id: str, submission: dict[str, Any], state: str = ""
@@ -148,6 +152,49 @@ async def submit(
 
 def incident_rooms(app: App) -> list[str]:
     return [c.id for c in app.chat.channels.values() if c.name.startswith("incident-")]
+
+
+async def test_a_form_started_where_the_bot_cannot_post_closes_and_answers_privately(
+    app: App, quick: TestClient[web.Request, web.Application]
+) -> None:
+    """The incident started: success is not shown as the form's error, the first update is
+    posted, and the form submitted again (a field edited) starts no second incident."""
+    good = {"title": "Checkout down", "severity": "2", "update": "Investigating"}
+    status, answer, state = await submit(quick, app, NOT_IN, good)
+    assert status == 200 and answer == {}, answer
+    await app.settle()
+    assert [e["message"][:18] for e in app.chat.ephemeral if e["channel_id"] == NOT_IN] == ["Started incident #"]
+    (room,) = incident_rooms(app)
+    assert [p for p in app.chat.posts.values() if p.channel_id == room and "Investigating" in p.message]
+    status, answer, _ = await submit(quick, app, NOT_IN, {**good, "title": "Checkout down!"}, state)
+    assert status == 200 and answer == {}, answer
+    await app.settle()
+    assert len(incident_rooms(app)) == 1
+
+
+async def test_a_form_whose_start_answers_late_still_posts_its_first_update(
+    app: App, quick: TestClient[web.Request, web.Application], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dialogs, "FINISH_WITHIN", 0.0)
+    status, answer, _ = await submit(quick, app, app.room.id, {"title": "Slow start", "severity": "3", "update": "Looking"})
+    assert status == 200 and answer == {}
+    await app.settle()
+    await asyncio.sleep(0.1)
+    await app.settle()
+    (room,) = incident_rooms(app)
+    assert [p for p in app.chat.posts.values() if p.channel_id == room and "Looking" in p.message]
+
+
+async def test_a_refused_form_stays_open_with_the_refusal(app: App, quick: TestClient[web.Request, web.Application]) -> None:
+    async def no_team(*_: Any, **__: Any) -> Any:
+        from incident_bot.app.request import UserError
+
+        raise UserError("Not here.")
+
+    app.bot.incidents.teams.one = no_team  # type: ignore[method-assign]
+    status, answer, _ = await submit(quick, app, app.room.id, {"title": "Nope", "severity": "3"})
+    assert status == 200 and answer == {"error": "Not here."}
+    assert not incident_rooms(app)
 
 
 async def test_a_full_disk_or_a_bug_answers_the_form_and_the_command_not_with_a_500(
