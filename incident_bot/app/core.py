@@ -171,6 +171,16 @@ class Core:
         log.error("store.unwritable", ref=ref, detail=str(exc)[:300], **fields)
         return messages.store_unwritable(ref)
 
+    def failure(self, exc: Exception, event: str, **fields: Any) -> str:
+        """The answer to a request an adapter (the slash command, a dialog) failed to handle:
+        a database that cannot be written as ``store_down`` words it, anything else logged
+        as ``event`` with a ref the person is told."""
+        if isinstance(exc, StoreUnavailable):
+            return self.store_down(exc, **fields)
+        ref = secrets.token_hex(3)
+        log.error(event, ref=ref, error=type(exc).__name__, detail=str(exc)[:300], **fields)
+        return messages.internal_error(ref)
+
     async def _answer(self, req: Request, text: str, file_ids: list[str] | None) -> Post | None:
         """The reply to a command that came without a post: what only the requester needs
         (the command table's ``private_answer``, refusals, usage errors, help) through

@@ -16,7 +16,7 @@ import hashlib
 import json
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -27,7 +27,7 @@ from incident_bot.app.request import Request
 from incident_bot.chat.errors import MattermostError
 from incident_bot.chat.models import Post
 from incident_bot.domain import messages, signing
-from incident_bot.domain.commands import Command
+from incident_bot.domain.commands import Command, Outcome
 from incident_bot.domain.rules import TITLE_MAX, clean_title
 from incident_bot.web.wiring import Wiring, not_ready
 
@@ -41,18 +41,19 @@ UPDATE_MAX = 3000
 
 
 class DialogAnswer:
-    """Private answers to a submission: returned as the dialog's error while it waits."""
+    """Private answers to a submission, kept while it waits: a refusal's are the dialog's
+    error; once an incident started (or the answer went), they go to the person ephemeral."""
 
-    def __init__(self, post_ephemeral: Callable[[str], Any]) -> None:
+    def __init__(self, post_ephemeral: Callable[[str], Awaitable[None]]) -> None:
         self.texts: list[str] = []
         self.responded = False
-        self._late = post_ephemeral
+        self.late = post_ephemeral
 
     async def private(self, text: str) -> None:
         if not self.responded:
             self.texts.append(text)
         else:
-            await self._late(text)
+            await self.late(text)
 
 
 class StartDialog:
@@ -62,6 +63,7 @@ class StartDialog:
         self._key = hashlib.sha256(b"incident-bot dialog state\0" + secret.encode()).digest()
         self._base_url = base_url
         self.wiring: Wiring | None = None
+        self._tasks: set[asyncio.Future[None]] = set()  # what a late start still does
 
     # --- state ---------------------------------------------------------------------------
 
@@ -140,7 +142,10 @@ class StartDialog:
         if wiring is None:
             return not_ready()
         submission = body.get("submission")
-        return await self._submit(wiring, state, submission if isinstance(submission, dict) else {})
+        try:
+            return await self._submit(wiring, state, submission if isinstance(submission, dict) else {})
+        except Exception as exc:  # noqa: BLE001 - answer in the dialog rather than with a 500
+            return web.json_response({"error": wiring.core.failure(exc, "dialog.failed", command="start", user=state[0])})
 
     async def _submit(self, wiring: Wiring, state: tuple[str, str, str, str], submission: dict[str, Any]) -> web.Response:
         core = wiring.core
@@ -185,22 +190,75 @@ class StartDialog:
             req.channel_type, req.team_id = channel.type, channel.team_id
         except MattermostError:
             req.channel_type, req.team_id = "O", team_id
-        ran = wiring.pipeline.direct(req, partial(wiring.runner.run, req, "start", None, wiring.incidents.start, parsed=cmd))
+        form_key = f"dialog:{nonce}"  # recorded once an incident started from this form
+        already: list[bool] = []
+
+        async def start_once(r: Request, c: Command) -> None:
+            # In the channel's lane, after any earlier submission of the same form: one form
+            # starts one incident, whatever was edited before it was submitted again.
+            async with core.store.transaction() as tx:
+                if await tx.event_seen(form_key):
+                    already.append(True)
+                    r.outcome, r.replied = Outcome.IGNORED, True  # answered by its first submission
+                    return
+            await wiring.incidents.start(r, c)
+
+        async def start() -> None:
+            await wiring.runner.run(req, "start", None, start_once, parsed=cmd)
+            if req.incident is not None and not already:
+                try:
+                    async with core.store.transaction() as tx:
+                        await tx.record_event(form_key, core.now(), req.incident)
+                except Exception as exc:  # noqa: BLE001 - it started; a resubmission may start another
+                    core.failure(exc, "dialog.unrecorded", key=form_key, incident=req.incident)
+
+        update = str(submission.get("update") or "").strip()[:UPDATE_MAX]
+        ran = wiring.pipeline.direct(req, start)
         try:
             applied = await asyncio.wait_for(asyncio.shield(ran), FINISH_WITHIN)
         except TimeoutError:
-            answer.responded = True
+            answer.responded = True  # what the start still answers goes to the person directly
             log.info("dialog.answer_later", key=req.key)
+            task = asyncio.ensure_future(self._after_late_start(wiring, req, ran, already, update))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
             return web.json_response({})
         answer.responded = True
-        if not applied:
+        if not applied or already:
+            if already:
+                log.info("dialog.already_started", key=req.key)
             return web.json_response({})
-        if answer.texts:  # refused: shown in the dialog, which stays open
-            return web.json_response({"error": "\n".join(answer.texts)})
-        update = str(submission.get("update") or "").strip()
-        if update and req.incident is not None:
-            await self._first_update(wiring, req, update[:UPDATE_MAX])
+        if req.incident is None:  # refused: shown in the dialog, which stays open
+            return web.json_response(
+                {"error": "\n".join(answer.texts) or messages.internal_error(_ref("dialog.no_answer", key=req.key))}
+            )
+        # Started: the dialog closes; what was answered privately (e.g. the bot could not post
+        # in the channel) reaches the person as the late path's answers do.
+        for text in answer.texts:
+            await answer.late(text)
+        await self._after_start(wiring, req, update)
         return web.json_response({})
+
+    async def _after_late_start(
+        self, wiring: Wiring, req: Request, ran: asyncio.Future[bool], already: list[bool], update: str
+    ) -> None:
+        if await ran and not already and req.incident is not None:
+            await self._after_start(wiring, req, update)
+
+    async def _after_start(self, wiring: Wiring, req: Request, update: str) -> None:
+        """The form's first update, if any, once its incident started."""
+        if not update or req.incident is None:
+            return
+        try:
+            await self._first_update(wiring, req, update)
+        except Exception as exc:  # noqa: BLE001 - the incident started; say the update failed
+            await self._tell(req, wiring.core.failure(exc, "dialog.update_failed", command="update", key=req.key))
+
+    @staticmethod
+    async def _tell(req: Request, text: str) -> None:
+        answer = req.answer
+        assert isinstance(answer, DialogAnswer)
+        await answer.late(text)
 
     def _request(self, wiring: Wiring, key: str, user_id: str, channel_id: str, message: str) -> Request:
         chat = wiring.core.chat
@@ -230,8 +288,17 @@ class StartDialog:
             return
         req = self._request(wiring, f"{started.key}:update", started.user_id, incident.channel_id, "/incident update")
         req.channel_type, req.team_id = "P", incident.team_id
+        assert isinstance(req.answer, DialogAnswer)
+        req.answer.responded = True  # nothing waits for its answers: the person gets them directly
         cmd = Command(name="update", text=text)
         await wiring.pipeline.direct(req, partial(wiring.runner.run, req, "update", None, wiring.timeline.update, parsed=cmd))
+
+
+def _ref(event: str, **fields: Any) -> str:
+    """Log ``event`` as an error with a new ref (the one the person is told)."""
+    ref = secrets.token_hex(3)
+    log.error(event, ref=ref, **fields)
+    return ref
 
 
 def _int(value: Any) -> int | None:

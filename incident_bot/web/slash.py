@@ -105,6 +105,12 @@ class SlashCommand:
 
     async def _open_form(self, wiring: Wiring, key: str, field: dict[str, str]) -> web.Response:
         """``/incident start`` alone: the start dialog, opened once per trigger."""
+        try:
+            return await self._open_form_once(wiring, key, field)
+        except Exception as exc:  # noqa: BLE001 - answer the person rather than with a 500
+            return web.json_response(ephemeral(wiring.core.failure(exc, "slash.form_failed", command="start", key=key)))
+
+    async def _open_form_once(self, wiring: Wiring, key: str, field: dict[str, str]) -> web.Response:
         core = wiring.core
         async with core.store.transaction() as tx:
             if await tx.event_seen(key):

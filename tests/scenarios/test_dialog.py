@@ -73,3 +73,24 @@ async def test_a_form_submitted_by_someone_else_or_forged_is_refused(world: Worl
         await alice.submit_dialog(forged, submission, ops)
     assert len([e for e in slash_bot.log_events() if e.get("event") == "dialog.refused"]) == 2
     assert "No active incidents" in await private(alice, ops, "list", "")
+
+
+async def test_a_form_in_a_channel_the_bot_is_not_in_starts_once_and_closes(world: World, slash_bot: BotProcess) -> None:
+    """The bot cannot post its answer there (nor an ephemeral one): the incident still
+    starts, the form closes rather than show the start as its error, the first update is
+    posted, and the same form submitted again with a field edited starts nothing more."""
+    alice = world.alice
+    lobby = (await alice.create_channel(world.team_ids["ops"], "lobby"))["id"]
+    async with alice.listen() as events:
+        await alice.slash(lobby, "/incident start")
+        opened = await events.dialog()
+    good = {"title": "Lobby fire", "severity": "2", "update": "Evacuating"}
+    assert await alice.submit_dialog(opened, good, lobby) == {}
+    listed = await private(alice, lobby, "list", "Lobby fire")
+    name = re.search(r"~(incident-[a-z0-9-]+)", listed).group(1)
+    room = (await alice.channel_by_name(world.team_ids["ops"], name))["id"]
+    await alice.wait_for_post(room, lambda p: "Evacuating" in p["message"])  # the first update
+    assert await alice.submit_dialog(opened, {**good, "title": "Lobby fire!"}, lobby) == {}
+    listed = await private(alice, lobby, "list", "Lobby fire")
+    assert "#2" not in listed and "Lobby fire!" not in listed, listed
+    assert any(e.get("event") == "dialog.already_started" for e in slash_bot.log_events())

@@ -3,20 +3,25 @@ are quick, late, private or public (the chat double records what Mattermost woul
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from structlog.testing import capture_logs
 
 from incident_bot.app.core import REPLY_PROP
-from incident_bot.web.dialogs import StartDialog
+from incident_bot.store.base import StoreUnavailable
+from incident_bot.web import dialogs
+from incident_bot.web.dialogs import CALLBACK_ID, StartDialog
 from incident_bot.web.slash import SlashCommand
 from incident_bot.web.wiring import Wiring, token_matches
 from tests.support.inprocess import App
 
 TOKEN = "the-command-token"
+SLASH = web.AppKey("slash", SlashCommand)
 
 
 def test_the_token_must_be_one_of_the_configured_ones() -> None:
@@ -32,6 +37,8 @@ async def serve(app: App, answer_within: float) -> AsyncIterator[TestClient[web.
     slash.wiring = slash.dialog.wiring = Wiring(bot.core, bot.pipeline, bot.runner, bot.incidents, bot.timeline)
     server = web.Application()
     server.router.add_post("/mattermost/command", slash.handle)
+    server.router.add_post("/mattermost/dialog", slash.dialog.handle)
+    server[SLASH] = slash
     async with TestClient(TestServer(server)) as client:
         yield client
 
@@ -125,3 +132,102 @@ async def test_start_alone_opens_the_form_once_per_trigger(app: App, quick: Test
     opened = app.chat.dialogs[0]
     assert opened["trigger_id"] == "t1" and opened["url"] == "http://bot.test/mattermost/dialog"
     assert [e["name"] for e in opened["dialog"]["elements"]] == ["title", "severity", "playbook", "responders", "update"]
+
+
+# --- the start dialog --------------------------------------------------------------------
+
+NOT_IN = "a" * 26  # a channel the bot cannot post in (a public one it is not a member of)
+
+
+async def submit(
+    client: TestClient[web.Request, web.Application], app: App, channel_id: str, submission: dict[str, Any], state: str = ""
+) -> tuple[int, Any, str]:
+    """Submit the form opened in ``channel_id`` (a new one unless ``state`` names one)."""
+    dialog: StartDialog = client.server.app[SLASH].dialog
+    state = state or dialog.state_for(app.alice.id, channel_id, app.ops.id)
+    body = {"callback_id": CALLBACK_ID, "state": state, "user_id": app.alice.id, "submission": submission}
+    resp = await client.post("/mattermost/dialog", json=body)
+    return resp.status, await resp.json() if resp.status == 200 else await resp.text(), state
+
+
+def incident_rooms(app: App) -> list[str]:
+    return [c.id for c in app.chat.channels.values() if c.name.startswith("incident-")]
+
+
+async def test_a_form_started_where_the_bot_cannot_post_closes_and_answers_privately(
+    app: App, quick: TestClient[web.Request, web.Application]
+) -> None:
+    """The incident started: success is not shown as the form's error, the first update is
+    posted, and the form submitted again (a field edited) starts no second incident."""
+    good = {"title": "Checkout down", "severity": "2", "update": "Investigating"}
+    status, answer, state = await submit(quick, app, NOT_IN, good)
+    assert status == 200 and answer == {}, answer
+    await app.settle()
+    assert [e["message"][:18] for e in app.chat.ephemeral if e["channel_id"] == NOT_IN] == ["Started incident #"]
+    (room,) = incident_rooms(app)
+    assert [p for p in app.chat.posts.values() if p.channel_id == room and "Investigating" in p.message]
+    status, answer, _ = await submit(quick, app, NOT_IN, {**good, "title": "Checkout down!"}, state)
+    assert status == 200 and answer == {}, answer
+    await app.settle()
+    assert len(incident_rooms(app)) == 1
+
+
+async def test_a_form_whose_start_answers_late_still_posts_its_first_update(
+    app: App, quick: TestClient[web.Request, web.Application], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dialogs, "FINISH_WITHIN", 0.0)
+    status, answer, _ = await submit(quick, app, app.room.id, {"title": "Slow start", "severity": "3", "update": "Looking"})
+    assert status == 200 and answer == {}
+    await app.settle()
+    await asyncio.sleep(0.1)
+    await app.settle()
+    (room,) = incident_rooms(app)
+    assert [p for p in app.chat.posts.values() if p.channel_id == room and "Looking" in p.message]
+
+
+async def test_a_refused_form_stays_open_with_the_refusal(app: App, quick: TestClient[web.Request, web.Application]) -> None:
+    async def no_team(*_: Any, **__: Any) -> Any:
+        from incident_bot.app.request import UserError
+
+        raise UserError("Not here.")
+
+    app.bot.incidents.teams.one = no_team  # type: ignore[method-assign]
+    status, answer, _ = await submit(quick, app, app.room.id, {"title": "Nope", "severity": "3"})
+    assert status == 200 and answer == {"error": "Not here."}
+    assert not incident_rooms(app)
+
+
+async def test_a_full_disk_or_a_bug_answers_the_form_and_the_command_not_with_a_500(
+    app: App, quick: TestClient[web.Request, web.Application], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    core = app.bot.core
+
+    def full(*_: Any, **__: Any) -> Any:
+        raise StoreUnavailable("database or disk is full")
+
+    async def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("boom")
+
+    with capture_logs() as logged:
+        with monkeypatch.context() as m:
+            m.setattr(core.store, "transaction", full)
+            status, answer = await call(quick, form(app, "start", "t1"))
+        assert status == 200 and answer["response_type"] == "ephemeral", answer
+        assert answer["text"].startswith("I cannot save anything right now"), answer
+        with monkeypatch.context() as m:
+            m.setattr(core, "find_playbook", full)
+            status, answer, _ = await submit(quick, app, app.room.id, {"title": "Disk", "severity": "3", "playbook": "database"})
+        assert status == 200 and answer["error"].startswith("I cannot save anything right now"), answer
+        with monkeypatch.context() as m:
+            m.setattr(core, "find_playbook", broken)
+            status, answer, _ = await submit(quick, app, app.room.id, {"title": "Bug", "severity": "3", "playbook": "database"})
+        assert status == 200 and answer["error"].startswith("Something went wrong (ref "), answer
+        with monkeypatch.context() as m:
+            m.setattr(app.chat, "open_dialog", broken)
+            status, answer = await call(quick, form(app, "start", "t2"))
+        assert status == 200 and answer["text"].startswith("Something went wrong (ref "), answer
+    unwritable = [e for e in logged if e["event"] == "store.unwritable"]
+    assert len(unwritable) == 2 and all(e["ref"] for e in unwritable)
+    failed = [e for e in logged if e["event"] in ("dialog.failed", "slash.form_failed")]
+    assert len(failed) == 2 and all(e["ref"] and e["error"] == "RuntimeError" for e in failed)
+    assert not incident_rooms(app)
