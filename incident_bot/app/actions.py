@@ -5,7 +5,7 @@ Mattermost POSTs a click as JSON (``Click``) to ``callback_url`` + /mattermost/a
 dialog's submission (``Submission``) to + /mattermost/action-dialog; web/actions.py hands
 them here. A click is honoured only when its context is signed with ``actions_secret`` and
 names the post it came from (a context copied to another post or incident is refused and
-logged), for a person the command would allow, on an incident that has not ended. What the
+logged), a dialog only when submitted by who opened it within a day, for a person the command would allow, on an incident that has not ended. What the
 person alone should read comes back as the ephemeral answer; a change others must see is
 posted as the command's reply would be, in the thread of the clicked post.
 
@@ -252,9 +252,15 @@ class Actions:
         on = self.core.settings.buttons()
         assert on is not None  # a verified click means buttons are on
         url, key = on
-        state = signing.sign_text(
-            key, {"incident": incident.number, "action": str(act), "post": click.post_id, "nonce": secrets.token_hex(12)}
-        )
+        fields = {
+            "incident": incident.number,
+            "action": str(act),
+            "post": click.post_id,
+            "user": click.user_id,  # only who opened it may submit it
+            "at": int(self.core.now().timestamp()),  # and within signing.STATE_MAX_AGE
+            "nonce": secrets.token_hex(12),
+        }
+        state = signing.sign_text(key, fields)
         if act is Act.UPDATE:
             title, label, help_text, submit = (
                 messages.update_dialog_title(incident),
@@ -306,6 +312,8 @@ class Actions:
             post_id = str(state["post"])
             if act not in (Act.UPDATE, Act.END) or sub.callback_id != str(act):
                 raise Refused("context")
+            if state.get("user") != sub.user_id or not signing.fresh(state, self.core.now().timestamp()):
+                raise Refused("context")  # another person's dialog (a replay), or one left open too long
         except Refused as exc:
             log.warning("action.refused", reason=exc.reason, user=sub.user_id, dialog=sub.callback_id)
             return Answer(error=messages.button_refused())

@@ -14,6 +14,7 @@ from typing import Any
 SIG = "sig"
 ADDED_BY_SERVER = ("selected_option",)
 VERSION = 1
+STATE_MAX_AGE = 24 * 3600  # seconds a dialog's signed state is honoured: how long a dialog may stay open
 
 
 def _canonical(fields: dict[str, Any]) -> bytes:
@@ -55,3 +56,9 @@ def verify_text(key: bytes, text: object) -> dict[str, Any] | None:
         return verify(key, json.loads(text))
     except ValueError:
         return None
+
+
+def fresh(fields: dict[str, Any], now: float) -> bool:
+    """The state's signed ``at`` (seconds since the epoch) is at most ``STATE_MAX_AGE`` before ``now``."""
+    at = fields.get("at")
+    return isinstance(at, int) and not isinstance(at, bool) and now - at <= STATE_MAX_AGE

@@ -35,7 +35,6 @@ log = structlog.get_logger("incident_bot.web")
 
 PATH = "/mattermost/dialog"
 CALLBACK_ID = "incident-start"
-STATE_MAX_AGE = 24 * 3600  # seconds a dialog may stay open
 FINISH_WITHIN = 20.0  # seconds the submission waits for the start (Mattermost waits 30)
 UPDATE_MAX = 3000
 
@@ -76,8 +75,7 @@ class StartDialog:
         fields = signing.verify_text(self._key, state)
         if fields is None:
             return None
-        at = fields.get("at")
-        if not isinstance(at, int) or time.time() - at > STATE_MAX_AGE:
+        if not signing.fresh(fields, time.time()):
             return None
         return str(fields.get("user")), str(fields.get("channel")), str(fields.get("team")), str(fields.get("nonce"))
 

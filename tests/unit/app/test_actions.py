@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from structlog.testing import capture_logs
 
 from incident_bot.app.channel import PART_PROP
@@ -104,3 +107,45 @@ async def test_update_dialog_validates_and_posts_once(buttons_app: App) -> None:
     tampered = {"url": url, "dialog": {**dialog, "state": dialog["state"].replace('"incident":1', '"incident":2')}}
     assert "not valid" in ((await app.submit(app.alice, tampered, "again", channel)).error or "")
     assert trigger
+
+
+def opened_dialog(app: App) -> dict[str, Any]:
+    """The last dialog the bot opened, as ``open_dialog`` got it."""
+    _trigger, url, dialog = [c for c in app.chat.calls if c.name == "open_dialog"][-1].args
+    return {"url": url, "dialog": dialog}
+
+
+def status_updates(app: App, channel: Channel) -> list[str]:
+    return [p.message for p in app.chat.bot_posts(channel) if p.message.startswith("#### Status update")]
+
+
+async def test_a_dialog_is_submitted_only_by_who_opened_it(buttons_app: App) -> None:
+    app = buttons_app
+    channel = await app.start()
+    await app.say(app.carol, "join 1")  # carol may post updates herself
+    assert (await app.click(app.alice, part(app, channel, "summary"), "update")).json() == {}
+    alices = opened_dialog(app)
+    with capture_logs() as logs:
+        answer = await app.submit(app.carol, alices, "replayed as carol", channel)
+    assert "not valid" in (answer.error or "")
+    assert [(e["reason"], e["user"]) for e in logs if e["event"] == "action.refused"] == [("context", app.carol.id)]
+    assert not status_updates(app, channel)
+    assert (await app.submit(app.alice, alices, "Failover done", channel)).json() == {}
+    assert len(status_updates(app, channel)) == 1
+
+
+async def test_a_dialog_state_older_than_a_day_is_refused(buttons_app: App, tmp_path: Path) -> None:
+    app = buttons_app
+    channel = await app.start()
+    assert (await app.click(app.alice, part(app, channel, "summary"), "end")).json() == {}
+    opened = opened_dialog(app)
+    skew = tmp_path / "skew"
+    skew.write_text(str(24 * 3600 + 60))  # a day and a minute later
+    app.bot.core.clock.skew_file = str(skew)
+    with capture_logs() as logs:
+        answer = await app.submit(app.alice, opened, "fixed long ago", channel)
+    assert "not valid" in (answer.error or "")
+    assert [e["reason"] for e in logs if e["event"] == "action.refused"] == ["context"]
+    async with app.store.transaction() as tx:
+        incident = await tx.get_incident(1)
+    assert incident is not None and incident.status != "ended"
