@@ -37,6 +37,7 @@ from incident_bot.chat.errors import MattermostError
 from incident_bot.chat.models import Post
 from incident_bot.domain import buttons, messages, signing
 from incident_bot.domain.buttons import Act
+from incident_bot.domain.commands import Command
 from incident_bot.domain.models import Incident, Status
 
 log = structlog.get_logger("incident_bot.actions")
@@ -342,10 +343,13 @@ class Actions:
         self._inflight.add(key)
         try:
             req = self._request(key, incident, sub.user_id, post_id, incident.channel_id)
+            # The dialog's fields are the command's already: the text as written (lines, quotes,
+            # a "-30%"), not words for the command grammar.
             if act is Act.UPDATE:
-                await self.runner.run(req, "update", text, self.timeline.update)
+                await self.runner.run(req, "update", None, self.timeline.update, parsed=Command(name="update", text=text))
             else:
-                await self.runner.run(req, "end", f"{number} {text}", self.incidents.end)
+                cmd = Command(name="end", incident=number, text=text)
+                await self.runner.run(req, "end", None, self.incidents.end, parsed=cmd)
         finally:
             self._inflight.discard(key)
         log.info("action.handled", action=str(act), incident=number, user=sub.user_id, dialog=True)

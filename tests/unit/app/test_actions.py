@@ -149,3 +149,20 @@ async def test_a_dialog_state_older_than_a_day_is_refused(buttons_app: App, tmp_
     async with app.store.transaction() as tx:
         incident = await tx.get_incident(1)
     assert incident is not None and incident.status != "ended"
+
+
+async def test_dialog_text_is_taken_as_written_not_parsed_as_a_command(buttons_app: App) -> None:
+    app = buttons_app
+    channel = await app.start()
+    summary = part(app, channel, "summary")
+    written = 'Failover done.\n\n"replica-2" lags; errors -30%\n- watching'
+    assert (await app.click(app.alice, summary, "update")).json() == {}
+    assert (await app.submit(app.alice, opened_dialog(app), written, channel)).json() == {}
+    [update] = status_updates(app, channel)
+    assert update.endswith(written)
+    resolution = "rolled back, errors -30% --sev 1 and 'back to normal'"
+    assert (await app.click(app.alice, summary, "end")).json() == {}
+    assert (await app.submit(app.alice, opened_dialog(app), resolution, channel)).json() == {}
+    async with app.store.transaction() as tx:
+        incident = await tx.get_incident(1)
+    assert incident is not None and incident.status == "ended" and incident.resolution == resolution
