@@ -5,9 +5,11 @@ Mattermost POSTs a click as JSON (``Click``) to ``callback_url`` + /mattermost/a
 dialog's submission (``Submission``) to + /mattermost/action-dialog; web/actions.py hands
 them here. A click is honoured only when its context is signed with ``actions_secret`` and
 names the post it came from (a context copied to another post or incident is refused and
-logged), a dialog only when submitted by who opened it within a day, for a person the command would allow, on an incident that has not ended. What the
-person alone should read comes back as the ephemeral answer; a change others must see is
-posted as the command's reply would be, in the thread of the clicked post.
+logged), a dialog only when submitted by who opened it, within a day; either for a person
+the command would allow (a guest is refused as its commands are, a bot or a deactivated
+account is not answered), on an incident that has not ended. What the person alone should
+read comes back as the ephemeral answer; a change others must see is posted as the
+command's reply would be, in the thread of the clicked post.
 
 Clicks are applied once: a key per click (post, person, action, choice and a short time
 bucket) is checked, held while in flight and stored with the change, like every other
@@ -39,6 +41,7 @@ from incident_bot.domain import buttons, messages, signing
 from incident_bot.domain.buttons import Act
 from incident_bot.domain.commands import Command
 from incident_bot.domain.models import Incident, Status
+from incident_bot.domain.rules import Actor
 
 log = structlog.get_logger("incident_bot.actions")
 
@@ -127,6 +130,14 @@ class Actions:
         except Refused as exc:
             log.warning("action.refused", reason=exc.reason, user=click.user_id, post=click.post_id, channel=click.channel_id)
             return Answer(ephemeral=messages.button_refused())
+        try:
+            kind = await self.runner.admit(click.user_id)
+        except UserError as exc:  # a guest: refused as its commands are
+            log.info("action.guest", action=str(act), incident=incident.number, user=click.user_id)
+            return Answer(ephemeral=exc.text)
+        if kind != Actor.PERSON:  # a bot, a deactivated account: not answered, nothing changed
+            log.info("action.ignored", action=str(act), incident=incident.number, user=click.user_id, actor=kind)
+            return Answer()
         if incident.status == Status.ENDED:
             log.info("action.stale", action=str(act), incident=incident.number, user=click.user_id)
             return Answer(ephemeral=messages.button_stale(incident))

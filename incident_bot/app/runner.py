@@ -83,15 +83,21 @@ class Runner:
     async def _ignored(self, req: Request, name: str) -> bool:
         """Who sent it decides first: a guest is refused (``UserError``); a bot or a
         deactivated account is not answered at all, and the command is noted as handled."""
-        kind = await self.core.directory.actor(req.user_id)
-        if kind == Actor.GUEST:
-            raise UserError(messages.guest_refused(self.core.bot_name))
+        kind = await self.admit(req.user_id)
         if kind == Actor.PERSON:
             return False
         req.outcome = Outcome.IGNORED
         await self.core.commit(req.key)
         log.info("command.ignored", command=name, key=req.key, channel=req.channel_id, user=req.user_id, actor=kind)
         return True
+
+    async def admit(self, user_id: str) -> Actor:
+        """What kind of account ``user_id`` is, a guest refused (``UserError``): the one rule
+        for commands and buttons. Only a ``PERSON`` goes on; the others get no answer."""
+        kind = await self.core.directory.actor(user_id)
+        if kind == Actor.GUEST:
+            raise UserError(messages.guest_refused(self.core.bot_name))
+        return kind
 
     async def _safe_reply(self, req: Request, text: str) -> None:
         if req.replied:

@@ -9,7 +9,7 @@ from structlog.testing import capture_logs
 
 from incident_bot.app.channel import PART_PROP
 from incident_bot.chat.models import Channel
-from incident_bot.domain import buttons, signing
+from incident_bot.domain import buttons, messages, signing
 from incident_bot.domain.buttons import Act
 from tests.support.inprocess import BUTTONS_SECRET, App
 
@@ -166,3 +166,22 @@ async def test_dialog_text_is_taken_as_written_not_parsed_as_a_command(buttons_a
     async with app.store.transaction() as tx:
         incident = await tx.get_incident(1)
     assert incident is not None and incident.status == "ended" and incident.resolution == resolution
+
+
+async def test_a_guest_is_refused_as_for_commands_and_bots_get_no_answer(buttons_app: App) -> None:
+    app = buttons_app
+    channel = await app.start(options="--playbook database")
+    summary, item = part(app, channel, "summary"), part(app, channel, "item:1")
+    guest = app.chat.add_user("gina", roles="system_user system_guest")
+    robot = app.chat.add_user("ci", is_bot=True)
+    gone = app.chat.add_user("old", delete_at=1_700_000_000_000)
+    app.chat.members[channel.id] |= {guest.id, robot.id, gone.id}  # all three in the incident channel
+    posts = {p.id: p.message for p in app.chat.posts.values()}
+    refusal = messages.guest_refused("incident-bot")
+    for action, post_id in (("tick", item), ("update", summary), ("end", summary), ("sev", summary), ("export", summary)):
+        assert (await app.click(guest, post_id, action, "1" if action == "sev" else None)).json() == {"ephemeral_text": refusal}
+        for account in (robot, gone):
+            assert (await app.click(account, post_id, action, "1" if action == "sev" else None)).json() == {}
+    assert not [c for c in app.chat.calls if c.name == "open_dialog"]
+    assert {p.id: p.message for p in app.chat.posts.values()} == posts  # nothing posted, nothing edited
+    assert not [k for k in await timeline_kinds(app) if k[0] != "started"]
