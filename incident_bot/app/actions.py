@@ -125,6 +125,13 @@ class Actions:
     # --- clicks --------------------------------------------------------------------------
 
     async def click(self, click: Click) -> Answer:
+        """A click, answered whatever happens: a failure as a command's is (``Core.failure``)."""
+        try:
+            return await self._click(click)
+        except Exception as exc:  # noqa: BLE001 - the person gets an answer, not an HTTP 500
+            return Answer(ephemeral=self.core.failure(exc, "action.failed", user=click.user_id, post=click.post_id))
+
+    async def _click(self, click: Click) -> Answer:
         try:
             act, incident = await self._verified(click)
         except Refused as exc:
@@ -312,6 +319,13 @@ class Actions:
         return Answer()
 
     async def submit(self, sub: Submission) -> Answer:
+        """A dialog's submission, answered whatever happens: a failure in the dialog."""
+        try:
+            return await self._submit(sub)
+        except Exception as exc:  # noqa: BLE001 - the person gets an answer, not an HTTP 500
+            return Answer(error=self.core.failure(exc, "action.failed", user=sub.user_id, dialog=sub.callback_id))
+
+    async def _submit(self, sub: Submission) -> Answer:
         """A dialog's submission: validated, then the command it stands for, once."""
         on = self.core.settings.buttons()
         state = signing.verify_text(on[1], sub.state) if on is not None else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import traceback
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -172,13 +173,16 @@ class Core:
         return messages.store_unwritable(ref)
 
     def failure(self, exc: Exception, event: str, **fields: Any) -> str:
-        """The answer to a request an adapter (the slash command, a dialog) failed to handle:
-        a database that cannot be written as ``store_down`` words it, anything else logged
-        as ``event`` with a ref the person is told."""
+        """The answer to a request that failed (a command, a click, the slash command, a
+        dialog): a database that cannot be written as ``store_down`` words it, anything else
+        logged as ``event`` with where it was raised and a ref the person is told (never the
+        traceback)."""
         if isinstance(exc, StoreUnavailable):
             return self.store_down(exc, **fields)
         ref = secrets.token_hex(3)
-        log.error(event, ref=ref, error=type(exc).__name__, detail=str(exc)[:300], **fields)
+        frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+        where = f"{frame.filename}:{frame.lineno}" if frame else None
+        log.error(event, ref=ref, **fields, error=type(exc).__name__, detail=str(exc)[:300], where=where)
         return messages.internal_error(ref)
 
     async def _answer(self, req: Request, text: str, file_ids: list[str] | None) -> Post | None:

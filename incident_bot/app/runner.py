@@ -3,9 +3,7 @@ exactly one reply goes out, whatever happens; one log line per command."""
 
 from __future__ import annotations
 
-import secrets
 import time
-import traceback
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -16,7 +14,6 @@ from incident_bot.app.request import Request, UserError
 from incident_bot.domain import commands, grammar, messages
 from incident_bot.domain.commands import Command, Outcome
 from incident_bot.domain.rules import Actor
-from incident_bot.store.base import StoreUnavailable
 
 log = structlog.get_logger("incident_bot.commands")
 
@@ -50,23 +47,9 @@ class Runner:
         except UserError as exc:
             req.outcome = Outcome.REFUSED
             await self._safe_reply(req, exc.text)
-        except StoreUnavailable as exc:
+        except Exception as exc:  # noqa: BLE001 - the bot must survive anything, a database that cannot be written too
             req.outcome = Outcome.ERROR
-            await self._safe_reply(req, self.core.store_down(exc, command=name))
-        except Exception as exc:  # noqa: BLE001 - the bot must survive anything
-            req.outcome = Outcome.ERROR
-            ref = secrets.token_hex(3)
-            frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
-            log.error(
-                "command.failed",
-                ref=ref,
-                command=name,
-                incident=req.incident,
-                error=type(exc).__name__,
-                detail=str(exc)[:300],
-                where=f"{frame.filename}:{frame.lineno}" if frame else None,
-            )
-            await self._safe_reply(req, messages.internal_error(ref))
+            await self._safe_reply(req, self.core.failure(exc, "command.failed", command=name, incident=req.incident))
         self.core.observer.command_handled(name, req.outcome, trace.elapsed())
         log.info(
             "command.handled",

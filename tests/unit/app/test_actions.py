@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from structlog.testing import capture_logs
 
 from incident_bot.app.channel import PART_PROP
 from incident_bot.chat.models import Channel
 from incident_bot.domain import buttons, messages, signing
 from incident_bot.domain.buttons import Act
+from incident_bot.store.base import StoreUnavailable
 from tests.support.inprocess import BUTTONS_SECRET, App
 
 KEY = BUTTONS_SECRET.encode()
@@ -185,3 +189,65 @@ async def test_a_guest_is_refused_as_for_commands_and_bots_get_no_answer(buttons
     assert not [c for c in app.chat.calls if c.name == "open_dialog"]
     assert {p.id: p.message for p in app.chat.posts.values()} == posts  # nothing posted, nothing edited
     assert not [k for k in await timeline_kinds(app) if k[0] != "started"]
+
+
+def ref_of(text: str | None) -> str:
+    assert text and "(ref " in text, text
+    return text.split("(ref ", 1)[1].split(")", 1)[0]
+
+
+async def test_a_database_that_cannot_be_written_is_answered_as_for_commands(
+    buttons_app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = buttons_app
+    channel = await app.start(options="--playbook database")
+    summary, item = part(app, channel, "summary"), part(app, channel, "item:1")
+    assert (await app.click(app.alice, summary, "update")).json() == {}
+    opened = opened_dialog(app)
+
+    async def disk_full(*args: Any, **kwargs: Any) -> Any:
+        raise StoreUnavailable("database or disk is full")
+
+    monkeypatch.setattr(app.bot.actions.checklists, "tick", disk_full)
+    with capture_logs() as logs:
+        answer = await app.click(app.alice, item, "tick")
+    assert answer.error is None and answer.ephemeral == messages.store_unwritable(ref_of(answer.ephemeral))
+    assert [e["ref"] for e in logs if e["event"] == "store.unwritable"] == [ref_of(answer.ephemeral)]
+
+    @asynccontextmanager
+    async def unwritable() -> AsyncIterator[None]:
+        raise StoreUnavailable("database or disk is full")
+        yield
+
+    monkeypatch.setattr(app.store, "transaction", unwritable)
+    with capture_logs() as logs:
+        answer = await app.submit(app.alice, opened, "Failover done", channel)
+    assert answer.ephemeral is None and answer.error == messages.store_unwritable(ref_of(answer.error))
+    assert [e["ref"] for e in logs if e["event"] == "store.unwritable"] == [ref_of(answer.error)]
+    assert not status_updates(app, channel)
+
+
+async def test_a_failure_is_answered_with_a_ref_and_logged_not_raised(buttons_app: App, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = buttons_app
+    channel = await app.start(options="--playbook database")
+    summary, item = part(app, channel, "summary"), part(app, channel, "item:1")
+    assert (await app.click(app.alice, summary, "end")).json() == {}
+    opened = opened_dialog(app)
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("secret detail")
+
+    def sync_broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("secret detail")
+
+    monkeypatch.setattr(app.bot.actions.checklists, "tick", broken)
+    monkeypatch.setattr(app.bot.actions, "_request", sync_broken)  # before a dialog's command runs
+    with capture_logs() as logs:
+        clicked = await app.click(app.alice, item, "tick")
+        submitted = await app.submit(app.alice, opened, "fixed", channel)
+    assert clicked.ephemeral == messages.internal_error(ref_of(clicked.ephemeral))
+    assert submitted.error == messages.internal_error(ref_of(submitted.error))
+    assert "secret" not in (clicked.ephemeral or "") + (submitted.error or "")
+    failed = [e for e in logs if e["event"] == "action.failed"]
+    assert [e["ref"] for e in failed] == [ref_of(clicked.ephemeral), ref_of(submitted.error)]
+    assert all(e["error"] == "RuntimeError" and e["detail"] == "secret detail" for e in failed)
