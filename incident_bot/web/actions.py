@@ -2,7 +2,8 @@
 dialog the bot opened, submitted): JSON in, the integration response out, app/actions.py between.
 
 The routes are served from the start, before the bot has logged in and wired its use cases;
-until then (``bind``) a click is answered 503 and Mattermost shows the person an error."""
+until then (``bind``) a click is answered 503 with the adapters' "starting" text (web/wiring.py)
+and Mattermost shows the person an error."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from incident_bot.app.actions import Actions, Answer, Click, Submission
 from incident_bot.domain.buttons import ACTION_PATH, DIALOG_PATH
+from incident_bot.web.wiring import NOT_READY
 
 log = structlog.get_logger("incident_bot.web")
 
@@ -45,7 +47,7 @@ class ActionRoutes:
         self, request: web.Request, model: type[BaseModel], call: Callable[[Actions, Any], Awaitable[Answer]]
     ) -> web.StreamResponse:
         if self._actions is None:
-            return web.json_response({"error": "not ready"}, status=503)
+            return web.json_response({"error": NOT_READY}, status=503)
         if request.content_length is not None and request.content_length > MAX_BODY:
             return web.json_response({"error": "too large"}, status=413)
         try:

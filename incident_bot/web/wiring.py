@@ -34,5 +34,8 @@ def token_matches(given: str, tokens: list[str]) -> bool:
     return bool(given) and matched
 
 
+NOT_READY = "incident-bot is starting; try again in a moment"  # every adapter's answer until it is wired
+
+
 def not_ready() -> web.Response:
-    return web.Response(status=503, text="incident-bot is starting; try again in a moment\n")
+    return web.Response(status=503, text=NOT_READY + "\n")

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from structlog.testing import capture_logs
 
 from incident_bot.app.channel import PART_PROP
@@ -15,6 +17,7 @@ from incident_bot.chat.models import Channel
 from incident_bot.domain import buttons, messages, signing
 from incident_bot.domain.buttons import Act
 from incident_bot.store.base import StoreUnavailable
+from incident_bot.web.actions import ActionRoutes
 from tests.support.inprocess import BUTTONS_SECRET, App
 
 KEY = BUTTONS_SECRET.encode()
@@ -251,3 +254,24 @@ async def test_a_failure_is_answered_with_a_ref_and_logged_not_raised(buttons_ap
     failed = [e for e in logs if e["event"] == "action.failed"]
     assert [e["ref"] for e in failed] == [ref_of(clicked.ephemeral), ref_of(submitted.error)]
     assert all(e["error"] == "RuntimeError" and e["detail"] == "secret detail" for e in failed)
+
+
+async def test_until_wired_a_click_is_told_the_bot_is_starting(buttons_app: App) -> None:
+    app = buttons_app
+    channel = await app.start(options="--playbook database")
+    item = part(app, channel, "item:1")
+    context = app.chat.posts[item].props["attachments"][0]["actions"][0]["integration"]["context"]
+    click = {"user_id": app.alice.id, "channel_id": channel.id, "post_id": item, "context": context}
+    routes = ActionRoutes()
+    server = web.Application()
+    for method, path, handler in routes.routes():
+        server.router.add_route(method, path, handler)
+    async with TestClient(TestServer(server)) as client:
+        for path in (buttons.ACTION_PATH, buttons.DIALOG_PATH):
+            resp = await client.post(path, json=click)
+            assert resp.status == 503
+            assert await resp.json() == {"error": "incident-bot is starting; try again in a moment"}
+        routes.bind(app.bot.actions)
+        resp = await client.post(buttons.ACTION_PATH, json=click)
+        assert resp.status == 200 and await resp.json() == {}
+    assert app.chat.posts[item].message.startswith("☑")
