@@ -152,14 +152,20 @@ class Actions:
         now = self.core.now().timestamp()
         same = f"button:{click.post_id}:{click.user_id}:{act}:{option}"
         key = f"{same}:{int(now) // CLICK_BUCKET_SECONDS}"
-        if key in self._inflight or now - self._recent.get(same, float("-inf")) < CLICK_BUCKET_SECONDS or await self._seen(key):
+        # In flight: the click without its time bucket, claimed before the first await, so a
+        # repeat while the first still runs is one click whenever it comes (also across the
+        # bucket's edge); the stored key is the bucketed one.
+        if same in self._inflight or now - self._recent.get(same, float("-inf")) < CLICK_BUCKET_SECONDS:
             log.info("action.duplicate", action=str(act), incident=incident.number, user=click.user_id)
             return Answer()
-        self._inflight.add(key)
+        self._inflight.add(same)
         try:
+            if await self._seen(key):
+                log.info("action.duplicate", action=str(act), incident=incident.number, user=click.user_id)
+                return Answer()
             answer = await self._apply(act, incident, click, key, option)
         finally:
-            self._inflight.discard(key)
+            self._inflight.discard(same)
             self._remember(same, now)
         log.info("action.handled", action=str(act), incident=incident.number, user=click.user_id, answered=bool(answer.ephemeral))
         return answer

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from structlog.testing import capture_logs
 
+from incident_bot.app.actions import CLICK_BUCKET_SECONDS
 from incident_bot.app.channel import PART_PROP
 from incident_bot.chat.models import Channel
 from incident_bot.domain import buttons, messages, signing
@@ -275,3 +279,67 @@ async def test_until_wired_a_click_is_told_the_bot_is_starting(buttons_app: App)
         resp = await client.post(buttons.ACTION_PATH, json=click)
         assert resp.status == 200 and await resp.json() == {}
     assert app.chat.posts[item].message.startswith("☑")
+
+
+async def test_a_double_click_across_a_bucket_edge_while_the_first_runs_is_one_click(
+    buttons_app: App, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    app = buttons_app
+    channel = await app.start()
+    summary = part(app, channel, "summary")
+    skew = tmp_path / "skew"
+    app.bot.core.clock.skew_file = str(skew)
+    to_edge = CLICK_BUCKET_SECONDS - time.time() % CLICK_BUCKET_SECONDS
+    skew.write_text(str(to_edge - 2))  # the first click 2 s before a bucket's edge
+    exports = await slowed_exports(app, monkeypatch)
+    with capture_logs() as logs:
+        first = asyncio.create_task(app.click(app.alice, summary, "export"))
+        await exports.started.wait()
+        skew.write_text(str(to_edge + 1))  # the second 3 s later, past the edge, the first still running
+        second = await asyncio.wait_for(app.click(app.alice, summary, "export"), 2)
+        exports.gate.set()
+        answers = [await first, second]
+    assert [a.json() for a in answers] == [{}, {}]
+    assert len(exports.keys) == 1
+    assert [e["event"] for e in logs if e["event"] in ("action.duplicate", "action.handled")] == [
+        "action.duplicate",
+        "action.handled",
+    ]
+    assert len([p for p in app.chat.bot_posts(channel) if p.root_id == summary and p.file_ids]) == 1
+
+
+async def test_two_clicks_at_once_are_one_click(buttons_app: App, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = buttons_app
+    channel = await app.start()
+    summary = part(app, channel, "summary")
+    exports = await slowed_exports(app, monkeypatch)
+    both = asyncio.gather(app.click(app.alice, summary, "export"), app.click(app.alice, summary, "export"))
+    await exports.started.wait()
+    await asyncio.sleep(0.2)  # the other click has had its look by now
+    exports.gate.set()
+    assert [a.json() for a in await both] == [{}, {}]
+    assert len(exports.keys) == 1
+    assert len([p for p in app.chat.bot_posts(channel) if p.root_id == summary and p.file_ids]) == 1
+
+
+@dataclass
+class SlowExports:
+    """Exports that wait for ``gate`` once started: a click still in flight."""
+
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    keys: list[str] = field(default_factory=list)
+
+
+async def slowed_exports(app: App, monkeypatch: pytest.MonkeyPatch) -> SlowExports:
+    slow = SlowExports()
+    export = app.bot.actions.reports.export
+
+    async def slow_export(req: Any, cmd: Any) -> None:
+        slow.keys.append(req.key)
+        slow.started.set()
+        await slow.gate.wait()
+        await export(req, cmd)
+
+    monkeypatch.setattr(app.bot.actions.reports, "export", slow_export)
+    return slow
