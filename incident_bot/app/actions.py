@@ -11,10 +11,10 @@ account is not answered), on an incident that has not ended. What the person alo
 read comes back as the ephemeral answer; a change others must see is posted as the
 command's reply would be, in the thread of the clicked post.
 
-Clicks are applied once: a key per click (post, person, action, choice and a short time
-bucket) is checked, held while in flight and stored with the change, like every other
-event's dedupe key, and a repeat within the same ten seconds is one click even across a
-bucket's edge; a dialog's key is the nonce signed into it when it was opened, so a
+Clicks are applied once: a click (post, person, action, choice) is held while in flight, so
+a repeat meanwhile is one click; its key with a short time bucket is checked and stored with
+the change, like every other event's dedupe key, and a repeat within the same ten seconds is
+one click even across a bucket's edge; a dialog's key is the nonce signed into it when it was opened, so a
 submission sent twice posts one update. Ticks, a severity, a join and an end are also
 idempotent by state."""
 
