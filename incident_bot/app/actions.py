@@ -319,9 +319,8 @@ class Actions:
         }
         try:
             await self.core.chat.open_dialog(click.trigger_id, url + buttons.DIALOG_PATH, dialog)
-        except MattermostError as exc:
-            log.warning("action.dialog_failed", action=str(act), incident=incident.number, error=type(exc).__name__)
-            return Answer(ephemeral=messages.internal_error(secrets.token_hex(3)))
+        except MattermostError as exc:  # the ref the person is told is in the log line
+            return Answer(ephemeral=self.core.failure(exc, "action.dialog_failed", action=str(act), incident=incident.number))
         return Answer()
 
     async def submit(self, sub: Submission) -> Answer:

@@ -42,6 +42,13 @@ def pending_id(*what: str) -> str:
     return uuid.uuid5(uuid.NAMESPACE_URL, "incident-bot:" + ":".join(what)).hex
 
 
+def error_ref(event: str, **fields: Any) -> str:
+    """Log ``event`` as an error with a new ref, the one the person is told to quote."""
+    ref = secrets.token_hex(3)
+    log.error(event, ref=ref, **fields)
+    return ref
+
+
 class Core:
     def __init__(
         self,
@@ -179,10 +186,9 @@ class Core:
         traceback)."""
         if isinstance(exc, StoreUnavailable):
             return self.store_down(exc, **fields)
-        ref = secrets.token_hex(3)
         frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
         where = f"{frame.filename}:{frame.lineno}" if frame else None
-        log.error(event, ref=ref, **fields, error=type(exc).__name__, detail=str(exc)[:300], where=where)
+        ref = error_ref(event, **fields, error=type(exc).__name__, detail=str(exc)[:300], where=where)
         return messages.internal_error(ref)
 
     async def _answer(self, req: Request, text: str, file_ids: list[str] | None) -> Post | None:

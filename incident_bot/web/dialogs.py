@@ -23,6 +23,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from incident_bot.app.core import error_ref
 from incident_bot.app.request import Request
 from incident_bot.chat.errors import MattermostError
 from incident_bot.chat.models import Post
@@ -228,7 +229,7 @@ class StartDialog:
             return web.json_response({})
         if req.incident is None:  # refused: shown in the dialog, which stays open
             return web.json_response(
-                {"error": "\n".join(answer.texts) or messages.internal_error(_ref("dialog.no_answer", key=req.key))}
+                {"error": "\n".join(answer.texts) or messages.internal_error(error_ref("dialog.no_answer", key=req.key))}
             )
         # Started: the dialog closes; what was answered privately (e.g. the bot could not post
         # in the channel) reaches the person as the late path's answers do.
@@ -290,13 +291,6 @@ class StartDialog:
         req.answer.responded = True  # nothing waits for its answers: the person gets them directly
         cmd = Command(name="update", text=text)
         await wiring.pipeline.direct(req, partial(wiring.runner.run, req, "update", None, wiring.timeline.update, parsed=cmd))
-
-
-def _ref(event: str, **fields: Any) -> str:
-    """Log ``event`` as an error with a new ref (the one the person is told)."""
-    ref = secrets.token_hex(3)
-    log.error(event, ref=ref, **fields)
-    return ref
 
 
 def _int(value: Any) -> int | None:

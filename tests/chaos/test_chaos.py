@@ -44,6 +44,7 @@ from typing import Any
 
 import pytest
 
+from incident_bot.app.core import REPLY_PROP
 from tests.fakes.world import close_world, make_fake_world
 from tests.support.botproc import BotProcess
 from tests.support.people import Person
@@ -59,7 +60,6 @@ RATE = float(os.environ.get("CHAOS_RATE", "25"))
 INCIDENTS = 8
 EMOJIS = ("white_check_mark", "heavy_check_mark")
 PLAYBOOKS = {"database": (2, 4), "basic": (3, 2)}  # name -> (default severity, items), as tests/support/botproc.py
-REPLY_PROP = "incident_bot_reply_to"
 
 
 # --- the model ---------------------------------------------------------------------------------

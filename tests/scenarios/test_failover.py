@@ -41,6 +41,7 @@ import aiohttp
 import asyncpg
 import pytest
 
+from incident_bot.app.core import REPLY_PROP
 from tests.scenarios.conftest import real_server
 from tests.support.botproc import BotProcess
 from tests.support.people import Person
@@ -54,7 +55,6 @@ FREEZES = int(os.environ.get("FAILOVER_FREEZES", "2" if TIMED else "1"))
 SEED = int(os.environ.get("FAILOVER_SEED", "20261202"))
 RATE = 3.0  # operations per second
 MAX_FAILOVER = 10.0  # seconds, issue #14
-REPLY_PROP = "incident_bot_reply_to"
 EMOJI = "white_check_mark"
 ITEM_POST = re.compile(r"^(?:☐ |☑ ~~|~~)(\d+)\.")
 
