@@ -229,8 +229,13 @@ class Core:
         req.noted = True
 
     async def note_reply(self, req: Request, post: Post, *, applied: bool = False) -> None:
-        """Remember ``post`` as the reply to ``req`` (``applied``: and the command as handled)."""
-        async with self.store.transaction() as tx:
+        """Remember ``post`` as the reply to ``req`` (``applied``: and the command as handled).
+
+        Through ``store.later()``: on SQLite the record rides along with the next trip to the
+        database (the next command's claim reads it), so a ``help`` costs one trip instead of
+        two; a duplicate of the command claimed meanwhile reads it first. If the bot dies
+        before it is written, the reply names its command and catch-up finds it there."""
+        async with self.store.later() as tx:
             await tx.record_reply(req.key, post.id, self.now())
             if applied:
                 await tx.record_event(req.key, self.now(), req.incident)  # a no-op when already recorded

@@ -216,6 +216,13 @@ class Store(Protocol):
         several statements may see different commits. It must not write (SQLite's raises
         RuntimeError)."""
 
+    def later(self) -> AbstractAsyncContextManager[Transaction]:
+        """``async with store.later() as tx``: writes nobody waits for, that may run twice
+        (``record_reply``, ``record_event``). Committed by the time any later ``read()`` or
+        ``transaction()`` block reads, and within a moment anyway; lost if the process dies
+        in that moment (a reply's record: catch-up finds the reply in the chat). SQLite sends
+        them along with the next trip to its thread; PostgreSQL commits them at once."""
+
     async def schema_version(self) -> int:
         """The version of the newest migration applied to the database."""
 

@@ -29,7 +29,7 @@ import asyncio
 import functools
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
@@ -140,6 +140,11 @@ class PostgresStore:
             log.warning("store.reconnecting", database=self.location)
             self._conn = await self._connect()
         return self._conn
+
+    def later(self) -> AbstractAsyncContextManager[Transaction]:
+        """A transaction of its own, committed at once: a round trip to the server is not
+        the thread hand-off SQLite's ``later`` saves, and a fenced write must fail where it is made."""
+        return self.transaction()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:

@@ -44,6 +44,9 @@ _PRAGMAS = (
 
 _NOW_SQL = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 
+LATER_SECONDS = 0.1  # store.later(): writes wait at most this long for a trip to ride along with
+LATER_MAX = 10_000  # statements kept while the database cannot take them; the oldest go first
+
 
 # --- value conversion -----------------------------------------------------------------
 
@@ -105,6 +108,9 @@ class SQLiteStore:
         self._conn: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
         self._holder: asyncio.Task[Any] | None = None
+        self._later: list[Statement] = []  # store.later()'s writes, not yet sent
+        self._later_timer: asyncio.TimerHandle | None = None
+        self._later_flush: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         """Connect, set the PRAGMAs and apply pending migrations; raises SchemaTooNew."""
@@ -136,9 +142,18 @@ class SQLiteStore:
         """Wait for the running transaction, if any, then close the connection."""
         if self._conn is None:
             return
+        if self._later_timer is not None:
+            self._later_timer.cancel()
+            self._later_timer = None
         async with self._lock:
             conn, self._conn = self._conn, None
             if conn is not None:
+                later, self._later = self._later, []
+                if later:
+                    try:
+                        await _trip(conn, [("BEGIN IMMEDIATE", ()), *later, ("COMMIT", ())], False)
+                    except sqlite3.Error as exc:
+                        log.warning("store.later_lost", database=str(self.path), statements=len(later), error=str(exc)[:200])
                 try:
                     await conn.execute_fetchall("PRAGMA optimize")
                 except sqlite3.Error as exc:  # a full or read-only disk: nothing to tidy
@@ -165,7 +180,8 @@ class SQLiteStore:
         async with self._lock:
             conn = self._require_conn()
             self._holder = task
-            tx = _SQLiteTransaction(conn)
+            later, self._later = self._later, []
+            tx = _SQLiteTransaction(conn, carry=later)  # committed with this transaction
             try:
                 yield tx
                 started = time.monotonic()
@@ -173,6 +189,7 @@ class SQLiteStore:
                     self._on_commit(time.monotonic() - started)
             except BaseException as exc:
                 tx._finish()
+                self._keep_later(later)  # idempotent writes: sent again even if they went through
                 if tx._begun:
                     await self._rollback(conn)
                 cause = unusable(self.path, exc)
@@ -186,18 +203,67 @@ class SQLiteStore:
     async def read(self) -> AsyncIterator[Transaction]:
         """Statements without BEGIN and COMMIT, one trip each (a transaction's BEGIN and
         COMMIT cost a trip to SQLite's thread of their own when nothing is written); under
-        the lock, so never inside another block's transaction."""
+        the lock, so never inside another block's transaction. The first trip commits what
+        ``later()`` keeps ahead of its read, so the read sees it."""
         async with self._lock:
-            tx = _SQLiteTransaction(self._require_conn(), reading=True)
+            conn = self._require_conn()
+            later, self._later = self._later, []
+            tx = _SQLiteTransaction(conn, reading=True, carry=later)  # committed ahead of the first read
             try:
                 yield tx
             except BaseException as exc:
+                if later and tx._begun:  # perhaps stopped between their BEGIN and COMMIT
+                    self._keep_later(later)
+                    await self._rollback(conn)
                 cause = unusable(self.path, exc)
                 if cause is not None:
                     raise cause from exc
                 raise
             finally:
                 tx._finish()
+                if not tx._begun:
+                    self._keep_later(later)  # the block read nothing: they wait for the next trip
+
+    @asynccontextmanager
+    async def later(self) -> AsyncIterator[Transaction]:
+        """Writes that go along with the next trip to SQLite's thread (a read's or a
+        transaction's, committed before or with it), or on their own after LATER_SECONDS:
+        a reply's record costs no trip of its own. Nothing is sent here, so the block may
+        only write (``_run``); a read in it raises RuntimeError. Only writes that may run
+        twice (``ON CONFLICT DO NOTHING``): after a failed trip they are sent again."""
+        tx = _SQLiteTransaction(self._require_conn(), keeping=True)
+        try:
+            yield tx
+        finally:
+            tx._finish()
+        self._keep_later(tx._pending)
+
+    def _keep_later(self, statements: list[Statement]) -> None:
+        """Queue ``statements`` (ahead of what was queued since) and make sure they are sent soon."""
+        if not statements:
+            return
+        self._later[:0] = statements
+        if len(self._later) > LATER_MAX:  # the database has refused writes for a long while
+            dropped = len(self._later) - LATER_MAX
+            del self._later[:dropped]
+            log.warning("store.later_dropped", database=str(self.path), statements=dropped)
+        if self._later_timer is None and self._conn is not None:
+            self._later_timer = asyncio.get_running_loop().call_later(LATER_SECONDS, self._send_later)
+
+    def _send_later(self) -> None:
+        self._later_timer = None
+        if self._later and (self._later_flush is None or self._later_flush.done()):
+            self._later_flush = asyncio.get_running_loop().create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        """The timer's trip: a transaction that carries only what waits."""
+        try:
+            async with self.transaction():
+                pass
+        except StoreUnavailable as exc:  # kept and tried again (_keep_later re-armed the timer)
+            log.warning("store.later_waiting", database=str(self.path), statements=len(self._later), error=str(exc)[:200])
+        except RuntimeError:  # closed meanwhile: close() sent them
+            pass
 
     @staticmethod
     async def _rollback(conn: aiosqlite.Connection) -> None:
@@ -241,6 +307,13 @@ class SQLiteStore:
 Statement = tuple[str, tuple[Any, ...]]
 
 
+async def _trip(conn: Any, statements: list[Statement], rows: bool) -> Any:
+    """One trip to SQLite's thread running ``statements``. aiosqlite runs one callable per trip
+    on its thread; ``_execute`` is how its own execute() does it, and the only way to send
+    several statements in one trip."""
+    return await conn._execute(_batch, conn, statements, rows)
+
+
 def _batch(conn: aiosqlite.Connection, statements: list[Statement], rows: bool) -> Any:
     """On SQLite's thread: run ``statements`` in order; the last one's rows (``rows``) or row count."""
     db = conn._conn  # the sqlite3 connection, used only on this thread
@@ -264,32 +337,47 @@ class _SQLiteTransaction(SQLTransaction):
 
     now_sql = _NOW_SQL
 
-    def __init__(self, conn: aiosqlite.Connection, *, reading: bool = False) -> None:
+    def __init__(
+        self,
+        conn: aiosqlite.Connection,
+        *,
+        reading: bool = False,
+        keeping: bool = False,
+        carry: list[Statement] | None = None,
+    ) -> None:
         super().__init__(conn)
-        self._reading = reading  # SQLiteStore.read(): no BEGIN, no writes
-        self._pending: list[Statement] = [] if reading else [("BEGIN IMMEDIATE", ())]
+        self._reading = reading  # SQLiteStore.read(): no BEGIN, no writes of its own
+        self._keeping = keeping  # SQLiteStore.later(): writes kept, nothing sent
+        carried = carry or []
+        if keeping:
+            self._pending: list[Statement] = []
+        elif reading:
+            # store.later()'s writes, committed ahead of the first read of this block
+            self._pending = [("BEGIN IMMEDIATE", ()), *carried, ("COMMIT", ())] if carried else []
+        else:
+            self._pending = [("BEGIN IMMEDIATE", ()), *carried]
         self._begun = False  # BEGIN has reached SQLite: a failure needs a ROLLBACK
 
     async def _send(self, sql: str, params: Iterable[Any], rows: bool) -> Any:
         """One trip: what waits, then ``sql``."""
+        if self._keeping:
+            raise RuntimeError("store.later() only writes; read in store.read() or store.transaction()")
         if self._reading and sql.lstrip()[:6].upper() != "SELECT":
             self._writing()
         statements, self._pending = [*self._pending, (sql, tuple(params))], []
         conn = self._conn
         self._begun = True
-        # aiosqlite runs one callable per trip on its thread; _execute is how its own
-        # execute() does it, and the only way to send several statements in one trip.
-        return await conn._execute(_batch, conn, statements, rows)
+        return await _trip(conn, statements, rows)
 
     async def _commit(self) -> bool:
         """COMMIT, with the writes still waiting; False when the block sent nothing at all."""
         conn = self._conn
         self._finish()
         if not self._begun and len(self._pending) == 1:
-            return False  # nothing read or written: no BEGIN was ever needed
+            return False  # nothing read or written (or carried): no BEGIN was ever needed
         statements, self._pending = [*self._pending, ("COMMIT", ())], []
         self._begun = True
-        await conn._execute(_batch, conn, statements, False)
+        await _trip(conn, statements, False)
         return True
 
     async def _all(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:

@@ -22,6 +22,7 @@ from incident_bot.store.base import SchemaTooNew, Store, StoreUnavailable
 from incident_bot.store.postgres import PostgresStore
 from incident_bot.store.sqlite import SQLiteStore, from_db_time, to_db_time
 from tests.store.conftest import Backend, PostgresBackend, SQLiteBackend
+from tests.support.waiting import eventually
 
 T0 = datetime(2026, 11, 26, 14, 2, 0, 123000, tzinfo=UTC)
 CEST = timezone(timedelta(hours=2))
@@ -305,6 +306,32 @@ async def test_read_sees_what_is_committed_and_waits_for_a_transaction(store: St
     with pytest.raises(Boom):
         await task
     assert await reading == (False, False)  # never inside the other block's transaction
+
+
+async def test_later_writes_are_read_by_the_next_block_and_survive_close(backend: Backend) -> None:
+    store = backend.make()
+    await store.open()
+    try:
+        async with store.later() as tx:
+            await tx.record_reply("post:p1", "reply-1", T0)
+            await tx.record_event("post:p1", T0)
+        async with store.read() as tx:  # a duplicate claimed at once reads the record
+            assert await tx.command_state("post:p1") == (True, True)
+        async with store.later() as tx:
+            await tx.record_reply("post:p2", "reply-2", T0)
+        async with store.transaction() as tx:
+            assert await tx.get_reply("post:p2") == "reply-2"
+        async with store.later() as tx:
+            await tx.record_reply("post:p3", "reply-3", T0)
+    finally:
+        await store.close()  # sends what still waits
+    again = backend.make()
+    await again.open()
+    try:
+        async with again.read() as tx:
+            assert await tx.command_state("post:p3") == (True, False)
+    finally:
+        await again.close()
 
 
 async def _read_state(store: Store, key: str) -> tuple[bool, bool]:
@@ -829,6 +856,42 @@ async def test_sqlite_read_refuses_to_write(sqlite_store: SQLiteStore) -> None:
             await tx.create_incident(make_incident())  # an INSERT that returns rows
     async with sqlite_store.read() as tx:
         assert await tx.command_state("post:p1") == (False, False)
+
+
+async def _raw_replies(path: Path) -> list[str]:
+    async with aiosqlite.connect(path) as conn:
+        return [r[0] for r in await conn.execute_fetchall("SELECT command_key FROM replies ORDER BY command_key")]
+
+
+async def test_sqlite_later_rides_along_or_goes_on_its_own(sqlite_store: SQLiteStore, sqlite_backend: SQLiteBackend) -> None:
+    async with sqlite_store.later() as tx:
+        await tx.record_reply("post:p1", "reply-1", T0)
+        with pytest.raises(RuntimeError, match="only writes"):
+            await tx.get_reply("post:p1")
+    assert await _raw_replies(sqlite_backend.path) == []  # nothing sent yet: no trip of its own
+    async with sqlite_store.read() as tx:
+        assert await tx.command_state("post:p9") == (False, False)
+    assert await _raw_replies(sqlite_backend.path) == ["post:p1"]  # committed with that read
+    async with sqlite_store.later() as tx:
+        await tx.record_reply("post:p2", "reply-2", T0)
+
+    async def sent_on_its_own() -> bool:
+        return await _raw_replies(sqlite_backend.path) == ["post:p1", "post:p2"]
+
+    await eventually(sent_on_its_own, timeout=5, what="the kept write committed by the timer")
+
+
+async def test_sqlite_later_kept_when_the_transaction_carrying_it_fails(sqlite_store: SQLiteStore) -> None:
+    async with sqlite_store.later() as tx:
+        await tx.record_reply("post:p1", "reply-1", T0)
+    with pytest.raises(Boom):
+        async with sqlite_store.transaction() as tx:
+            await tx.record_event("post:p2", T0)
+            await tx.get_reply("post:p2")  # sent: the carried write and this one reached SQLite
+            raise Boom("rolled back")
+    async with sqlite_store.read() as tx:
+        assert await tx.command_state("post:p1") == (True, False)  # sent again with this read
+        assert await tx.command_state("post:p2") == (False, False)
 
 
 async def test_sqlite_pragmas(sqlite_store: SQLiteStore, sqlite_backend: SQLiteBackend) -> None:
