@@ -41,7 +41,6 @@ log = structlog.get_logger("incident_bot.catchup")
 
 MARGIN_MS = 60_000  # re-read a minute before the cursor: clocks and in-flight events
 LATE_AFTER = timedelta(seconds=2)  # older than this when handled: the reply says it is late
-PAGE = 1000  # the most posts Mattermost answers to one ?since= request
 
 
 class Work(IntEnum):
@@ -117,7 +116,7 @@ class CatchUp:
         complete = True
         for channel in channels:
             try:
-                posts = await self._posts_since(channel.id, since_ms)
+                posts = await self.core.chat.get_posts_since(channel.id, since_ms)
             except (MattermostError, ValueError) as exc:
                 log.warning("catchup.channel_failed", channel=channel.id, error=type(exc).__name__)
                 complete = False
@@ -144,19 +143,6 @@ class CatchUp:
         log.info("catchup.done", reason=reason, channels=len(channels), posts=count, since=since_ms, complete=complete)
         self.core.observer.caught_up(count)
         return complete
-
-    async def _posts_since(self, channel_id: str, since_ms: int) -> list[Post]:
-        """Every post changed since ``since_ms``: the server answers at most PAGE per call,
-        oldest changes first, so ask again from the newest change seen until less comes."""
-        found: dict[str, Post] = {}
-        while True:
-            batch = await self.core.chat.get_posts_since(channel_id, since_ms)
-            fresh = [p for p in batch if p.id not in found or found[p.id].update_at < p.update_at]
-            for post in batch:
-                found[post.id] = post
-            if len(batch) < PAGE or not fresh:
-                return sorted(found.values(), key=lambda p: (p.create_at, p.id))
-            since_ms = max(p.update_at for p in batch) - 1
 
     def _work_for(self, post: Post, since_ms: int, reconcile: bool = True) -> list[tuple[int, Work, Post]]:
         """(when it happened, kind, post) for everything this post may carry that was missed."""

@@ -54,6 +54,7 @@ _RETRYABLE_EXCEPTIONS = (
 )
 
 _MEMBERS_PAGE = 200
+SINCE_PAGE = 1000  # the most posts Mattermost answers to one ?since= request
 
 # Indirection so tests can record the waits without sleeping through them.
 _sleep = asyncio.sleep
@@ -432,13 +433,21 @@ class MattermostClient:
         return _sorted_posts(await self._get(f"/posts/{post_id}/thread"))
 
     async def get_posts_since(self, channel_id: str, since_ms: int) -> list[Post]:
-        """Posts created, edited or deleted after ``since_ms``, oldest (by create_at) first.
+        """Every post created, edited or deleted after ``since_ms``, oldest (by create_at) first.
 
-        Deleted posts come back with ``delete_at`` set. The server answers at most 1000
-        posts for one call; a catch-up longer than that should page with get_posts_page.
+        Deleted posts come back with ``delete_at`` set. The server answers at most
+        SINCE_PAGE posts to one call, the oldest changes first, so this asks again from the
+        newest change seen until fewer come (or nothing new does).
         """
-        data = await self._get(f"/channels/{channel_id}/posts", {"since": int(since_ms)})
-        return _sorted_posts(data)
+        found: dict[str, Post] = {}
+        while True:
+            batch = _sorted_posts(await self._get(f"/channels/{channel_id}/posts", {"since": int(since_ms)}))
+            fresh = [p for p in batch if p.id not in found or found[p.id].update_at < p.update_at]
+            for post in batch:
+                found[post.id] = post
+            if len(batch) < SINCE_PAGE or not fresh:
+                return sorted(found.values(), key=lambda p: (p.create_at, p.id))
+            since_ms = max(p.update_at for p in batch) - 1
 
     async def get_posts_page(self, channel_id: str, page: int, per_page: int) -> list[Post]:
         """One page of the channel's posts (page 0 holds the newest), oldest first within it."""

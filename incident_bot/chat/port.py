@@ -122,7 +122,8 @@ class ChatPort(Protocol):
         ...
 
     async def get_posts_since(self, channel_id: str, since_ms: int) -> list[Post]:
-        """Posts created, edited or deleted after ``since_ms``, oldest first; deleted ones have delete_at set."""
+        """Every post created, edited or deleted after ``since_ms`` (however many requests
+        that takes), oldest first; deleted ones have delete_at set."""
         ...
 
     # --- reactions and files -------------------------------------------------------------

@@ -412,6 +412,22 @@ async def test_posts_since_are_oldest_first_and_keep_deleted(server: Server, mm:
     assert result[0].created.year == 1970 and result[0].created.tzinfo is not None
 
 
+async def test_posts_since_asks_again_past_the_servers_thousand(server: Server, mm: MattermostClient) -> None:
+    # The server answers at most 1000 posts to one ?since=, the oldest changes first: the
+    # outbox looking for its post and find_reply in a busy DM need every one of them.
+    everything = [{**POST, "id": f"p{i:04d}", "create_at": 1000 + i, "update_at": 1000 + i} for i in range(1500)]
+
+    async def since(request: web.Request) -> web.Response:
+        after = int(request.query["since"])
+        hits = [p for p in everything if p["update_at"] > after][:1000]
+        return web.json_response({"order": [p["id"] for p in hits], "posts": {p["id"]: p for p in hits}})
+
+    server.on("GET", "/channels/c1/posts", since)
+    result = await mm.get_posts_since("c1", 50)
+    assert [p.id for p in result] == [p["id"] for p in everything]  # each once, oldest first
+    assert [r["query"]["since"] for r in server.requests] == ["50", "1998"]
+
+
 async def test_thread_and_empty_lists(server: Server, mm: MattermostClient) -> None:
     server.on(
         "GET",
