@@ -539,6 +539,25 @@ async def test_incident_stats_aggregates_every_incident(store: Store) -> None:
     assert later.by_severity == {} and later.open_now == 3 and later.resolved == 0 and later.mean_seconds is None
 
 
+async def test_incident_stats_median_of_one_two_and_three(store: Store) -> None:
+    """The median's middle: one value, the mean of two, the middle of three; an ended incident
+    without an end time counts by severity but not as resolved; read() gives the same figures."""
+    minutes = timedelta(minutes=1)
+    await create(store, severity=4, status=Status.ENDED, ended_at=None)  # no end time
+    medians = []
+    for duration in (7 * minutes, 3 * minutes, 20 * minutes):
+        await create(store, severity=1, status=Status.ENDED, ended_at=T0 + duration)
+        async with store.read() as tx:
+            stats = await tx.incident_stats(["team-ops"], T0)
+        assert stats.by_severity == {1: len(medians) + 1, 4: 1} and stats.open_now == 0
+        assert stats.resolved == len(medians) + 1
+        medians.append(stats.median_seconds)
+    assert medians == [420.0, 300.0, 420.0]
+    assert stats.mean_seconds == (7 + 3 + 20) * 60 / 3
+    async with store.transaction() as tx:
+        assert await tx.incident_stats(["team-ops"], T0) == stats
+
+
 async def test_incident_stats_has_no_cap_on_the_number_of_incidents(store: Store) -> None:
     """Past 10,000 incidents the figures still count every one (an old version loaded at most 10,000)."""
     n = 10_050
@@ -853,7 +872,13 @@ async def test_sqlite_schema(sqlite_store: SQLiteStore, sqlite_backend: SQLiteBa
         "bot_state",
         "schema_version",
     } <= tables
-    assert {"incidents_command_post", "incidents_team_status", "incidents_status_ended", "incidents_team_started"} <= indexes
+    assert {
+        "incidents_command_post",
+        "incidents_team_status",
+        "incidents_status_ended",
+        "incidents_team_severity",
+        "incidents_team_resolve",
+    } <= indexes
     assert [(fk[2], fk[3], fk[4]) for fk in fks] == [("incidents", "incident_number", "number")]
 
 
