@@ -353,21 +353,36 @@ class _SQLiteTransaction(SQLTransaction):
             f"FROM incidents INDEXED BY incidents_team_resolve "
             f"WHERE {teams} AND status = {ended} AND resolve_ms IS NOT NULL AND started_at >= {start}"
         )
-        # Each severity's count is a range of incidents_team_severity (migration 0005): no sort.
+        totals = f"FROM incident_totals WHERE {teams}"
+        # When no incident of these teams started before the period, the period holds them all
+        # and the totals kept by triggers (migration 0006) are its figures: no row is counted.
+        # Otherwise each figure is counted over the period (CASE evaluates only the branch it
+        # takes; a MATERIALIZED CTE runs where first read, so `walk` runs only when needed).
+        whole = (
+            f"SELECT NOT EXISTS (SELECT 1 FROM incidents INDEXED BY incidents_team_severity "
+            f"WHERE {teams} AND severity IN ({', '.join(map(str, SEVERITIES))}) AND started_at < {start}) AS yes"
+        )
+        # Each severity's count over the period is a range of incidents_team_severity (0005).
         severities = ", ".join(
-            f"(SELECT COUNT(*) FROM incidents INDEXED BY incidents_team_severity "
-            f"WHERE {teams} AND severity = {k} AND started_at >= {start}) AS sev{k}"
+            f"CASE WHEN (SELECT yes FROM whole) THEN (SELECT COALESCE(SUM(incidents), 0) {totals} AND severity = {k}) "
+            f"ELSE (SELECT COUNT(*) FROM incidents INDEXED BY incidents_team_severity "
+            f"WHERE {teams} AND severity = {k} AND started_at >= {start}) END AS sev{k}"
             for k in SEVERITIES
         )
         # One statement, so one trip to SQLite's thread (each trip costs a thread hand-off both
-        # ways) and one snapshot for every figure. The count and mean are computed once
-        # (MATERIALIZED); the median is the middle value, or the mean of the two middle ones,
-        # found by LIMIT/OFFSET along the index in resolve_ms order. Wrapped in SELECT * because
-        # store.read() takes statements that begin with SELECT.
+        # ways) and one snapshot for every figure. The median is the middle value, or the mean
+        # of the two middle ones, found by LIMIT/OFFSET along the index in resolve_ms order.
+        # Wrapped in SELECT * because store.read() takes statements that begin with SELECT.
         rows = await self._all(
-            f"SELECT * FROM (WITH ended AS MATERIALIZED (SELECT COUNT(*) AS n, AVG(resolve_ms) AS mean {resolved}) "
+            f"SELECT * FROM (WITH whole AS MATERIALIZED ({whole}), "
+            f"walk AS MATERIALIZED (SELECT COUNT(*) AS n, SUM(resolve_ms) AS total {resolved}), "
+            f"ended AS MATERIALIZED (SELECT "
+            f"CASE WHEN (SELECT yes FROM whole) THEN (SELECT COALESCE(SUM(resolved), 0) {totals}) "
+            f"ELSE (SELECT n FROM walk) END AS n, "
+            f"CASE WHEN (SELECT yes FROM whole) THEN (SELECT SUM(resolve_ms) {totals}) "
+            f"ELSE (SELECT total FROM walk) END AS total) "
             f"SELECT (SELECT COUNT(*) FROM incidents WHERE {teams} AND status IN ({starting}, {active})) AS open_now, "
-            f"{severities}, n, mean, "
+            f"{severities}, n, total, "
             f"(SELECT AVG(resolve_ms) FROM (SELECT resolve_ms {resolved} ORDER BY resolve_ms "
             f"LIMIT 2 - (SELECT n FROM ended) % 2 OFFSET ((SELECT n FROM ended) - 1) / 2)) AS median "
             f"FROM ended)",
@@ -383,7 +398,8 @@ class _SQLiteTransaction(SQLTransaction):
             open_now=int(row["open_now"]),
             resolved=count,
             median_seconds=float(row["median"]) / 1000,
-            mean_seconds=float(row["mean"]) / 1000,
+            # The sum is exact (integer milliseconds), so this is AVG(resolve_ms) to the last bit.
+            mean_seconds=int(row["total"]) / count / 1000,
         )
 
     async def add_checklist_item(self, incident_number: int, text: str) -> ChecklistItem:
