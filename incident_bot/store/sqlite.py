@@ -371,7 +371,8 @@ class _SQLiteTransaction(SQLTransaction):
         )
         # One statement, so one trip to SQLite's thread (each trip costs a thread hand-off both
         # ways) and one snapshot for every figure. The median is the middle value, or the mean
-        # of the two middle ones, found by LIMIT/OFFSET along the index in resolve_ms order.
+        # of the two middle ones, found by LIMIT/OFFSET along the index in resolve_ms order
+        # (LIMIT 0 when nothing was resolved: no walk looking for rows that are not there).
         # Wrapped in SELECT * because store.read() takes statements that begin with SELECT.
         rows = await self._all(
             f"SELECT * FROM (WITH whole AS MATERIALIZED ({whole}), "
@@ -384,7 +385,8 @@ class _SQLiteTransaction(SQLTransaction):
             f"SELECT (SELECT COUNT(*) FROM incidents WHERE {teams} AND status IN ({starting}, {active})) AS open_now, "
             f"{severities}, n, total, "
             f"(SELECT AVG(resolve_ms) FROM (SELECT resolve_ms {resolved} ORDER BY resolve_ms "
-            f"LIMIT 2 - (SELECT n FROM ended) % 2 OFFSET ((SELECT n FROM ended) - 1) / 2)) AS median "
+            f"LIMIT (2 - (SELECT n FROM ended) % 2) * ((SELECT n FROM ended) > 0) "
+            f"OFFSET ((SELECT n FROM ended) - 1) / 2)) AS median "
             f"FROM ended)",
             [*team_ids, to_db_time(since), Status.ENDED.value, Status.STARTING.value, Status.ACTIVE.value],
         )
