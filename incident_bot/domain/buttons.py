@@ -12,10 +12,10 @@ from enum import StrEnum
 from typing import Any
 
 from incident_bot.domain import messages, signing
+from incident_bot.domain.models import SEVERITIES
 
 ACTION_PATH = "/mattermost/action"
 DIALOG_PATH = "/mattermost/action-dialog"
-SEVERITIES = (1, 2, 3, 4)
 
 
 class Act(StrEnum):

@@ -22,6 +22,9 @@ def ensure_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+SEVERITIES = (1, 2, 3, 4)  # Incident.severity, and the schema's CHECK (severity BETWEEN 1 AND 4)
+
+
 class Status(StrEnum):
     STARTING = "starting"  # number taken, channel not yet fully set up
     ACTIVE = "active"

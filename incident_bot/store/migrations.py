@@ -15,7 +15,8 @@ A migration file holds plain SQL statements separated by ``;`` and no transactio
 control (``BEGIN``/``COMMIT``): the runner wraps each file. ``PRAGMA foreign_keys`` has
 no effect inside a transaction; a file that rebuilds a table can use
 ``PRAGMA defer_foreign_keys = ON`` instead. PostgreSQL files run as one script (the
-simple query protocol), so dollar-quoted function bodies need no special care.
+simple query protocol), so dollar-quoted function bodies need no special care. A
+backend's file of comments only records its version and changes nothing there.
 """
 
 from __future__ import annotations
@@ -253,7 +254,8 @@ async def upgrade_pg(conn: Any, database: str, migrations: Sequence[Migration]) 
                 if migration.version <= version:
                     continue
                 _refuse_newer(version, newest, database)
-                await conn.execute(migration.sql)
+                if not _only_comments(migration.sql):  # a file of comments only: nothing to do on this backend
+                    await conn.execute(migration.sql)
                 await conn.execute(
                     "INSERT INTO schema_version (version, name) VALUES ($1, $2)", migration.version, migration.name
                 )

@@ -37,7 +37,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import structlog
 
-from incident_bot.domain.models import ChecklistItem, Incident, IncidentStats, Playbook, Status
+from incident_bot.domain.models import SEVERITIES, ChecklistItem, Incident, IncidentStats, Playbook, Status
 from incident_bot.store import migrations
 from incident_bot.store.base import Fenced, StoreUnavailable, Transaction
 from incident_bot.store.copy import Table
@@ -266,24 +266,19 @@ class _PostgresTransaction(SQLTransaction):
     async def incident_stats(self, team_ids: list[str], since: datetime) -> IncidentStats:
         if not team_ids:
             return IncidentStats()
+        # One statement, one round trip: every figure from one pass over the teams' rows.
+        ended = "status = $4 AND resolve_ms IS NOT NULL AND started_at >= $5"
+        severities = ", ".join(f"COUNT(*) FILTER (WHERE severity = {k} AND started_at >= $5) AS sev{k}" for k in SEVERITIES)
         row = await self._one(
-            "SELECT COUNT(*) FILTER (WHERE status IN ($2, $3)) AS open_now, "
-            "COUNT(*) FILTER (WHERE status = $4 AND resolve_ms IS NOT NULL AND started_at >= $5) AS resolved, "
-            "percentile_cont(0.5) WITHIN GROUP (ORDER BY resolve_ms) "
-            "FILTER (WHERE status = $4 AND resolve_ms IS NOT NULL AND started_at >= $5) AS median, "
-            "AVG(resolve_ms) FILTER (WHERE status = $4 AND resolve_ms IS NOT NULL AND started_at >= $5) AS mean "
+            f"SELECT COUNT(*) FILTER (WHERE status IN ($2, $3)) AS open_now, {severities}, "
+            f"COUNT(*) FILTER (WHERE {ended}) AS resolved, "
+            f"percentile_cont(0.5) WITHIN GROUP (ORDER BY resolve_ms) FILTER (WHERE {ended}) AS median, "
+            f"AVG(resolve_ms) FILTER (WHERE {ended}) AS mean "
             "FROM incidents WHERE team_id = ANY($1::text[])",
             (team_ids, Status.STARTING.value, Status.ACTIVE.value, Status.ENDED.value, utc_ms(since)),
         )
-        by_severity = {
-            int(r["severity"]): int(r["n"])
-            for r in await self._all(
-                "SELECT severity, COUNT(*) AS n FROM incidents WHERE team_id = ANY($1::text[]) AND started_at >= $2 "
-                "GROUP BY severity",
-                (team_ids, utc_ms(since)),
-            )
-        }
         assert row is not None
+        by_severity = {k: int(row[f"sev{k}"]) for k in SEVERITIES if row[f"sev{k}"]}
         resolved = int(row["resolved"])
         if resolved == 0:
             return IncidentStats(by_severity=by_severity, open_now=int(row["open_now"]))

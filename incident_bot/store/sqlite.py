@@ -19,6 +19,7 @@ import aiosqlite
 import structlog
 
 from incident_bot.domain.models import (
+    SEVERITIES,
     ChecklistItem,
     Incident,
     IncidentStats,
@@ -431,37 +432,64 @@ class _SQLiteTransaction(SQLTransaction):
     async def incident_stats(self, team_ids: list[str], since: datetime) -> IncidentStats:
         if not team_ids:
             return IncidentStats()
-        teams = f"team_id IN ({marks(team_ids)})"
-        start = to_db_time(since)
-        # resolve_ms: a virtual column (migration 0003), indexed per team and status.
-        ended = f"FROM incidents INDEXED BY incidents_team_resolve WHERE {teams} AND status = ? AND resolve_ms IS NOT NULL AND started_at >= ?"
-        params = [*team_ids, Status.ENDED.value, start]
-        # Open now, started by severity, and the resolved count and mean in one statement: each
-        # statement is a trip to SQLite's thread (the bot time of `stats` was mostly trips).
+        # Numbered parameters: the teams are ?1..?n, then the period's start and the statuses.
+        n = len(team_ids)
+        teams = f"team_id IN ({', '.join(f'?{i}' for i in range(1, n + 1))})"
+        start, ended, starting, active = (f"?{n + i}" for i in range(1, 5))
+        # resolve_ms: a virtual column (migration 0003), indexed per team and status in its order.
+        resolved = (
+            f"FROM incidents INDEXED BY incidents_team_resolve "
+            f"WHERE {teams} AND status = {ended} AND resolve_ms IS NOT NULL AND started_at >= {start}"
+        )
+        totals = f"FROM incident_totals WHERE {teams}"
+        # When no incident of these teams started before the period, the period holds them all
+        # and the totals kept by triggers (migration 0006) are its figures: no row is counted.
+        # Otherwise each figure is counted over the period (CASE evaluates only the branch it
+        # takes; a MATERIALIZED CTE runs where first read, so `walk` runs only when needed).
+        whole = (
+            f"SELECT NOT EXISTS (SELECT 1 FROM incidents INDEXED BY incidents_team_severity "
+            f"WHERE {teams} AND severity IN ({', '.join(map(str, SEVERITIES))}) AND started_at < {start}) AS yes"
+        )
+        # Each severity's count over the period is a range of incidents_team_severity (0005).
+        severities = ", ".join(
+            f"CASE WHEN (SELECT yes FROM whole) THEN (SELECT COALESCE(SUM(incidents), 0) {totals} AND severity = {k}) "
+            f"ELSE (SELECT COUNT(*) FROM incidents INDEXED BY incidents_team_severity "
+            f"WHERE {teams} AND severity = {k} AND started_at >= {start}) END AS sev{k}"
+            for k in SEVERITIES
+        )
+        # One statement, so one trip to SQLite's thread (each trip costs a thread hand-off both
+        # ways) and one snapshot for every figure. The median is the middle value, or the mean
+        # of the two middle ones, found by LIMIT/OFFSET along the index in resolve_ms order
+        # (LIMIT 0 when nothing was resolved: no walk looking for rows that are not there).
+        # Wrapped in SELECT * because store.read() takes statements that begin with SELECT.
         rows = await self._all(
-            f"SELECT 'open' AS part, NULL AS k, COUNT(*) AS n, NULL AS mean FROM incidents WHERE {teams} AND status IN (?, ?) "
-            f"UNION ALL SELECT 'severity', severity, COUNT(*), NULL FROM incidents WHERE {teams} AND started_at >= ? GROUP BY severity "
-            f"UNION ALL SELECT 'ended', NULL, COUNT(*), AVG(resolve_ms) {ended}",
-            [*team_ids, Status.STARTING.value, Status.ACTIVE.value, *team_ids, start, *params],
+            f"SELECT * FROM (WITH whole AS MATERIALIZED ({whole}), "
+            f"walk AS MATERIALIZED (SELECT COUNT(*) AS n, SUM(resolve_ms) AS total {resolved}), "
+            f"ended AS MATERIALIZED (SELECT "
+            f"CASE WHEN (SELECT yes FROM whole) THEN (SELECT COALESCE(SUM(resolved), 0) {totals}) "
+            f"ELSE (SELECT n FROM walk) END AS n, "
+            f"CASE WHEN (SELECT yes FROM whole) THEN (SELECT SUM(resolve_ms) {totals}) "
+            f"ELSE (SELECT total FROM walk) END AS total) "
+            f"SELECT (SELECT COUNT(*) FROM incidents WHERE {teams} AND status IN ({starting}, {active})) AS open_now, "
+            f"{severities}, n, total, "
+            f"(SELECT AVG(resolve_ms) FROM (SELECT resolve_ms {resolved} ORDER BY resolve_ms "
+            f"LIMIT (2 - (SELECT n FROM ended) % 2) * ((SELECT n FROM ended) > 0) "
+            f"OFFSET ((SELECT n FROM ended) - 1) / 2)) AS median "
+            f"FROM ended)",
+            [*team_ids, to_db_time(since), Status.ENDED.value, Status.STARTING.value, Status.ACTIVE.value],
         )
-        open_now = sum(int(r["n"]) for r in rows if r["part"] == "open")
-        by_severity = {int(r["k"]): int(r["n"]) for r in rows if r["part"] == "severity"}
-        row = next((r for r in rows if r["part"] == "ended"), None)
-        resolved = int(row["n"]) if row else 0
-        if row is None or resolved == 0:
-            return IncidentStats(by_severity=by_severity, open_now=open_now)
-        # The median: the middle value, or the mean of the two middle ones.
-        middle = await self._one(
-            f"SELECT AVG(resolve_ms) AS median FROM (SELECT resolve_ms {ended} ORDER BY resolve_ms LIMIT ? OFFSET ?)",
-            [*params, 2 - resolved % 2, (resolved - 1) // 2],
-        )
-        assert middle is not None
+        row = rows[0]
+        by_severity = {k: int(row[f"sev{k}"]) for k in SEVERITIES if row[f"sev{k}"]}
+        count = int(row["n"])
+        if count == 0:
+            return IncidentStats(by_severity=by_severity, open_now=int(row["open_now"]))
         return IncidentStats(
             by_severity=by_severity,
-            open_now=open_now,
-            resolved=resolved,
-            median_seconds=float(middle["median"]) / 1000,
-            mean_seconds=float(row["mean"]) / 1000,
+            open_now=int(row["open_now"]),
+            resolved=count,
+            median_seconds=float(row["median"]) / 1000,
+            # The sum is exact (integer milliseconds), so this is AVG(resolve_ms) to the last bit.
+            mean_seconds=int(row["total"]) / count / 1000,
         )
 
     async def add_checklist_item(self, incident_number: int, text: str) -> ChecklistItem:

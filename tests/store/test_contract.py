@@ -16,7 +16,16 @@ import aiosqlite
 import asyncpg
 import pytest
 
-from incident_bot.domain.models import ChecklistItem, Incident, OutboxEntry, Playbook, Status, TimelineEvent, TimelineKind
+from incident_bot.domain.models import (
+    ChecklistItem,
+    Incident,
+    IncidentStats,
+    OutboxEntry,
+    Playbook,
+    Status,
+    TimelineEvent,
+    TimelineKind,
+)
 from incident_bot.store import migrations
 from incident_bot.store.base import SchemaTooNew, Store, StoreUnavailable
 from incident_bot.store.postgres import PostgresStore
@@ -566,6 +575,93 @@ async def test_incident_stats_aggregates_every_incident(store: Store) -> None:
     assert later.by_severity == {} and later.open_now == 3 and later.resolved == 0 and later.mean_seconds is None
 
 
+async def test_incident_stats_median_of_one_two_and_three(store: Store) -> None:
+    """The median's middle: one value, the mean of two, the middle of three; an ended incident
+    without an end time counts by severity but not as resolved; read() gives the same figures."""
+    minutes = timedelta(minutes=1)
+    await create(store, severity=4, status=Status.ENDED, ended_at=None)  # no end time
+    medians = []
+    for duration in (7 * minutes, 3 * minutes, 20 * minutes):
+        await create(store, severity=1, status=Status.ENDED, ended_at=T0 + duration)
+        async with store.read() as tx:
+            stats = await tx.incident_stats(["team-ops"], T0)
+        assert stats.by_severity == {1: len(medians) + 1, 4: 1} and stats.open_now == 0
+        assert stats.resolved == len(medians) + 1
+        medians.append(stats.median_seconds)
+    assert medians == [420.0, 300.0, 420.0]
+    assert stats.mean_seconds == (7 + 3 + 20) * 60 / 3
+    async with store.transaction() as tx:
+        assert await tx.incident_stats(["team-ops"], T0) == stats
+
+
+def reference_stats(incidents: list[Incident], team_ids: list[str], since: datetime) -> IncidentStats:
+    """What incident_stats must say, counted in Python over the incidents themselves."""
+    mine = [i for i in incidents if i.team_id in team_ids]
+    period = [i for i in mine if i.started_at >= since]
+    by_severity: dict[int, int] = {}
+    for i in period:
+        by_severity[i.severity] = by_severity.get(i.severity, 0) + 1
+    ms = sorted(
+        round((i.ended_at - i.started_at).total_seconds() * 1000)
+        for i in period
+        if i.status == Status.ENDED and i.ended_at is not None
+    )
+    open_now = sum(i.status in (Status.STARTING, Status.ACTIVE) for i in mine)
+    if not ms:
+        return IncidentStats(by_severity=by_severity, open_now=open_now)
+    middle = ms[(len(ms) - 1) // 2 : len(ms) // 2 + 1]
+    return IncidentStats(
+        by_severity=by_severity,
+        open_now=open_now,
+        resolved=len(ms),
+        median_seconds=sum(middle) / len(middle) / 1000,
+        mean_seconds=sum(ms) / len(ms) / 1000,
+    )
+
+
+async def test_incident_stats_follow_every_change_whatever_the_period(store: Store) -> None:
+    """Periods that hold every incident of the teams (SQLite answers those from totals kept by
+    triggers) and periods that do not, after creates, severity and team changes, ends without
+    and with a time, and a reopen: always what a count over the incidents says."""
+    minutes = timedelta(minutes=1)
+    plan = [
+        ("team-ops", 1, Status.ENDED, T0, 10 * minutes),
+        ("team-ops", 2, Status.ENDED, T0 + minutes, 31 * minutes),
+        ("team-ops", 2, Status.ACTIVE, T0 + 2 * minutes, None),
+        ("team-ops", 3, Status.ENDED, T0 + 3 * minutes, None),  # ended without a time
+        ("team-web", 3, Status.ENDED, T0 + minutes, 99 * minutes),
+        ("team-web", 4, Status.STARTING, T0 + 5 * minutes, None),
+        ("team-ops", 4, Status.ENDED, T0 + 6 * minutes, timedelta(milliseconds=1500)),
+    ]
+    for team, severity, status, started, duration in plan:
+        ended = started + duration if duration is not None else None
+        await create(store, team_id=team, severity=severity, status=status, started_at=started, ended_at=ended)
+
+    async def check() -> None:
+        async with store.transaction() as tx:
+            incidents = [i for n in range(1, len(plan) + 1) if (i := await tx.get_incident(n)) is not None]
+            for teams in (["team-ops"], ["team-web"], ["team-ops", "team-web"], ["team-none"]):
+                for since in (T0 - timedelta(days=365), T0, T0 + minutes, T0 + 4 * minutes, T0 + timedelta(days=1)):
+                    assert await tx.incident_stats(teams, since) == reference_stats(incidents, teams, since), (teams, since)
+
+    await check()
+    changes = [
+        (1, {"severity": 4}),
+        (2, {"status": Status.ACTIVE, "ended_at": None}),  # reopened
+        (3, {"status": Status.ENDED, "ended_at": T0 + 50 * minutes}),
+        (4, {"ended_at": T0 + 9 * minutes}),  # the missing end time, set
+        (5, {"team_id": "team-ops"}),
+        (6, {"status": Status.ACTIVE}),
+        (2, {"status": Status.ENDED, "ended_at": T0 + 5 * minutes}),  # ended again, sooner
+    ]
+    for number, change in changes:
+        async with store.transaction() as tx:
+            incident = await tx.get_incident(number)
+            assert incident is not None
+            await tx.save_incident(incident.model_copy(update=change))
+        await check()
+
+
 async def test_incident_stats_has_no_cap_on_the_number_of_incidents(store: Store) -> None:
     """Past 10,000 incidents the figures still count every one (an old version loaded at most 10,000)."""
     n = 10_050
@@ -901,6 +997,28 @@ async def test_sqlite_pragmas(sqlite_store: SQLiteStore, sqlite_backend: SQLiteB
         assert list(await conn.execute_fetchall("PRAGMA journal_mode")) == [("wal",)]
 
 
+async def test_sqlite_incident_totals_follow_deletes_and_match_a_recount(
+    sqlite_store: SQLiteStore, sqlite_backend: SQLiteBackend
+) -> None:
+    """incident_totals (kept by triggers, migration 0006) equal a GROUP BY over incidents, also
+    after rows are deleted by hand (no store method deletes an incident)."""
+    for i in range(6):
+        ended = T0 + timedelta(minutes=i + 1) if i % 3 else None
+        status = Status.ENDED if i % 2 else Status.ACTIVE
+        await create(sqlite_store, team_id=f"team-{i % 2}", severity=1 + i % 4, status=status, ended_at=ended)
+    recount = (
+        "SELECT team_id, severity, COUNT(*), "
+        "COUNT(*) FILTER (WHERE status = 'ended' AND resolve_ms IS NOT NULL), "
+        "COALESCE(SUM(resolve_ms) FILTER (WHERE status = 'ended'), 0) FROM incidents GROUP BY team_id, severity"
+    )
+    kept = "SELECT team_id, severity, incidents, resolved, resolve_ms FROM incident_totals WHERE incidents > 0"
+    async with aiosqlite.connect(sqlite_backend.path) as conn:
+        assert sorted(await conn.execute_fetchall(kept)) == sorted(await conn.execute_fetchall(recount))
+        await conn.execute("DELETE FROM incidents WHERE number IN (2, 3)")
+        await conn.commit()
+        assert sorted(await conn.execute_fetchall(kept)) == sorted(await conn.execute_fetchall(recount))
+
+
 async def test_sqlite_schema(sqlite_store: SQLiteStore, sqlite_backend: SQLiteBackend) -> None:
     async with aiosqlite.connect(sqlite_backend.path) as conn:
         tables = {r[0] for r in await conn.execute_fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -916,7 +1034,13 @@ async def test_sqlite_schema(sqlite_store: SQLiteStore, sqlite_backend: SQLiteBa
         "bot_state",
         "schema_version",
     } <= tables
-    assert {"incidents_command_post", "incidents_team_status", "incidents_status_ended", "incidents_team_started"} <= indexes
+    assert {
+        "incidents_command_post",
+        "incidents_team_status",
+        "incidents_status_ended",
+        "incidents_team_severity",
+        "incidents_team_resolve",
+    } <= indexes
     assert [(fk[2], fk[3], fk[4]) for fk in fks] == [("incidents", "incident_number", "number")]
 
 

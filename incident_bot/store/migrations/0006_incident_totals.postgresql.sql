@@ -1,0 +1,3 @@
+-- Version 6 on PostgreSQL: nothing. SQLite keeps incident_totals (0006_incident_totals.sql)
+-- because each statement there costs a hand-off to SQLite's thread and its walks are the
+-- bot's own CPU; PostgreSQL's `stats` is one statement in the server's process.
