@@ -91,6 +91,16 @@ class LoadResult:
         return self.cpu / len(self.samples) * 1000
 
 
+def pooled(results: Sequence[LoadResult]) -> LoadResult:
+    """Several runs at one rate as one: samples pooled, CPU and wall time summed."""
+    return LoadResult(
+        results[0].rate,
+        [s for r in results for s in r.samples],
+        sum(r.cpu for r in results),
+        sum(r.wall for r in results),
+    )
+
+
 class Watch:
     """Timestamps of posts as the fake stores them: commands sent, replies by the bot, edits."""
 
