@@ -86,11 +86,12 @@ SPREAD_RATE, SPREAD_COUNT = 100, 250
 # parallel requests (a real one is bounded by its cores and database), so a bot that serves many
 # channels at once is not slowed by the server here as it would be on a small shared machine.
 # Measured 2026-12-02 with `make bench-server` (tests/bench/test_server_time.py: the pinned
-# Mattermost of tests/integration with PostgreSQL on this 2-core machine, 300 sequential requests
-# each as the bot user over one keep-alive aiohttp connection), p50 (p90/p99) in ms:
+# Mattermost 11.4.0 of tests/integration with PostgreSQL on this 2-core machine, 300 sequential
+# requests each as the bot user over one keep-alive aiohttp connection), p50 (p90/p99) in ms:
 # reply in a thread 15.62 (25.78/36.23), patch 21.00 (31.59/44.27), GET /users/me 0.57
-# (0.79/1.45); a second run gave p50 12.21, 26.54 and 0.58. Measure again with
-# `make bench-server` (test-artifacts/server-time.json) and put the p50 figures here.
+# (0.79/1.45); two more runs gave p50 12.21 and 15.41, 26.54 and 28.56, 0.58 and 0.66 (`help`
+# makes only the reply). Measure again with `make bench-server` (test-artifacts/server-time.json)
+# and put the p50 figures here.
 SERVER_TIME_MEASURED = "2026-12-02, make bench-server, p50"
 SERVER_TIME_POST = 0.0156  # POST /api/v4/posts
 SERVER_TIME_PATCH = 0.0210  # PUT /api/v4/posts/{id}/patch

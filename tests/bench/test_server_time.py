@@ -60,11 +60,14 @@ async def test_real_server_request_times(world: World) -> None:
     headers = {"Authorization": f"Bearer {world.bot_token}", "X-Requested-With": "XMLHttpRequest"}
     connector = aiohttp.TCPConnector(limit=1)  # one keep-alive connection, reused
     async with aiohttp.ClientSession(base_url=world.url, headers=headers, connector=connector) as http:
+        version = ""
 
         async def request(method: str, path: str, body: Any = None) -> Any:
+            nonlocal version
             async with http.request(method, path, json=body) as response:
                 payload = await response.json(content_type=None)
                 assert response.status in (200, 201), f"{method} {path}: {response.status} {payload}"
+                version = response.headers.get("X-Version-Id", version)
                 return payload
 
         root = await request("POST", "/api/v4/posts", {"channel_id": channel, "message": "server time root"})
@@ -90,13 +93,14 @@ async def test_real_server_request_times(world: World) -> None:
     result = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "server": "the pinned Mattermost of tests/integration (PostgreSQL), same machine, loopback",
+        "server_version": version,
         "machine": {"cpus": os.cpu_count(), "load_avg": [round(x, 2) for x in os.getloadavg()]},
         **figures,
     }
     out = REPO / "test-artifacts"
     out.mkdir(exist_ok=True)
     (out / "server-time.json").write_text(json.dumps(result, indent=2))
-    print("\nreal server, one request at a time, ms:")
+    print(f"\nreal server ({version}), one request at a time, ms:")
     for name in kinds:
         f = figures[name]
         print(f"  {name:14} p50 {f['p50_ms']:7.2f}  p90 {f['p90_ms']:7.2f}  p99 {f['p99_ms']:7.2f}")
