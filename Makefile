@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint format test-integration bench chaos fuzz check verify-service install-test clean
+.PHONY: install run test lint format test-integration bench bench-server chaos fuzz check verify-service install-test clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "incident-bot needs Python >= 3.11 (found " + sys.version.split()[0] + "); set PYTHON=python3.11")'
@@ -39,7 +39,12 @@ test-integration: $(STAMP)
 	bash tests/integration/run.sh $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(PY) -m pytest -q -s -m bench tests/bench $(PYTEST_ARGS)
+	$(PY) -m pytest -q -s -m "bench and not integration" tests/bench $(PYTEST_ARGS)
+
+# The real server's request times that `make bench` models in its sustained-rate ladders
+# (tests/bench/test_server_time.py; needs root, like test-integration).
+bench-server: $(STAMP)
+	bash tests/integration/run.sh tests/bench/test_server_time.py -m "bench and integration" -s $(PYTEST_ARGS)
 
 chaos: $(STAMP)
 	$(PY) -m pytest -q -m slow tests/chaos $(PYTEST_ARGS)
