@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
+from functools import cache
 
 from incident_bot.domain.commands import COMMANDS
 from incident_bot.domain.format import format_datetime, format_duration, format_offset, format_time
@@ -500,6 +501,7 @@ def severity_changed(incident: Incident, previous: int) -> str:
 SLASH = "/incident"  # the slash command's trigger, as `register-command` creates it
 
 
+@cache  # the same text for the bot's one name; built once instead of on every `help`
 def help_all(bot: str) -> str:
     lines = [
         f"**@{bot} commands** (mention me, write to me directly without the mention,"
