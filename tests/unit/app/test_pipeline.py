@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from incident_bot.app.core import pending_id
+from incident_bot.app.pipeline import FRESH_MS
 from incident_bot.chat.events import Posted
 from incident_bot.domain.models import TimelineKind
 from tests.support.inprocess import App
@@ -114,4 +115,43 @@ async def test_a_read_only_command_does_not_wait_behind_a_state_change(app: App)
     release.set()
     await app.settle()
     assert order == ["change", "next"]
+    assert len(app.replies_to(post)) == 1
+
+
+async def test_a_fresh_read_only_command_delivered_again_is_answered_once(app: App) -> None:
+    # Answered without a look at the database (Pipeline._claim, fresh_read): a repeat in this
+    # process finds it among the recent reads, even once Mattermost forgot the reply's pending id.
+    post = app.chat.person_posts(app.room, app.alice, "@incident-bot help")
+    event = Posted(post=post, channel_type="O", team_id=app.ops.id)
+    app.bot.pipeline.handle(event)
+    await app.settle()
+    app.chat.forget_pending_post_ids()
+    app.bot.pipeline.handle(event)
+    await app.settle()
+    assert len(app.replies_to(post)) == 1
+
+
+async def test_a_fresh_read_only_command_seen_by_another_run_is_answered_once(app: App) -> None:
+    # Another process (a restarted bot, a new leader) has no recent reads: within 30 s
+    # Mattermost answers the repeated pending_post_id with the reply already made.
+    post = app.chat.person_posts(app.room, app.alice, "@incident-bot list")
+    event = Posted(post=post, channel_type="O", team_id=app.ops.id)
+    app.bot.pipeline.handle(event)
+    await app.settle()
+    app.bot.pipeline._recent_reads.clear()  # stands for a process that never saw it
+    app.bot.pipeline.handle(event)
+    await app.settle()
+    assert len(app.replies_to(post)) == 1
+
+
+async def test_an_older_read_only_command_delivered_again_reads_the_record(app: App) -> None:
+    # Past FRESH_MS the reply's record in the database decides, not memory nor Mattermost's 30 s.
+    post = app.chat.person_posts(app.room, app.alice, "@incident-bot help")
+    app.bot.pipeline.handle(Posted(post=post, channel_type="O", team_id=app.ops.id))
+    await app.settle()
+    app.bot.pipeline._recent_reads.clear()
+    app.chat.forget_pending_post_ids()
+    old = post.model_copy(update={"create_at": post.create_at - FRESH_MS - 1000})
+    app.bot.pipeline.handle(Posted(post=old, channel_type="O", team_id=app.ops.id))
+    await app.settle()
     assert len(app.replies_to(post)) == 1
