@@ -19,7 +19,6 @@ Non-idempotent POSTs are retried too; the app layer dedupes by event key, and
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import uuid
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
+from pydantic_core import from_json
 
 from incident_bot import __version__
 from incident_bot.chat.errors import (
@@ -236,7 +236,7 @@ class MattermostClient:
         if not body:
             return None
         try:
-            return json.loads(body)
+            return from_json(body)  # pydantic-core's parser, as chat/events.py
         except ValueError:
             raise MattermostError(
                 status,

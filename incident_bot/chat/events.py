@@ -25,11 +25,15 @@ redelivered (reliable-WebSocket replay, REST catch-up) gives the same key:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
+
+# pydantic-core's JSON parser (Rust): frames and the post inside them parsed ~2.8x faster than
+# json.loads (py-spy: json.loads was 2.6% of a `help`, the client's response decoding 1.0%); it refuses lone surrogate escapes,
+# which Mattermost's encoder never writes.
+from pydantic_core import from_json
 
 from incident_bot.chat.models import Post, Reaction
 
@@ -144,7 +148,7 @@ def _truncate(text: Any) -> str:
 
 def _load_object(text: str | bytes) -> Any:
     try:
-        return json.loads(text)
+        return from_json(text)
     except (ValueError, TypeError):
         raise _Bad("not JSON") from None
 
@@ -166,7 +170,7 @@ def _reply(obj: Any) -> Reply | None:
 def parse_reply(text: str | bytes) -> Reply | None:
     """The reply frame in ``text``, or None when it is anything else. Never raises."""
     try:
-        return _reply(json.loads(text))
+        return _reply(from_json(text))
     except Exception:  # noqa: BLE001 - "never raises": any frame we cannot read (even a RecursionError) is not a reply
         return None
 
@@ -272,7 +276,7 @@ def _embedded(data: dict[str, Any], field: str, model: type[Any]) -> Any:
     value = data[field]
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            value = from_json(value)
         except ValueError:
             raise _Bad(f"data.{field} is not valid JSON") from None
     if not isinstance(value, dict):
@@ -289,7 +293,7 @@ def _mentions(value: Any) -> list[str]:
     """data.mentions is a JSON string of user ids; anything odd counts as no mentions."""
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            value = from_json(value)
         except ValueError:
             return []
     if isinstance(value, list):
