@@ -21,7 +21,7 @@ from incident_bot.app.request import Applied, Request
 from incident_bot.chat.events import Event, Malformed, PostDeleted, Posted, PostEdited, ReactionAdded, ReactionRemoved
 from incident_bot.chat.models import Post
 from incident_bot.domain.commands import COMMANDS
-from incident_bot.store.base import StoreUnavailable
+from incident_bot.store.base import Store, StoreUnavailable
 
 log = structlog.get_logger("incident_bot.events")
 
@@ -39,6 +39,54 @@ class Claim(StrEnum):
     BUSY = "busy"  # being handled
     DONE = "done"  # handled and, for a command, answered
     UNANSWERED = "unanswered"  # its effect committed, its reply never sent: the bot stopped in between
+
+
+class ClaimReads:
+    """The claims' reads of the database, together: what is asked while a read waits for the
+    store goes along with it, so a burst (catch-up's thousand commands at once) costs a trip to
+    the database per batch instead of one per command. Each claim still reads the database
+    after it was asked: a batch is read only once the store is free."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._waiting: dict[str, list[asyncio.Future[tuple[bool, bool]]]] | None = None
+        self._reading: set[asyncio.Task[None]] = set()
+
+    async def state(self, key: str) -> tuple[bool, bool]:
+        """(a reply is recorded, the event is recorded) for ``key``, as command_state reads it."""
+        future: asyncio.Future[tuple[bool, bool]] = asyncio.get_running_loop().create_future()
+        if self._waiting is None:
+            self._waiting = {}
+            task = asyncio.create_task(self._send())
+            self._reading.add(task)
+            task.add_done_callback(self._reading.discard)
+        self._waiting.setdefault(key, []).append(future)
+        return await future
+
+    async def _send(self) -> None:
+        waiting: dict[str, list[asyncio.Future[tuple[bool, bool]]]] = {}
+        try:
+            async with self._store.read() as tx:
+                waiting, self._waiting = self._waiting or {}, None  # the batch closes once the store is ours
+                states = await tx.command_states(list(waiting))
+        except BaseException as exc:
+            if not waiting:
+                waiting, self._waiting = self._waiting or {}, None
+            for futures in waiting.values():
+                for future in futures:
+                    if future.done():
+                        continue
+                    if isinstance(exc, Exception):
+                        future.set_exception(exc)
+                    else:  # cancelled (the bot is stopping): so are the claims
+                        future.cancel()
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for key, futures in waiting.items():
+            for future in futures:
+                if not future.done():
+                    future.set_result(states[key])
 
 
 class Listeners(Protocol):
@@ -79,6 +127,7 @@ class Pipeline:
         self.queues = ChannelQueues()
         self._inflight: set[str] = set()
         self._recent_reads: dict[str, None] = {}  # fresh read-only commands answered, oldest first
+        self._claim_reads = ClaimReads(core.store)
         self._attempts: dict[str, int] = {}
         name = re.escape(core.directory.bot.username)
         self._mention = re.compile(rf"^\s*@{name}\b[:,]?\s*", re.IGNORECASE)
@@ -219,8 +268,7 @@ class Pipeline:
         # not queue behind each other) sees it and stands back.
         self._inflight.add(key)
         try:
-            async with self.core.store.read() as tx:  # one statement: one trip to the store
-                replied, seen = await tx.command_state(key)
+            replied, seen = await self._claim_reads.state(key)
         except BaseException:
             self._inflight.discard(key)
             raise

@@ -18,6 +18,7 @@ What every backend guarantees (tests/store/test_contract.py checks it):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -60,6 +61,9 @@ class Transaction(Protocol):
 
     async def command_state(self, key: str) -> tuple[bool, bool]:
         """(a reply is recorded for ``key``, the event ``key`` is recorded): both in one read."""
+
+    async def command_states(self, keys: Sequence[str]) -> dict[str, tuple[bool, bool]]:
+        """``command_state`` of each key, read together (a few statements for many keys)."""
 
     async def prune_events(self, before: datetime) -> int:
         """Forget event keys recorded before ``before`` (older than any redelivery or catch-up

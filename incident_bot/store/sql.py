@@ -18,6 +18,7 @@ from incident_bot.domain.models import ChecklistItem, Incident, OutboxEntry, Pla
 from incident_bot.store.values import INCIDENT_COLUMNS, INCIDENT_FIELDS, INCIDENT_TIMES, from_json, incident_values, to_json
 
 Row = Any  # sqlite3.Row or an asyncpg Record: both read by column name
+_KEYS_PER_STATEMENT = 400  # command_states: twice this many parameters, well under either backend's limit
 
 
 def marks(values: Sequence[Any]) -> str:
@@ -184,6 +185,21 @@ class SQLTransaction(ABC):
         )
         assert row is not None
         return bool(row["replied"]), bool(row["seen"])
+
+    async def command_states(self, keys: Sequence[str]) -> dict[str, tuple[bool, bool]]:
+        states = {key: (False, False) for key in keys}
+        unique = list(states)
+        for first in range(0, len(unique), _KEYS_PER_STATEMENT):
+            chunk = unique[first : first + _KEYS_PER_STATEMENT]
+            rows = await self._all(
+                f"SELECT 'r' AS part, command_key AS k FROM replies WHERE command_key IN ({marks(chunk)}) "
+                f"UNION ALL SELECT 'e', key FROM processed_events WHERE key IN ({marks(chunk)})",
+                (*chunk, *chunk),
+            )
+            for row in rows:
+                replied, seen = states[row["k"]]
+                states[row["k"]] = (True, seen) if row["part"] == "r" else (replied, True)
+        return states
 
     # --- incidents -------------------------------------------------------------------------
 

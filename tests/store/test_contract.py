@@ -291,6 +291,21 @@ async def test_command_state_reads_reply_and_key_together(store: Store) -> None:
         assert await tx.command_state("post:p3") == (False, False)
 
 
+async def test_command_states_read_many_keys_together(store: Store) -> None:
+    keys = [f"post:p{i}" for i in range(1000)]  # more than one statement's worth
+    async with store.transaction() as tx:
+        for i in range(0, 1000, 3):
+            await tx.record_event(keys[i], T0)
+        for i in range(0, 1000, 5):
+            await tx.record_reply(keys[i], f"reply-{i}", T0)
+    async with store.read() as tx:
+        states = await tx.command_states([*keys, keys[0], "post:none"])
+    assert states["post:none"] == (False, False)
+    assert len(states) == 1001
+    for i, key in enumerate(keys):
+        assert states[key] == (i % 5 == 0, i % 3 == 0), key
+
+
 async def test_read_sees_what_is_committed_and_waits_for_a_transaction(store: Store) -> None:
     async with store.transaction() as tx:
         await tx.record_event("post:p1", T0)

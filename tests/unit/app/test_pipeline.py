@@ -4,6 +4,9 @@ unfinished work and commands answered before a crash."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
+
+import pytest
 
 from incident_bot.app.core import pending_id
 from incident_bot.app.pipeline import FRESH_MS
@@ -155,3 +158,27 @@ async def test_an_older_read_only_command_delivered_again_reads_the_record(app: 
     app.bot.pipeline.handle(Posted(post=old, channel_type="O", team_id=app.ops.id))
     await app.settle()
     assert len(app.replies_to(post)) == 1
+
+
+async def test_a_burst_of_replayed_commands_is_claimed_in_a_few_reads(app: App, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Catch-up hands the pipeline a thousand commands at once: their claims read the database
+    # together (ClaimReads), and each is still answered once, the answered ones not again.
+    posts = [app.chat.person_posts(app.room, app.alice, "@incident-bot help") for _ in range(60)]
+    for post in posts[:20]:
+        app.bot.pipeline.handle(Posted(post=post, channel_type="O", team_id=app.ops.id), replayed=True)
+    await app.settle()
+    app.chat.forget_pending_post_ids()
+    reads = 0
+    read = app.store.read
+
+    def counted() -> Any:
+        nonlocal reads
+        reads += 1
+        return read()
+
+    monkeypatch.setattr(app.store, "read", counted)
+    for post in posts:
+        app.bot.pipeline.handle(Posted(post=post, channel_type="O", team_id=app.ops.id), replayed=True)
+    await app.settle()
+    assert all(len(app.replies_to(post)) == 1 for post in posts)
+    assert 0 < reads < 10, reads  # 60 claims read the database; one read each would be 60
