@@ -253,10 +253,11 @@ class Pipeline:
         ``fresh_read``: a read-only command that came live, just posted. It changes nothing,
         so a second answer is all a duplicate could cause, and none can come: a duplicate in
         this process finds it in flight or among the recent reads; the reply's
-        ``pending_post_id`` makes Mattermost answer any other repeat within 30 s with the same
-        post (``deduplicateCreatePost`` in the server's channels/app/post.go); an older duplicate (catch-up, a retry, a late event) reads the database, where
-        the reply is recorded. So it is not read here: a trip to SQLite's thread is what a
-        ``help`` cost beyond stock mmpy_bot's (py-spy: 12.7% of the bot's CPU)."""
+        ``pending_post_id`` makes Mattermost answer any other repeat within 30 s with the
+        same post (``deduplicateCreatePost`` in the server's channels/app/post.go); an older
+        duplicate (catch-up, a retry, a late event) reads the database, where the reply is
+        recorded. So it is not read here: a trip to SQLite's thread is what a ``help`` cost
+        beyond stock mmpy_bot's (py-spy: aiosqlite's thread 12.7% of the bot's CPU)."""
         if key in self._inflight:
             return Claim.BUSY
         if fresh_read:

@@ -253,8 +253,14 @@ class SQLiteStore:
 
     def _send_later(self) -> None:
         self._later_timer = None
-        if self._later and (self._later_flush is None or self._later_flush.done()):
-            self._later_flush = asyncio.get_running_loop().create_task(self._flush_later())
+        if not self._later or self._conn is None:
+            return
+        loop = asyncio.get_running_loop()
+        if self._later_flush is not None and not self._later_flush.done():
+            # The last flush still waits for the store (it takes what waits when it gets it): look again.
+            self._later_timer = loop.call_later(LATER_SECONDS, self._send_later)
+            return
+        self._later_flush = loop.create_task(self._flush_later())
 
     async def _flush_later(self) -> None:
         """The timer's trip: a transaction that carries only what waits."""
