@@ -267,7 +267,7 @@ class SQLiteStore:
         try:
             async with self.transaction():
                 pass
-        except StoreUnavailable as exc:  # kept and tried again (_keep_later re-armed the timer)
+        except (StoreUnavailable, sqlite3.Error) as exc:  # kept and tried again (_keep_later re-armed the timer)
             log.warning("store.later_waiting", database=str(self.path), statements=len(self._later), error=str(exc)[:200])
         except RuntimeError:  # closed meanwhile: close() sent them
             pass

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import sqlite3
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -1003,6 +1004,32 @@ async def test_sqlite_later_kept_when_the_transaction_carrying_it_fails(sqlite_s
     async with sqlite_store.read() as tx:
         assert await tx.command_state("post:p1") == (True, False)  # sent again with this read
         assert await tx.command_state("post:p2") == (False, False)
+
+
+async def test_sqlite_later_waits_out_a_database_locked_by_another_process(
+    sqlite_store: SQLiteStore, sqlite_backend: SQLiteBackend
+) -> None:
+    other = sqlite3.connect(sqlite_backend.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # a backup or migrate-store holding the write lock past busy_timeout
+    try:
+        async with sqlite_store.later() as tx:
+            await tx.record_reply("post:p1", "reply-1", T0)
+
+        def failed_once() -> bool:
+            flush = sqlite_store._later_flush
+            return flush is not None and flush.done()
+
+        await eventually(failed_once, timeout=20, what="the timer's flush to give up on the lock")
+        flush = sqlite_store._later_flush
+        assert flush is not None and flush.exception() is None  # logged store.later_waiting, no stray traceback
+    finally:
+        other.rollback()
+        other.close()
+
+    async def written() -> bool:
+        return await _raw_replies(sqlite_backend.path) == ["post:p1"]
+
+    await eventually(written, timeout=10, what="the kept write once the lock is gone")
 
 
 async def test_sqlite_pragmas(sqlite_store: SQLiteStore, sqlite_backend: SQLiteBackend) -> None:
