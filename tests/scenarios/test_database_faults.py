@@ -15,6 +15,7 @@ import pytest
 from incident_bot.app.core import REPLY_PROP
 from incident_bot.domain import messages
 from tests.support.botproc import BotProcess, run_cli
+from tests.support.needs import unavailable
 from tests.support.scenario import mention, start_incident
 from tests.support.smalldisk import SmallDisk, available
 from tests.support.world import World
@@ -27,7 +28,7 @@ REFUSAL = messages.store_unwritable("REF").split(" (ref ")[0]  # the words befor
 async def small_disk_bot(world: World, tmp_path: Path) -> AsyncIterator[tuple[BotProcess, SmallDisk]]:
     why = available()
     if why:
-        pytest.skip(why)
+        unavailable(why)
     bot = BotProcess(world, tmp_path)
     disk = SmallDisk(bot)
     await bot.start()

@@ -44,6 +44,7 @@ import pytest
 from incident_bot.app.core import REPLY_PROP
 from tests.scenarios.conftest import real_server
 from tests.support.botproc import BotProcess
+from tests.support.needs import unavailable
 from tests.support.people import Person
 from tests.support.postgres import Cluster, ensure_installed
 from tests.support.waiting import eventually
@@ -64,7 +65,7 @@ def pg_dsn() -> Iterator[str]:
     """A fresh PostgreSQL cluster (tests/support/postgres.py) and the bots' database on it."""
     bindir, why = ensure_installed()
     if bindir is None:
-        pytest.skip(why)
+        unavailable(why)
     cluster = Cluster(bindir)
     try:
         cluster.start()

@@ -21,6 +21,7 @@ from incident_bot.store.base import Store
 from incident_bot.store.migrations import load_migrations
 from incident_bot.store.postgres import PostgresStore
 from incident_bot.store.sqlite import SQLiteStore
+from tests.support.needs import unavailable
 from tests.support.postgres import Cluster, ensure_installed
 
 
@@ -117,7 +118,7 @@ def pg_cluster() -> Iterator[Cluster | str]:
 async def postgres_backend(request: pytest.FixtureRequest) -> PostgresBackend:
     cluster = request.getfixturevalue("pg_cluster")
     if isinstance(cluster, str):
-        pytest.skip(cluster)
+        unavailable(cluster)
     return await PostgresBackend.create(cluster)
 
 
