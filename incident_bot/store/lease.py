@@ -25,6 +25,8 @@ statements give up after a timeout and a connection that failed is replaced at t
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -86,11 +88,24 @@ class PostgresLease:
             self._conn.terminate()
             self._conn = None
 
-    async def acquire(self) -> LeaseView:
-        row: Any = None
+    @asynccontextmanager
+    async def _statement(self) -> AsyncIterator[Any]:
+        """The lease's connection, one block at a time. A block that fails (or is cancelled)
+        drops it, its state unknown; a lost or broken connection raises StoreUnavailable."""
         async with self._lock:
             try:
-                conn = await self._connection()
+                yield await self._connection()
+            except _ERRORS as exc:
+                self._drop()
+                raise StoreUnavailable(f"{self.store.location}: lease: {type(exc).__name__}: {exc}") from exc
+            except BaseException:
+                self._drop()
+                raise
+
+    async def acquire(self) -> LeaseView:
+        row: Any = None
+        async with self._statement() as conn:
+            try:
                 async with conn.transaction():
                     row = await conn.fetchrow(_ACQUIRE_LOCK, timeout=STATEMENT_TIMEOUT)
                     if row is None:
@@ -102,49 +117,28 @@ class PostgresLease:
             except asyncpg.LockNotAvailableError:
                 # The old leader's last transaction still holds the row: look again at the next poll.
                 return LeaseView(row["holder"] if row else "", 0, 0.0, ours=False)
-            except _ERRORS as exc:
-                self._drop()
-                raise StoreUnavailable(f"{self.store.location}: lease: {type(exc).__name__}: {exc}") from exc
-            except BaseException:
-                self._drop()
-                raise
         self.store.fence(generation)
         log.info("lease.taken", holder=self.holder, generation=generation, previous=row["holder"] or None)
         return LeaseView(self.holder, generation, self.ttl, ours=True)
 
     async def renew(self, generation: int, timeout: float) -> bool:
-        async with self._lock:
-            try:
-                conn = await self._connection()
-                status = await conn.execute(_RENEW, self.holder, generation, self.ttl, timeout=max(timeout, 0.05))
-            except _ERRORS as exc:
-                self._drop()
-                raise StoreUnavailable(f"{self.store.location}: lease: {type(exc).__name__}: {exc}") from exc
-            except BaseException:
-                self._drop()
-                raise
+        async with self._statement() as conn:
+            status = await conn.execute(_RENEW, self.holder, generation, self.ttl, timeout=max(timeout, 0.05))
         return bool(status == "UPDATE 1")
 
     async def release(self, generation: int) -> None:
         self.store.fence(0)
-        async with self._lock:
-            try:
-                conn = await self._connection()
+        try:
+            async with self._statement() as conn:
                 await conn.execute(_RELEASE, self.holder, generation, timeout=STATEMENT_TIMEOUT)
-            except _ERRORS as exc:  # it runs out by itself
-                self._drop()
-                log.warning("lease.release_failed", error=type(exc).__name__)
-                return
+        except StoreUnavailable as exc:  # it runs out by itself
+            log.warning("lease.release_failed", error=type(exc.__cause__ or exc).__name__)
+            return
         log.info("lease.released", holder=self.holder, generation=generation)
 
     async def view(self) -> LeaseView:
-        async with self._lock:
-            try:
-                conn = await self._connection()
-                row = await conn.fetchrow(_VIEW, timeout=STATEMENT_TIMEOUT)
-            except _ERRORS as exc:
-                self._drop()
-                raise StoreUnavailable(f"{self.store.location}: lease: {type(exc).__name__}: {exc}") from exc
+        async with self._statement() as conn:
+            row = await conn.fetchrow(_VIEW, timeout=STATEMENT_TIMEOUT)
         if row is None:
             raise StoreUnavailable(f"{self.store.location}: the leader_lease row is missing (schema too old?)")
         return LeaseView(row["holder"], int(row["generation"]), float(row["left_s"]), ours=row["holder"] == self.holder)

@@ -193,9 +193,7 @@ class SQLiteStore:
                 self._keep_later(later)  # idempotent writes: sent again even if they went through
                 if tx._begun:
                     await self._rollback(conn)
-                cause = unusable(self.path, exc)
-                if cause is not None:
-                    raise cause from exc
+                self._raise_unusable(exc)
                 raise
             finally:
                 self._holder = None
@@ -216,9 +214,7 @@ class SQLiteStore:
                 if later and tx._begun:  # perhaps stopped between their BEGIN and COMMIT
                     self._keep_later(later)
                     await self._rollback(conn)
-                cause = unusable(self.path, exc)
-                if cause is not None:
-                    raise cause from exc
+                self._raise_unusable(exc)
                 raise
             finally:
                 tx._finish()
@@ -271,6 +267,12 @@ class SQLiteStore:
             log.warning("store.later_waiting", database=str(self.path), statements=len(self._later), error=str(exc)[:200])
         except RuntimeError:  # closed meanwhile: close() sent them
             pass
+
+    def _raise_unusable(self, exc: BaseException) -> None:
+        """Raise StoreUnavailable naming why when ``exc`` says the file cannot be used."""
+        cause = unusable(self.path, exc)
+        if cause is not None:
+            raise cause from exc
 
     @staticmethod
     async def _rollback(conn: aiosqlite.Connection) -> None:
